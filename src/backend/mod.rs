@@ -1,0 +1,7 @@
+//! The ONNX Runtime side: loading the library, and a session that runs one timestep of a model.
+
+pub mod runtime;
+pub mod step_session;
+
+pub use runtime::{OrtRuntime, RuntimeError};
+pub use step_session::{StepError, StepSession};

@@ -1,0 +1,50 @@
+//! Command-line configuration: every flag can also come from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::model::registry::LoadOptions;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where ONNX Runtime comes from; shared by every subcommand that opens a model.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// The ONNX Runtime shared library (libonnxruntime.so.1.31.1 from the onnxruntime wheel).
+    /// Defaults to the one in ./.venv.
+    #[arg(long, env = "ORT_DYLIB_PATH", value_name = "PATH")]
+    pub ort_library: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Directory of models: each `<name>/model.onnx` is served as `<name>`.
+    #[arg(long, env = "SPIKESERVE_MODELS", default_value = "models", value_name = "DIR")]
+    pub models: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, env = "SPIKESERVE_HTTP_ADDR", default_value = "0.0.0.0:8000", value_name = "ADDR")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// ONNX Runtime intra-op threads per model.
+    #[arg(long, env = "SPIKESERVE_INTRA_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub intra_threads: u16,
+    /// Requests that may wait per model; beyond this a request is refused with 429.
+    #[arg(long, env = "SPIKESERVE_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SPIKESERVE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions { intra_threads: usize::from(self.intra_threads), queue_capacity: self.queue_capacity as usize }
+    }
+}

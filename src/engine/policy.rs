@@ -1,0 +1,136 @@
+//! The anytime cutoff: a running mean of logits, its softmax, and when to stop.
+
+use serde::Serialize;
+
+/// Why a request stopped stepping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// The softmax confidence reached the threshold.
+    Confident,
+    /// The request ran every timestep it was allowed.
+    MaxTimesteps,
+}
+
+/// When to stop, per request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CutoffPolicy {
+    /// Stop once the max softmax probability is at least this. `1.0` disables the confidence exit,
+    /// so the request always runs `max_timesteps` (float rounding could otherwise make a
+    /// saturated softmax read exactly 1.0).
+    pub threshold: f64,
+    /// Never step more than this many timesteps (1..=T).
+    pub max_timesteps: usize,
+}
+
+impl CutoffPolicy {
+    /// The exit decision after `timestep` steps (1-based) with the given confidence.
+    pub fn decide(&self, timestep: usize, confidence: f64) -> Option<ExitReason> {
+        if self.threshold < 1.0 && confidence >= self.threshold {
+            Some(ExitReason::Confident)
+        } else if timestep >= self.max_timesteps {
+            Some(ExitReason::MaxTimesteps)
+        } else {
+            None
+        }
+    }
+}
+
+/// The prediction so far: softmax of the mean of the logits seen up to now, in f64.
+///
+/// f64 and the same order of operations as the training job's offline evaluation
+/// (`spiketrain.anytime`), so both agree on exit timesteps.
+#[derive(Debug, Clone)]
+pub struct RunningPrediction {
+    logit_sum: Vec<f64>,
+    probabilities: Vec<f64>,
+    timesteps: usize,
+}
+
+impl RunningPrediction {
+    pub fn new(classes: usize) -> Self {
+        Self { logit_sum: vec![0.0; classes], probabilities: vec![0.0; classes], timesteps: 0 }
+    }
+
+    /// Adds one timestep's logits and returns the new confidence (max probability).
+    pub fn add(&mut self, logits: &[f32]) -> f64 {
+        debug_assert_eq!(logits.len(), self.logit_sum.len());
+        for (sum, &l) in self.logit_sum.iter_mut().zip(logits) {
+            *sum += f64::from(l);
+        }
+        self.timesteps += 1;
+        let steps = self.timesteps as f64;
+        let max = self.logit_sum.iter().map(|s| s / steps).fold(f64::NEG_INFINITY, f64::max);
+        let mut total = 0.0;
+        for (p, sum) in self.probabilities.iter_mut().zip(&self.logit_sum) {
+            *p = (sum / steps - max).exp();
+            total += *p;
+        }
+        for p in &mut self.probabilities {
+            *p /= total;
+        }
+        self.confidence()
+    }
+
+    pub fn timesteps(&self) -> usize {
+        self.timesteps
+    }
+
+    pub fn probabilities(&self) -> &[f64] {
+        &self.probabilities
+    }
+
+    /// The most probable class (the first on ties, like numpy's argmax).
+    pub fn best_class(&self) -> usize {
+        let mut best = 0;
+        for (i, p) in self.probabilities.iter().enumerate() {
+            if *p > self.probabilities[best] {
+                best = i;
+            }
+        }
+        best
+    }
+
+    pub fn confidence(&self) -> f64 {
+        self.probabilities.get(self.best_class()).copied().unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_of_the_running_mean() {
+        let mut p = RunningPrediction::new(2);
+        let c1 = p.add(&[2.0, 0.0]);
+        assert!((c1 - 1.0 / (1.0 + (-2.0f64).exp())).abs() < 1e-12);
+        // mean logits now [1, 1]: a tie
+        let c2 = p.add(&[0.0, 2.0]);
+        assert!((c2 - 0.5).abs() < 1e-12);
+        assert_eq!(p.best_class(), 0);
+        assert_eq!(p.timesteps(), 2);
+        let sum: f64 = p.probabilities().iter().sum();
+        assert!((sum - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn large_logits_do_not_overflow() {
+        let mut p = RunningPrediction::new(3);
+        let c = p.add(&[1000.0, 999.0, -1000.0]);
+        assert!(c.is_finite() && c > 0.7 && c < 0.74);
+        assert_eq!(p.best_class(), 0);
+    }
+
+    #[test]
+    fn cutoff_decisions() {
+        let policy = CutoffPolicy { threshold: 0.9, max_timesteps: 4 };
+        assert_eq!(policy.decide(1, 0.95), Some(ExitReason::Confident));
+        assert_eq!(policy.decide(1, 0.9), Some(ExitReason::Confident));
+        assert_eq!(policy.decide(3, 0.5), None);
+        assert_eq!(policy.decide(4, 0.5), Some(ExitReason::MaxTimesteps));
+        let never_early = CutoffPolicy { threshold: 1.0, max_timesteps: 8 };
+        assert_eq!(never_early.decide(1, 1.0), None);
+        assert_eq!(never_early.decide(8, 1.0), Some(ExitReason::MaxTimesteps));
+    }
+}

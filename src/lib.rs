@@ -1,0 +1,12 @@
+//! spikeserve: an anytime inference server for spiking neural networks.
+//!
+//! A model is one ONNX graph per timestep (see `docs/MODEL-CONTRACT.md`). The server steps it,
+//! keeps a running mean of the logits, and stops a request as soon as the softmax confidence
+//! reaches the request's threshold or its timestep budget runs out.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod engine;
+pub mod input;
+pub mod model;

@@ -1,0 +1,1 @@
+"""Training job for spikeserve: LIF spiking networks trained with TET, exported one timestep per ONNX graph."""

@@ -1,0 +1,59 @@
+"""Offline anytime evaluation: the cutoff rule the server applies, computed over recorded logits.
+
+After timestep t the prediction is ``softmax(mean_{tau <= t} logits_tau)``; a sample exits at the first
+t whose maximum probability reaches the threshold, or at T. Computed in float64, like the server, so
+that exit timesteps agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+@dataclass(frozen=True)
+class AnytimeResult:
+    threshold: float
+    exit_timesteps: np.ndarray  # int, [N], 1-based
+    predictions: np.ndarray  # int, [N]
+    accuracy: float
+    mean_timesteps: float
+
+
+def running_probabilities(logits: np.ndarray) -> np.ndarray:
+    """``logits [T, N, C]`` -> softmax of the running mean ``[T, N, C]`` (float64)."""
+    running = np.cumsum(logits.astype(np.float64), axis=0)
+    running /= np.arange(1, logits.shape[0] + 1, dtype=np.float64)[:, None, None]
+    shifted = running - running.max(axis=2, keepdims=True)
+    expd = np.exp(shifted)
+    return expd / expd.sum(axis=2, keepdims=True)
+
+
+def accuracy_per_timestep(logits: np.ndarray, targets: np.ndarray) -> list[float]:
+    """Accuracy when every sample is stopped at t, for t = 1..T."""
+    predictions = running_probabilities(logits).argmax(axis=2)
+    return [float((predictions[t] == targets).mean()) for t in range(logits.shape[0])]
+
+
+def anytime(logits: np.ndarray, targets: np.ndarray, threshold: float) -> AnytimeResult:
+    probabilities = running_probabilities(logits)
+    steps = logits.shape[0]
+    # A threshold of 1.0 disables the confidence exit (the server does the same): a saturated
+    # softmax can round to exactly 1.0, and "1.0" is how a caller asks for all T steps.
+    confident = probabilities.max(axis=2) >= threshold if threshold < 1.0 else np.zeros(probabilities.shape[:2], bool)
+    confident[-1] = True  # everyone stops at T
+    exit_index = confident.argmax(axis=0)
+    samples = np.arange(logits.shape[1])
+    predictions = probabilities[exit_index, samples].argmax(axis=1)
+    exits = exit_index + 1
+    assert exits.max() <= steps
+    return AnytimeResult(
+        threshold=threshold,
+        exit_timesteps=exits,
+        predictions=predictions,
+        accuracy=float((predictions == targets).mean()),
+        mean_timesteps=float(exits.mean()),
+    )

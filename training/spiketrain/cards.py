@@ -1,0 +1,56 @@
+"""Writes a model card: what the model is, how it was trained, and what it measured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mapping[str, Any]) -> None:
+    training = metadata["training"]
+    at_default = report["anytime_at_default_threshold"]
+    steps = report["accuracy_per_timestep"]
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        f"{metadata['input_description']}. Input kind `{metadata['input_kind']}` (the same frame is fed at "
+        f"every timestep); {metadata['num_classes']} classes; T = {metadata['timesteps']} timesteps; "
+        f"default confidence threshold {metadata['default_threshold']}.",
+        "",
+        "## Training",
+        "",
+        f"Convolutional LIF network (decay 0.5, threshold 1, hard reset, triangle surrogate), TET loss "
+        f"(lambda = {training['tet_lambda']}), regulariser `{training['regulariser']}`, "
+        f"{training['epochs']} epochs, batch {training['batch_size']}, lr {training['lr']}, seed {training['seed']}, "
+        f"{training['train_samples']} training samples; trained in {report['train_seconds']:.0f} s on the CPU.",
+        "",
+        "Retrain with `make train-digits` (see the README).",
+        "",
+        f"## Held-out evaluation ({report['held_out_samples']} samples, never trained on; in `heldout.json`)",
+        "",
+        "Measured on the exported ONNX graph, stepped one sample at a time as the server does.",
+        "",
+        "| stop at t | " + " | ".join(str(t + 1) for t in range(len(steps))) + " |",
+        "|---|" + "---|" * len(steps),
+        "| accuracy | " + " | ".join(f"{a * 100:.2f}" for a in steps) + " |",
+        "",
+        f"**Anytime at the default threshold {report['default_threshold']}: accuracy "
+        f"{at_default['accuracy'] * 100:.2f}%, mean timesteps {at_default['mean_timesteps']:.3f} "
+        f"({at_default['speedup']:.2f}x fewer than T).**",
+        "",
+        "| threshold | accuracy % | mean timesteps | speedup T/mean |",
+        "|---|---|---|---|",
+    ]
+    for row in report["threshold_sweep"]:
+        lines.append(
+            f"| {row['threshold']} | {row['accuracy'] * 100:.2f} | {row['mean_timesteps']:.3f} | "
+            f"{row['speedup']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Torch versus ONNX Runtime over all T steps on the held-out set: largest |logit difference| "
+        f"{report['parity_max_abs_logit_diff']:.3g}.",
+        "",
+    ]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,77 @@
+"""Spiking network architectures, each written as an explicit single-timestep function.
+
+A model maps ``(x_t, states) -> (logits_t, new_states)``. Training unrolls it over T steps; export
+traces exactly one step. Using the same ``step`` for both is what makes torch/ONNX parity hold.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .neurons import LIF
+
+
+class StepModel(nn.Module):
+    """Base class: subclasses define ``state_shapes`` and ``step``."""
+
+    #: Per-sample shape of one timestep's input frame (no batch dimension).
+    input_shape: tuple[int, ...]
+
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError
+
+    def initial_states(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
+        return [torch.zeros((batch, *shape), device=device) for shape in self.state_shapes()]
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Unrolls over time. ``frames``: ``[T, B, *input_shape]``; returns logits ``[T, B, C]``."""
+        states = self.initial_states(frames.shape[1], frames.device)
+        outputs = []
+        for frame in frames:
+            logits, states = self.step(frame, states)
+            outputs.append(logits)
+        return torch.stack(outputs)
+
+
+class DigitsCSNN(StepModel):
+    """A small convolutional SNN for 8x8 digits.
+
+    conv(1->16) -> LIF -> conv(16->32) -> LIF -> avgpool 2 -> fc(512->128) -> LIF -> fc(128->C).
+
+    The input is taken in the data set's own units (pixel intensities 0..16) and scaled inside the
+    graph, so that clients send raw pixels and cannot get the normalisation wrong.
+    """
+
+    def __init__(self, num_classes: int = 10, input_scale: float = 1.0 / 16.0) -> None:
+        super().__init__()
+        self.input_shape = (1, 8, 8)
+        self.register_buffer("input_scale", torch.tensor(input_scale))
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.lif1 = LIF()
+        self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32))
+        self.lif2 = LIF()
+        self.pool = nn.AvgPool2d(2)
+        self.fc1 = nn.Linear(32 * 4 * 4, 128)
+        self.lif3 = LIF()
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        return [(16, 8, 8), (32, 8, 8), (128,)]
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        u1, u2, u3 = states
+        s1, u1 = self.lif1(self.conv1(x * self.input_scale), u1)
+        s2, u2 = self.lif2(self.conv2(s1), u2)
+        pooled = self.pool(s2).flatten(1)
+        s3, u3 = self.lif3(self.fc1(pooled), u3)
+        return self.fc2(s3), [u1, u2, u3]
+
+
+def build_model(dataset: str, num_classes: int) -> StepModel:
+    if dataset == "digits":
+        return DigitsCSNN(num_classes)
+    raise ValueError(f"no architecture for dataset {dataset!r}; known: digits")
