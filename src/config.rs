@@ -25,10 +25,20 @@ pub struct RuntimeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Directory of models: each `<name>/model.onnx` is served as `<name>`.
-    #[arg(long, env = "SPIKESERVE_MODELS", default_value = "models", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "SPIKESERVE_MODELS",
+        default_value = "models",
+        value_name = "DIR"
+    )]
     pub models: PathBuf,
     /// Address of the HTTP API.
-    #[arg(long, env = "SPIKESERVE_HTTP_ADDR", default_value = "0.0.0.0:8000", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "SPIKESERVE_HTTP_ADDR",
+        default_value = "0.0.0.0:8000",
+        value_name = "ADDR"
+    )]
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -45,6 +55,9 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn load_options(&self) -> LoadOptions {
-        LoadOptions { intra_threads: usize::from(self.intra_threads), queue_capacity: self.queue_capacity as usize }
+        LoadOptions {
+            intra_threads: usize::from(self.intra_threads),
+            queue_capacity: self.queue_capacity as usize,
+        }
     }
 }

@@ -13,10 +13,20 @@ use spikeserve::model::ModelRegistry;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "spikeserve", version, about = "Anytime inference server for spiking neural networks")]
+#[command(
+    name = "spikeserve",
+    version,
+    about = "Anytime inference server for spiking neural networks"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "SPIKESERVE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -44,8 +54,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -54,7 +67,11 @@ fn init_logging(format: LogFormat) {
 
 fn inspect(path: &std::path::Path, runtime: &RuntimeArgs) -> anyhow::Result<()> {
     let runtime = OrtRuntime::load(runtime.ort_library.as_deref())?;
-    let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join(MODEL_FILE)
+    } else {
+        path.to_path_buf()
+    };
     let contract = registry::inspect(&runtime, &file)?;
     println!("{}", serde_json::to_string_pretty(&contract)?);
     Ok(())
@@ -70,16 +87,24 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             registry.refused().len()
         );
     }
-    let state = AppState { registry: Arc::new(registry) };
+    let state = AppState {
+        registry: Arc::new(registry),
+    };
     let app = router(state, config.max_body_bytes);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
         let local = listener.local_addr().context("reading the bound address")?;
         tracing::info!(http_addr = %local, "listening");
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("HTTP server failed")?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -45,9 +45,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::ModelNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            Self::MalformedJson(_) | Self::InvalidField(_) | Self::InvalidInput(_) | Self::BadBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::InvalidField(_)
+            | Self::InvalidInput(_)
+            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
@@ -82,7 +83,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");
         }
-        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -33,23 +33,42 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let models: Vec<String> = state.registry.names().into_iter().map(str::to_owned).collect();
+    let models: Vec<String> = state
+        .registry
+        .names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let (status, word) = if models.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "no_models")
     } else {
         (StatusCode::OK, "ok")
     };
-    (status, Json(Health { status: word, models, refused: state.registry.refused().len() }))
+    (
+        status,
+        Json(Health {
+            status: word,
+            models,
+            refused: state.registry.refused().len(),
+        }),
+    )
 }
 
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
-        models: state.registry.models().map(|m| ModelInfo::from(m.as_ref())).collect(),
+        models: state
+            .registry
+            .models()
+            .map(|m| ModelInfo::from(m.as_ref()))
+            .collect(),
         refused: state.registry.refused().to_vec(),
     })
 }
 
-async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+async fn get_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelInfo>, ApiError> {
     Ok(Json(ModelInfo::from(lookup(&state, &name)?.as_ref())))
 }
 
@@ -58,10 +77,13 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 fn lookup<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<LoadedModel>, ApiError> {
-    state.registry.get(name).ok_or_else(|| ApiError::ModelNotFound {
-        name: name.to_owned(),
-        loaded: state.registry.names().join(", "),
-    })
+    state
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::ModelNotFound {
+            name: name.to_owned(),
+            loaded: state.registry.names().join(", "),
+        })
 }
 
 async fn infer(
@@ -91,7 +113,12 @@ async fn infer(
         elapsed_us = started.elapsed().as_micros() as u64,
         "answered"
     );
-    let label = model.contract.labels.get(answer.class_index).cloned().unwrap_or_default();
+    let label = model
+        .contract
+        .labels
+        .get(answer.class_index)
+        .cloned()
+        .unwrap_or_default();
     Ok(Json(InferResponse {
         model: name,
         label,
@@ -107,30 +134,42 @@ async fn infer(
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<not text>"));
     match content_type {
-        Some(value) if value.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => {
+        Some(value)
+            if value
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
+        {
             Ok(())
         }
         Some(value) => Err(ApiError::UnsupportedMediaType(format!("{value:?}"))),
-        None => Err(ApiError::UnsupportedMediaType("none (set Content-Type: application/json)".into())),
+        None => Err(ApiError::UnsupportedMediaType(
+            "none (set Content-Type: application/json)".into(),
+        )),
     }
 }
 
 fn parse_body(body: &[u8]) -> Result<InferRequest, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: InferRequest = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(inner.to_string())
-        } else if path == "." {
-            ApiError::InvalidField(inner.to_string())
-        } else {
-            ApiError::InvalidField(format!("{path}: {inner}"))
-        }
-    })?;
-    deserializer.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let request: InferRequest =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ApiError::MalformedJson(inner.to_string())
+            } else if path == "." {
+                ApiError::InvalidField(inner.to_string())
+            } else {
+                ApiError::InvalidField(format!("{path}: {inner}"))
+            }
+        })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(request)
 }
 
@@ -139,7 +178,9 @@ fn anytime_request(model: &LoadedModel, request: InferRequest) -> Result<Anytime
     let contract = &model.contract;
     let threshold = request.threshold.unwrap_or(contract.default_threshold);
     if !(threshold > 0.0 && threshold <= 1.0) {
-        return Err(ApiError::InvalidField(format!("threshold: must be in (0, 1], found {threshold}")));
+        return Err(ApiError::InvalidField(format!(
+            "threshold: must be in (0, 1], found {threshold}"
+        )));
     }
     let max_timesteps = request.max_timesteps.unwrap_or(contract.timesteps);
     if max_timesteps == 0 || max_timesteps > contract.timesteps {
@@ -157,7 +198,10 @@ fn anytime_request(model: &LoadedModel, request: InferRequest) -> Result<Anytime
     };
     Ok(AnytimeRequest {
         frames,
-        policy: CutoffPolicy { threshold, max_timesteps },
+        policy: CutoffPolicy {
+            threshold,
+            max_timesteps,
+        },
         record_confidences: request.return_confidences,
     })
 }

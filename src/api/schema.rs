@@ -52,7 +52,10 @@ pub struct ModelInfo {
 
 impl From<&LoadedModel> for ModelInfo {
     fn from(model: &LoadedModel) -> Self {
-        Self { name: model.name.clone(), contract: (*model.contract).clone() }
+        Self {
+            name: model.name.clone(),
+            contract: (*model.contract).clone(),
+        }
     }
 }
 

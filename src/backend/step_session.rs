@@ -21,7 +21,11 @@ pub enum StepError {
     #[error("inference failed: {0}")]
     Run(String),
     #[error("model returned {found} values for \"{name}\", expected {expected}")]
-    OutputSize { name: String, found: usize, expected: usize },
+    OutputSize {
+        name: String,
+        found: usize,
+        expected: usize,
+    },
 }
 
 pub struct StepSession {
@@ -31,8 +35,15 @@ pub struct StepSession {
 
 impl StepSession {
     /// Opens the graph at `path` and reads its signature; the caller validates it.
-    pub fn open(runtime: &OrtRuntime, path: &Path, intra_threads: usize) -> Result<(Session, ModelSignature), StepError> {
-        let open_error = |message: String| StepError::Open { path: path.display().to_string(), message };
+    pub fn open(
+        runtime: &OrtRuntime,
+        path: &Path,
+        intra_threads: usize,
+    ) -> Result<(Session, ModelSignature), StepError> {
+        let open_error = |message: String| StepError::Open {
+            path: path.display().to_string(),
+            message,
+        };
         let session = Session::builder(runtime.environment())
             .map_err(|e| open_error(e.to_string()))?
             .with_intra_threads(intra_threads)
@@ -70,20 +81,27 @@ impl StepSession {
         let frame_shape = batched(batch, &contract.frame_shape);
         inputs.push((
             crate::model::contract::INPUT_NAME.to_owned(),
-            TensorRef::from_array_view((frame_shape, frames)).map_err(run)?.into_dyn(),
+            TensorRef::from_array_view((frame_shape, frames))
+                .map_err(run)?
+                .into_dyn(),
         ));
         for (spec, buffer) in contract.states.iter().zip(states.iter()) {
-            let view = TensorRef::from_array_view((batched(batch, &spec.shape), buffer.as_slice())).map_err(run)?;
+            let view = TensorRef::from_array_view((batched(batch, &spec.shape), buffer.as_slice()))
+                .map_err(run)?;
             inputs.push((spec.input.clone(), view.into_dyn()));
         }
         let outputs = self.session.run(inputs).map_err(run)?;
 
-        let (_, values) = outputs[LOGITS_NAME].try_extract_tensor::<f32>().map_err(run)?;
+        let (_, values) = outputs[LOGITS_NAME]
+            .try_extract_tensor::<f32>()
+            .map_err(run)?;
         check_len(LOGITS_NAME, values.len(), batch * contract.num_classes)?;
         logits.clear();
         logits.extend_from_slice(values);
         for (spec, buffer) in contract.states.iter().zip(states.iter_mut()) {
-            let (_, values) = outputs[spec.output.as_str()].try_extract_tensor::<f32>().map_err(run)?;
+            let (_, values) = outputs[spec.output.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(run)?;
             check_len(&spec.output, values.len(), buffer.len())?;
             buffer.copy_from_slice(values);
         }
@@ -92,14 +110,20 @@ impl StepSession {
 }
 
 fn batched(batch: usize, shape: &[usize]) -> Vec<usize> {
-    std::iter::once(batch).chain(shape.iter().copied()).collect()
+    std::iter::once(batch)
+        .chain(shape.iter().copied())
+        .collect()
 }
 
 fn check_len(name: &str, found: usize, expected: usize) -> Result<(), StepError> {
     if found == expected {
         Ok(())
     } else {
-        Err(StepError::OutputSize { name: name.to_owned(), found, expected })
+        Err(StepError::OutputSize {
+            name: name.to_owned(),
+            found,
+            expected,
+        })
     }
 }
 
@@ -114,15 +138,33 @@ fn signature_of(session: &Session) -> Result<ModelSignature, StepError> {
             },
             dims: shape.iter().copied().collect(),
         },
-        other => TensorSpec { name: name.to_owned(), element: ElementType::Other(format!("{other:?}")), dims: vec![] },
+        other => TensorSpec {
+            name: name.to_owned(),
+            element: ElementType::Other(format!("{other:?}")),
+            dims: vec![],
+        },
     };
-    let metadata = session.metadata().map_err(|e| StepError::Metadata(e.to_string()))?;
-    let keys = metadata.custom_keys().map_err(|e| StepError::Metadata(e.to_string()))?;
-    let metadata: BTreeMap<String, String> =
-        keys.into_iter().filter_map(|k| metadata.custom(&k).map(|v| (k, v))).collect();
+    let metadata = session
+        .metadata()
+        .map_err(|e| StepError::Metadata(e.to_string()))?;
+    let keys = metadata
+        .custom_keys()
+        .map_err(|e| StepError::Metadata(e.to_string()))?;
+    let metadata: BTreeMap<String, String> = keys
+        .into_iter()
+        .filter_map(|k| metadata.custom(&k).map(|v| (k, v)))
+        .collect();
     Ok(ModelSignature {
-        inputs: session.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect(),
-        outputs: session.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect(),
+        inputs: session
+            .inputs()
+            .iter()
+            .map(|o| spec(o.name(), o.dtype()))
+            .collect(),
+        outputs: session
+            .outputs()
+            .iter()
+            .map(|o| spec(o.name(), o.dtype()))
+            .collect(),
         metadata,
     })
 }

@@ -82,15 +82,20 @@ impl Engine {
         std::thread::Builder::new()
             .name(format!("step-{name}"))
             .spawn(move || worker::run(session, receiver))?;
-        Ok(Self { jobs, queue_capacity })
+        Ok(Self {
+            jobs,
+            queue_capacity,
+        })
     }
 
     pub async fn infer(&self, request: AnytimeRequest) -> Result<AnytimeAnswer, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.try_send(Job { request, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.queue_capacity),
-            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
-        })?;
+        self.jobs
+            .try_send(Job { request, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.queue_capacity),
+                mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
+            })?;
         answer.await.map_err(|_| EngineError::Stopped)?
     }
 }

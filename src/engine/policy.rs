@@ -49,7 +49,11 @@ pub struct RunningPrediction {
 
 impl RunningPrediction {
     pub fn new(classes: usize) -> Self {
-        Self { logit_sum: vec![0.0; classes], probabilities: vec![0.0; classes], timesteps: 0 }
+        Self {
+            logit_sum: vec![0.0; classes],
+            probabilities: vec![0.0; classes],
+            timesteps: 0,
+        }
     }
 
     /// Adds one timestep's logits and returns the new confidence (max probability).
@@ -60,7 +64,11 @@ impl RunningPrediction {
         }
         self.timesteps += 1;
         let steps = self.timesteps as f64;
-        let max = self.logit_sum.iter().map(|s| s / steps).fold(f64::NEG_INFINITY, f64::max);
+        let max = self
+            .logit_sum
+            .iter()
+            .map(|s| s / steps)
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut total = 0.0;
         for (p, sum) in self.probabilities.iter_mut().zip(&self.logit_sum) {
             *p = (sum / steps - max).exp();
@@ -92,7 +100,10 @@ impl RunningPrediction {
     }
 
     pub fn confidence(&self) -> f64 {
-        self.probabilities.get(self.best_class()).copied().unwrap_or(0.0)
+        self.probabilities
+            .get(self.best_class())
+            .copied()
+            .unwrap_or(0.0)
     }
 }
 
@@ -124,12 +135,18 @@ mod tests {
 
     #[test]
     fn cutoff_decisions() {
-        let policy = CutoffPolicy { threshold: 0.9, max_timesteps: 4 };
+        let policy = CutoffPolicy {
+            threshold: 0.9,
+            max_timesteps: 4,
+        };
         assert_eq!(policy.decide(1, 0.95), Some(ExitReason::Confident));
         assert_eq!(policy.decide(1, 0.9), Some(ExitReason::Confident));
         assert_eq!(policy.decide(3, 0.5), None);
         assert_eq!(policy.decide(4, 0.5), Some(ExitReason::MaxTimesteps));
-        let never_early = CutoffPolicy { threshold: 1.0, max_timesteps: 8 };
+        let never_early = CutoffPolicy {
+            threshold: 1.0,
+            max_timesteps: 8,
+        };
         assert_eq!(never_early.decide(1, 1.0), None);
         assert_eq!(never_early.decide(8, 1.0), Some(ExitReason::MaxTimesteps));
     }

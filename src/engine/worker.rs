@@ -24,17 +24,27 @@ pub(super) fn run(mut session: StepSession, mut jobs: mpsc::Receiver<Job>) {
     tracing::debug!("worker stopping: no more handles");
 }
 
-fn step_until_exit(session: &mut StepSession, request: &AnytimeRequest) -> Result<AnytimeAnswer, EngineError> {
+fn step_until_exit(
+    session: &mut StepSession,
+    request: &AnytimeRequest,
+) -> Result<AnytimeAnswer, EngineError> {
     let started = Instant::now();
     let contract = session.contract();
     let frame_len = contract.frame_len();
     let mut states: Vec<Vec<f32>> = contract.states.iter().map(|s| vec![0.0; s.len()]).collect();
     let mut prediction = RunningPrediction::new(contract.num_classes);
     let mut logits = Vec::with_capacity(contract.num_classes);
-    let mut confidences = request.record_confidences.then(|| Vec::with_capacity(request.policy.max_timesteps));
+    let mut confidences = request
+        .record_confidences
+        .then(|| Vec::with_capacity(request.policy.max_timesteps));
     loop {
         let t = prediction.timesteps();
-        session.step(1, request.frames.frame(t, frame_len), &mut states, &mut logits)?;
+        session.step(
+            1,
+            request.frames.frame(t, frame_len),
+            &mut states,
+            &mut logits,
+        )?;
         let confidence = prediction.add(&logits);
         if let Some(c) = confidences.as_mut() {
             c.push(confidence);

@@ -98,9 +98,7 @@ def update_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
     """Rewrites the ``spikeserve.*`` props of an exported model (e.g. once its accuracy is measured)."""
     proto = onnx.load(str(path))
     existing = {
-        p.key.removeprefix(METADATA_PREFIX): p.value
-        for p in proto.metadata_props
-        if p.key.startswith(METADATA_PREFIX)
+        p.key.removeprefix(METADATA_PREFIX): p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
     }
     existing.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     _set_metadata(proto, existing)
@@ -125,9 +123,7 @@ def onnx_logits(session: ort.InferenceSession, frames: np.ndarray, batch_size: i
     chunks = []
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
-        states = {
-            s.name: np.zeros((stop - start, *s.shape[1:]), dtype=np.float32) for s in state_inputs
-        }
+        states = {s.name: np.zeros((stop - start, *s.shape[1:]), dtype=np.float32) for s in state_inputs}
         per_step = []
         for t in range(steps):
             feeds = {INPUT_NAME: np.ascontiguousarray(frames[t, start:stop], dtype=np.float32), **states}

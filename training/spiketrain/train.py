@@ -72,10 +72,16 @@ def train_model(config: TrainConfig, data: Dataset) -> StepModel:
             loss.backward()
             optimiser.step()
             schedule.step()
-            loss_sum += float(loss) * len(index)
+            loss_sum += loss.item() * len(index)
             correct += int((logits.mean(0).argmax(1) == targets[index]).sum())
             total += len(index)
-        log.info("epoch %d/%d loss %.4f train-acc %.4f", epoch + 1, config.epochs, loss_sum / total, correct / total)
+        log.info(
+            "epoch %d/%d loss %.4f train-acc %.4f",
+            epoch + 1,
+            config.epochs,
+            loss_sum / total,
+            correct / total,
+        )
     return model.eval()
 
 

@@ -1,0 +1,58 @@
+# spikeserve: two commands set everything up.
+#   make run    creates what is missing (the .venv with onnxruntime, the release build), then serves models/
+#   make test   creates what is missing, then runs every test: Rust and Python
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+BIN := target/release/spikeserve
+HTTP_ADDR ?= 0.0.0.0:8000
+MODELS ?= models
+CARGO_FLAGS := --locked
+
+# The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
+ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
+
+.PHONY: help venv build run test test-rust test-python lint train-digits clean
+
+help:
+	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
+	@echo "make test   - run every test, Rust and Python (creates what is missing)"
+	@echo "make train-digits - retrain models/digits"
+
+$(VENV_STAMP): training/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r training/requirements.txt
+	touch $@
+
+venv: $(VENV_STAMP)
+
+build:
+	cargo build --release $(CARGO_FLAGS)
+
+run: venv build
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(BIN) serve --models $(MODELS) --http-addr $(HTTP_ADDR)
+
+lint: venv
+	cargo fmt --check
+	cargo clippy --all-targets $(CARGO_FLAGS) -- -D warnings
+	cd training && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
+
+test-rust: venv
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS)
+
+# The Python tests drive the release binary too (contract refusals), so they run after the Rust build.
+test-python: venv build
+	cd training && SPIKESERVE_BIN=../$(BIN) ORT_DYLIB_PATH="$(ORT_LIBRARY)" ../$(PY) -m pytest
+
+test: lint test-rust test-python
+
+train-digits: venv
+	cd training && ../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --out ../models/digits
+
+clean:
+	rm -rf target $(VENV)

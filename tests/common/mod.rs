@@ -1,0 +1,151 @@
+//! Test support: runs the real `spikeserve` binary on a loopback port and talks to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shipped_models() -> PathBuf {
+    project_root().join("models")
+}
+
+/// The ONNX Runtime library the tests run against; `make test` sets it.
+pub fn ort_library() -> String {
+    std::env::var("ORT_DYLIB_PATH").expect(
+        "ORT_DYLIB_PATH must point at libonnxruntime.so.1.31.1; run the tests with `make test`",
+    )
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(models: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--models",
+            ])
+            .arg(models)
+            .args(extra)
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting spikeserve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match log.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    if let Some(addr) = listening_address(&line) {
+                        return Self {
+                            child,
+                            base: format!("http://{addr}"),
+                            log,
+                        };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "server did not start listening; its log:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_address(line: &str) -> Option<String> {
+    let record: Value = serde_json::from_str(line).ok()?;
+    let fields = record.get("fields")?;
+    (fields.get("message")?.as_str()? == "listening")
+        .then(|| fields.get("http_addr")?.as_str().map(str::to_owned))?
+}
+
+/// Runs the binary to completion (for start-up failures and `inspect`).
+pub fn run_binary(args: &[&str], ort: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spikeserve"));
+    command.args(args).env_remove("ORT_DYLIB_PATH");
+    if let Some(ort) = ort {
+        command.env("ORT_DYLIB_PATH", ort);
+    }
+    command.output().expect("running spikeserve")
+}
+
+/// POSTs a JSON body to the infer route and returns status and JSON answer.
+pub async fn infer(
+    client: &reqwest::Client,
+    base: &str,
+    model: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/v1/models/{model}/infer"))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let json = response.json().await.expect("JSON answer");
+    (status, json)
+}
+
+/// The held-out digits shipped with the model: (inputs, targets).
+pub fn heldout_digits() -> (Vec<Value>, Vec<usize>) {
+    let heldout = read_json(&shipped_models().join("digits/heldout.json"));
+    let inputs = heldout["inputs"].as_array().expect("inputs").clone();
+    let targets = heldout["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t.as_u64().expect("target") as usize)
+        .collect();
+    (inputs, targets)
+}
