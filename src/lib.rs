@@ -4,6 +4,9 @@
 //! keeps a running mean of the logits, and stops a request as soon as the softmax confidence
 //! reaches the request's threshold or its timestep budget runs out.
 
+// A request path never panics: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod api;
 pub mod backend;
 pub mod config;

@@ -1,5 +1,7 @@
 //! The `spikeserve` binary: `serve` runs the server, `inspect` checks a model against the contract.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

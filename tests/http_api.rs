@@ -421,10 +421,10 @@ async fn concurrent_requests_each_get_their_own_answer() {
         );
     }
     let mut tasks = Vec::new();
-    for input in inputs[..32].iter().cloned() {
-        let (client, base) = (client.clone(), server.base.clone());
+    for input in &inputs[..32] {
+        let (client, base, body) = (client.clone(), server.base.clone(), json!({"input": input}));
         tasks.push(tokio::spawn(async move {
-            infer(&client, &base, "digits", &json!({"input": input})).await
+            infer(&client, &base, "digits", &body).await
         }));
     }
     for (task, expected) in tasks.into_iter().zip(alone) {

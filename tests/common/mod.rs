@@ -81,6 +81,7 @@ impl Server {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "server did not start listening; its log:\n{}",
                         seen.join("\n")
