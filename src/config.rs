@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use std::time::Duration;
+
+use crate::engine::EngineConfig;
 use crate::model::registry::LoadOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,20 +28,10 @@ pub struct RuntimeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Directory of models: each `<name>/model.onnx` is served as `<name>`.
-    #[arg(
-        long,
-        env = "SPIKESERVE_MODELS",
-        default_value = "models",
-        value_name = "DIR"
-    )]
+    #[arg(long, env = "SPIKESERVE_MODELS", default_value = "models", value_name = "DIR")]
     pub models: PathBuf,
     /// Address of the HTTP API.
-    #[arg(
-        long,
-        env = "SPIKESERVE_HTTP_ADDR",
-        default_value = "0.0.0.0:8000",
-        value_name = "ADDR"
-    )]
+    #[arg(long, env = "SPIKESERVE_HTTP_ADDR", default_value = "0.0.0.0:8000", value_name = "ADDR")]
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -48,6 +41,13 @@ pub struct ServeConfig {
     /// Requests that may wait per model; beyond this a request is refused with 429.
     #[arg(long, env = "SPIKESERVE_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_capacity: u32,
+    /// Batch slots per model: requests stepped together in one timestep (1 turns batching off).
+    #[arg(long, env = "SPIKESERVE_MAX_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch: u32,
+    /// When a model is idle and a request arrives, wait this long (microseconds) for more to
+    /// fill the batch before the first step. 0 steps at once; under load batches fill anyway.
+    #[arg(long, env = "SPIKESERVE_BATCH_WAIT_US", default_value_t = 0)]
+    pub batch_wait_us: u64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SPIKESERVE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -57,7 +57,11 @@ impl ServeConfig {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             intra_threads: usize::from(self.intra_threads),
-            queue_capacity: self.queue_capacity as usize,
+            engine: EngineConfig {
+                max_batch: self.max_batch as usize,
+                batch_wait: Duration::from_micros(self.batch_wait_us),
+                queue_capacity: self.queue_capacity as usize,
+            },
         }
     }
 }

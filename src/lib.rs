@@ -5,10 +5,7 @@
 //! reaches the request's threshold or its timestep budget runs out.
 
 // A request path never panics: no unwrap/expect outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api;
 pub mod backend;

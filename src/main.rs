@@ -15,20 +15,10 @@ use spikeserve::model::ModelRegistry;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "spikeserve",
-    version,
-    about = "Anytime inference server for spiking neural networks"
-)]
+#[command(name = "spikeserve", version, about = "Anytime inference server for spiking neural networks")]
 struct Cli {
     /// Log format.
-    #[arg(
-        long,
-        env = "SPIKESERVE_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -56,11 +46,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -69,11 +56,7 @@ fn init_logging(format: LogFormat) {
 
 fn inspect(path: &std::path::Path, runtime: &RuntimeArgs) -> anyhow::Result<()> {
     let runtime = OrtRuntime::load(runtime.ort_library.as_deref())?;
-    let file = if path.is_dir() {
-        path.join(MODEL_FILE)
-    } else {
-        path.to_path_buf()
-    };
+    let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
     let contract = registry::inspect(&runtime, &file)?;
     println!("{}", serde_json::to_string_pretty(&contract)?);
     Ok(())
@@ -89,9 +72,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             registry.refused().len()
         );
     }
-    let state = AppState {
-        registry: Arc::new(registry),
-    };
+    let state = AppState { registry: Arc::new(registry) };
     let app = router(state, config.max_body_bytes);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -9,11 +9,7 @@ fn models_dir_with_digits_and(extra: &[(&str, &[u8])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let digits = dir.path().join("digits");
     std::fs::create_dir(&digits).expect("mkdir");
-    std::fs::copy(
-        shipped_models().join("digits/model.onnx"),
-        digits.join("model.onnx"),
-    )
-    .expect("copy model");
+    std::fs::copy(shipped_models().join("digits/model.onnx"), digits.join("model.onnx")).expect("copy model");
     for (name, bytes) in extra {
         let model = dir.path().join(name);
         std::fs::create_dir(&model).expect("mkdir");
@@ -26,26 +22,14 @@ fn models_dir_with_digits_and(extra: &[(&str, &[u8])]) -> tempfile::TempDir {
 async fn a_corrupt_model_is_refused_and_the_rest_are_served() {
     let dir = models_dir_with_digits_and(&[("broken", b"this is not an onnx graph")]);
     let server = Server::start(dir.path(), &[]);
-    let list: Value = reqwest::get(server.url("/v1/models"))
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = reqwest::get(server.url("/v1/models")).await.expect("list").json().await.expect("json");
     assert_eq!(list["models"].as_array().map(Vec::len), Some(1));
     assert_eq!(list["models"][0]["name"], "digits");
     assert_eq!(list["refused"][0]["name"], "broken");
     let reason = list["refused"][0]["reason"].as_str().expect("reason");
-    assert!(
-        reason.contains("cannot open model") && reason.contains("broken/model.onnx"),
-        "{reason}"
-    );
-    let health: Value = reqwest::get(server.url("/health"))
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    assert!(reason.contains("cannot open model") && reason.contains("broken/model.onnx"), "{reason}");
+    let health: Value =
+        reqwest::get(server.url("/health")).await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["refused"], 1);
 }
@@ -57,50 +41,27 @@ fn a_server_with_no_loadable_model_does_not_start() {
     std::fs::create_dir(&broken).expect("mkdir");
     std::fs::write(broken.join("model.onnx"), b"garbage").expect("write");
     let models = dir.path().to_str().expect("utf-8 path");
-    let out = run_binary(
-        &["serve", "--http-addr", "127.0.0.1:0", "--models", models],
-        Some(&ort_library()),
-    );
+    let out = run_binary(&["serve", "--http-addr", "127.0.0.1:0", "--models", models], Some(&ort_library()));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("no model could be loaded") && stderr.contains("1 refused"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no model could be loaded") && stderr.contains("1 refused"), "{stderr}");
 
     let out = run_binary(
-        &[
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--models",
-            "/nonexistent/models",
-        ],
+        &["serve", "--http-addr", "127.0.0.1:0", "--models", "/nonexistent/models"],
         Some(&ort_library()),
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("models directory /nonexistent/models cannot be read"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("models directory /nonexistent/models cannot be read"), "{stderr}");
 }
 
 #[test]
 fn a_missing_onnx_runtime_is_a_clear_start_up_error() {
-    let out = run_binary(
-        &[
-            "serve",
-            "--ort-library",
-            "/nonexistent/libonnxruntime.so.1.31.1",
-        ],
-        None,
-    );
+    let out = run_binary(&["serve", "--ort-library", "/nonexistent/libonnxruntime.so.1.31.1"], None);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr
-            .contains("ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist"),
+        stderr.contains("ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -109,10 +70,7 @@ fn a_missing_onnx_runtime_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = dir.path().join("libonnxruntime.so.1.31.1");
     std::fs::write(&fake, b"not a library").expect("write");
-    let out = run_binary(
-        &["serve", "--ort-library", fake.to_str().expect("utf-8")],
-        None,
-    );
+    let out = run_binary(&["serve", "--ort-library", fake.to_str().expect("utf-8")], None);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot load ONNX Runtime"), "{stderr}");
@@ -122,15 +80,8 @@ fn a_missing_onnx_runtime_is_a_clear_start_up_error() {
 #[test]
 fn inspect_prints_the_contract() {
     let model = shipped_models().join("digits");
-    let out = run_binary(
-        &["inspect", model.to_str().expect("utf-8")],
-        Some(&ort_library()),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_binary(&["inspect", model.to_str().expect("utf-8")], Some(&ort_library()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let contract: Value = serde_json::from_slice(&out.stdout).expect("JSON contract");
     assert_eq!(contract["timesteps"], 8);
     assert_eq!(contract["states"].as_array().map(Vec::len), Some(3));

@@ -45,14 +45,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::ModelNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            Self::MalformedJson(_)
-            | Self::InvalidField(_)
-            | Self::InvalidInput(_)
-            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidField(_) | Self::InvalidInput(_) | Self::BadBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Self::Engine(EngineError::Step(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +70,7 @@ impl ApiError {
             Self::BadBody(_) => "bad_body",
             Self::Engine(EngineError::Overloaded(_)) => "overloaded",
             Self::Engine(EngineError::Stopped) => "unavailable",
+            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => "deadline_exceeded",
             Self::Engine(EngineError::Step(_)) => "inference_failed",
         }
     }
@@ -83,12 +84,7 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
         (status, Json(body)).into_response()
     }
 }

@@ -1,7 +1,10 @@
 //! The HTTP API (axum): health, model listing and anytime inference.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The longest latency budget accepted (one hour): beyond it a budget is surely a unit mistake.
+const MAX_BUDGET_MS: f64 = 3_600_000.0;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::error::ApiError;
-use super::schema::{Health, InferRequest, InferResponse, ModelInfo, ModelList};
-use crate::engine::{AnytimeRequest, CutoffPolicy};
+use super::schema::{Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats};
+use crate::engine::{AnytimeRequest, CutoffPolicy, RequestFrames};
 use crate::input::{decode_json_tensor, into_frames};
 use crate::model::{LoadedModel, ModelRegistry};
 
@@ -26,6 +29,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
+        .route("/v1/models/{name}/stats", get(model_stats))
         .route("/v1/models/{name}/infer", post(infer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -33,34 +37,18 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let models: Vec<String> = state
-        .registry
-        .names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let models: Vec<String> = state.registry.names().into_iter().map(str::to_owned).collect();
     let (status, word) = if models.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "no_models")
     } else {
         (StatusCode::OK, "ok")
     };
-    (
-        status,
-        Json(Health {
-            status: word,
-            models,
-            refused: state.registry.refused().len(),
-        }),
-    )
+    (status, Json(Health { status: word, models, refused: state.registry.refused().len() }))
 }
 
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
-        models: state
-            .registry
-            .models()
-            .map(|m| ModelInfo::from(m.as_ref()))
-            .collect(),
+        models: state.registry.models().map(|m| ModelInfo::from(m.as_ref())).collect(),
         refused: state.registry.refused().to_vec(),
     })
 }
@@ -72,18 +60,23 @@ async fn get_model(
     Ok(Json(ModelInfo::from(lookup(&state, &name)?.as_ref())))
 }
 
+async fn model_stats(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelStats>, ApiError> {
+    let model = lookup(&state, &name)?;
+    Ok(Json(ModelStats::new(&name, model.engine.config(), model.engine.stats())))
+}
+
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::RouteNotFound(uri.path().to_owned())
 }
 
 fn lookup<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<LoadedModel>, ApiError> {
-    state
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::ModelNotFound {
-            name: name.to_owned(),
-            loaded: state.registry.names().join(", "),
-        })
+    state.registry.get(name).ok_or_else(|| ApiError::ModelNotFound {
+        name: name.to_owned(),
+        loaded: state.registry.names().join(", "),
+    })
 }
 
 async fn infer(
@@ -92,6 +85,7 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<InferResponse>, ApiError> {
+    let started = Instant::now();
     let model = lookup(&state, &name)?;
     require_json(&headers)?;
     let body = body.map_err(|rejection| {
@@ -102,8 +96,7 @@ async fn infer(
         }
     })?;
     let request = parse_body(&body)?;
-    let anytime = anytime_request(model, request)?;
-    let started = Instant::now();
+    let anytime = anytime_request(model, request, started)?;
     let max_timesteps = anytime.policy.max_timesteps;
     let answer = model.engine.infer(anytime).await?;
     tracing::debug!(
@@ -113,12 +106,7 @@ async fn infer(
         elapsed_us = started.elapsed().as_micros() as u64,
         "answered"
     );
-    let label = model
-        .contract
-        .labels
-        .get(answer.class_index)
-        .cloned()
-        .unwrap_or_default();
+    let label = model.contract.labels.get(answer.class_index).cloned().unwrap_or_default();
     Ok(Json(InferResponse {
         model: name,
         label,
@@ -130,57 +118,50 @@ async fn infer(
         exit_reason: answer.exit_reason,
         confidences: answer.confidences,
         compute_ms: answer.compute_time.as_secs_f64() * 1e3,
+        queue_ms: answer.queue_time.as_secs_f64() * 1e3,
     }))
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("<not text>"));
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
     match content_type {
         Some(value)
-            if value
-                .split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
+            if value.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
         {
             Ok(())
         }
         Some(value) => Err(ApiError::UnsupportedMediaType(format!("{value:?}"))),
-        None => Err(ApiError::UnsupportedMediaType(
-            "none (set Content-Type: application/json)".into(),
-        )),
+        None => Err(ApiError::UnsupportedMediaType("none (set Content-Type: application/json)".into())),
     }
 }
 
 fn parse_body(body: &[u8]) -> Result<InferRequest, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: InferRequest =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                ApiError::MalformedJson(inner.to_string())
-            } else if path == "." {
-                ApiError::InvalidField(inner.to_string())
-            } else {
-                ApiError::InvalidField(format!("{path}: {inner}"))
-            }
-        })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let request: InferRequest = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::MalformedJson(inner.to_string())
+        } else if path == "." {
+            ApiError::InvalidField(inner.to_string())
+        } else {
+            ApiError::InvalidField(format!("{path}: {inner}"))
+        }
+    })?;
+    deserializer.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(request)
 }
 
 /// Validates the request's parameters against the model and builds what the engine runs.
-fn anytime_request(model: &LoadedModel, request: InferRequest) -> Result<AnytimeRequest, ApiError> {
+fn anytime_request(
+    model: &LoadedModel,
+    request: InferRequest,
+    arrived: Instant,
+) -> Result<AnytimeRequest, ApiError> {
     let contract = &model.contract;
     let threshold = request.threshold.unwrap_or(contract.default_threshold);
     if !(threshold > 0.0 && threshold <= 1.0) {
-        return Err(ApiError::InvalidField(format!(
-            "threshold: must be in (0, 1], found {threshold}"
-        )));
+        return Err(ApiError::InvalidField(format!("threshold: must be in (0, 1], found {threshold}")));
     }
     let max_timesteps = request.max_timesteps.unwrap_or(contract.timesteps);
     if max_timesteps == 0 || max_timesteps > contract.timesteps {
@@ -189,19 +170,34 @@ fn anytime_request(model: &LoadedModel, request: InferRequest) -> Result<Anytime
             contract.timesteps
         )));
     }
+    let min_timesteps = request.min_timesteps.unwrap_or(1);
+    if min_timesteps == 0 || min_timesteps > max_timesteps {
+        return Err(ApiError::InvalidField(format!(
+            "min_timesteps: must be between 1 and max_timesteps ({max_timesteps}), found {min_timesteps}"
+        )));
+    }
+    let deadline = match request.latency_budget_ms {
+        None => None,
+        Some(ms) if ms.is_finite() && ms > 0.0 && ms <= MAX_BUDGET_MS => {
+            Some(arrived + Duration::from_secs_f64(ms / 1e3))
+        }
+        Some(ms) => {
+            return Err(ApiError::InvalidField(format!(
+            "latency_budget_ms: must be a positive number of milliseconds up to {MAX_BUDGET_MS}, found {ms}"
+        )))
+        }
+    };
     let tensor = decode_json_tensor(&request.input, request.shape.as_deref())?;
     let frames = into_frames(tensor, contract)?;
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
     let max_timesteps = match &frames {
-        crate::engine::RequestFrames::Sequence { count, .. } => max_timesteps.min(*count),
-        crate::engine::RequestFrames::Static(_) => max_timesteps,
+        RequestFrames::Sequence { count, .. } => max_timesteps.min(*count),
+        RequestFrames::Static(_) => max_timesteps,
     };
     Ok(AnytimeRequest {
         frames,
-        policy: CutoffPolicy {
-            threshold,
-            max_timesteps,
-        },
+        policy: CutoffPolicy { threshold, min_timesteps: min_timesteps.min(max_timesteps), max_timesteps },
+        deadline,
         record_confidences: request.return_confidences,
     })
 }

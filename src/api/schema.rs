@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::ExitReason;
+use crate::engine::{EngineConfig, ExitReason, StatsSnapshot};
 use crate::model::{LoadedModel, ModelContract, RefusedModel};
 
 /// `POST /v1/models/{name}/infer`.
@@ -19,9 +19,16 @@ pub struct InferRequest {
     /// Defaults to the model's `default_threshold`.
     #[serde(default)]
     pub threshold: Option<f64>,
+    /// Never stop on confidence before this many timesteps, 1..=max_timesteps. Defaults to 1.
+    #[serde(default)]
+    pub min_timesteps: Option<usize>,
     /// At most this many timesteps, 1..=T. Defaults to T.
     #[serde(default)]
     pub max_timesteps: Option<usize>,
+    /// Latency budget in milliseconds, counted from arrival: when it runs out the answer is the
+    /// best one so far (exit reason `deadline`), checked every timestep.
+    #[serde(default)]
+    pub latency_budget_ms: Option<f64>,
     /// Also return the confidence after every timestep.
     #[serde(default)]
     pub return_confidences: bool,
@@ -39,8 +46,10 @@ pub struct InferResponse {
     pub exit_reason: ExitReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidences: Option<Vec<f64>>,
-    /// Time spent stepping the model, in milliseconds (queue excluded).
+    /// Time from taking a batch slot to the answer, in milliseconds.
     pub compute_ms: f64,
+    /// Time spent waiting for a batch slot, in milliseconds.
+    pub queue_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,10 +61,7 @@ pub struct ModelInfo {
 
 impl From<&LoadedModel> for ModelInfo {
     fn from(model: &LoadedModel) -> Self {
-        Self {
-            name: model.name.clone(),
-            contract: (*model.contract).clone(),
-        }
+        Self { name: model.name.clone(), contract: (*model.contract).clone() }
     }
 }
 
@@ -72,4 +78,27 @@ pub struct Health {
     pub status: &'static str,
     pub models: Vec<String>,
     pub refused: usize,
+}
+
+/// `GET /v1/models/{name}/stats`: the scheduler's configuration, gauges and counters.
+#[derive(Debug, Serialize)]
+pub struct ModelStats {
+    pub name: String,
+    pub max_batch: usize,
+    pub batch_wait_us: u64,
+    pub queue_capacity: usize,
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
+}
+
+impl ModelStats {
+    pub fn new(name: &str, config: EngineConfig, stats: StatsSnapshot) -> Self {
+        Self {
+            name: name.to_owned(),
+            max_batch: config.max_batch,
+            batch_wait_us: config.batch_wait.as_micros() as u64,
+            queue_capacity: config.queue_capacity,
+            stats,
+        }
+    }
 }

@@ -37,9 +37,7 @@ pub struct OrtRuntime {
 
 impl std::fmt::Debug for OrtRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrtRuntime")
-            .field("library", &self.library)
-            .finish_non_exhaustive()
+        f.debug_struct("OrtRuntime").field("library", &self.library).finish_non_exhaustive()
     }
 }
 
@@ -52,15 +50,10 @@ impl OrtRuntime {
             None => find_in_venv(Path::new("."))?,
         };
         let builder = ort::init_from(&library).map_err(|e| RuntimeError::Load(e.to_string()))?;
-        let environment = builder
-            .with_name("spikeserve")
-            .build()
-            .map_err(|e| RuntimeError::Environment(e.to_string()))?;
+        let environment =
+            builder.with_name("spikeserve").build().map_err(|e| RuntimeError::Environment(e.to_string()))?;
         tracing::info!(library = %library.display(), "loaded ONNX Runtime");
-        Ok(Self {
-            environment,
-            library,
-        })
+        Ok(Self { environment, library })
     }
 
     pub fn environment(&self) -> &Environment {
@@ -75,14 +68,8 @@ impl OrtRuntime {
 /// Finds `libonnxruntime.so.*` inside `<root>/.venv/lib/python*/site-packages/onnxruntime/capi`.
 fn find_in_venv(root: &Path) -> Result<PathBuf, RuntimeError> {
     let lib_dir = root.join(VENV_SITE_PACKAGES);
-    let searched = lib_dir
-        .join("python*")
-        .join(WHEEL_LIBRARY_DIR)
-        .display()
-        .to_string();
-    let not_found = || RuntimeError::NotFound {
-        searched: searched.clone(),
-    };
+    let searched = lib_dir.join("python*").join(WHEEL_LIBRARY_DIR).display().to_string();
+    let not_found = || RuntimeError::NotFound { searched: searched.clone() };
     let pythons = std::fs::read_dir(&lib_dir).map_err(|_| not_found())?;
     let mut candidates: Vec<PathBuf> = pythons
         .flatten()
@@ -106,8 +93,7 @@ mod tests {
 
     #[test]
     fn a_missing_library_is_a_clear_error() {
-        let err =
-            OrtRuntime::load(Some(Path::new("/nonexistent/libonnxruntime.so.1.31.1"))).unwrap_err();
+        let err = OrtRuntime::load(Some(Path::new("/nonexistent/libonnxruntime.so.1.31.1"))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist"
@@ -118,26 +104,17 @@ mod tests {
     fn venv_search_reports_where_it_looked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = find_in_venv(dir.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("site-packages/onnxruntime/capi"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("site-packages/onnxruntime/capi"), "{err}");
     }
 
     #[test]
     fn venv_search_finds_the_wheel_library() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let capi = dir
-            .path()
-            .join(".venv/lib/python3.11/site-packages/onnxruntime/capi");
+        let capi = dir.path().join(".venv/lib/python3.11/site-packages/onnxruntime/capi");
         std::fs::create_dir_all(&capi).expect("mkdir");
         std::fs::write(capi.join("libonnxruntime.so.1.31.1"), b"").expect("write");
         std::fs::write(capi.join("libonnxruntime_providers_shared.so"), b"").expect("write");
         let found = find_in_venv(dir.path()).expect("found");
-        assert!(
-            found.ends_with("capi/libonnxruntime.so.1.31.1"),
-            "{}",
-            found.display()
-        );
+        assert!(found.ends_with("capi/libonnxruntime.so.1.31.1"), "{}", found.display());
     }
 }

@@ -12,7 +12,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use super::OrtRuntime;
 use crate::model::contract::{ElementType, ModelContract, ModelSignature, TensorSpec, LOGITS_NAME};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StepError {
     #[error("cannot open model {path}: {message}")]
     Open { path: String, message: String },
@@ -20,12 +20,10 @@ pub enum StepError {
     Metadata(String),
     #[error("inference failed: {0}")]
     Run(String),
+    #[error("state buffer for \"{name}\" holds {rows} rows, a batch of {batch} needs more")]
+    StateBuffer { name: String, rows: usize, batch: usize },
     #[error("model returned {found} values for \"{name}\", expected {expected}")]
-    OutputSize {
-        name: String,
-        found: usize,
-        expected: usize,
-    },
+    OutputSize { name: String, found: usize, expected: usize },
 }
 
 pub struct StepSession {
@@ -40,10 +38,7 @@ impl StepSession {
         path: &Path,
         intra_threads: usize,
     ) -> Result<(Session, ModelSignature), StepError> {
-        let open_error = |message: String| StepError::Open {
-            path: path.display().to_string(),
-            message,
-        };
+        let open_error = |message: String| StepError::Open { path: path.display().to_string(), message };
         let session = Session::builder(runtime.environment())
             .map_err(|e| open_error(e.to_string()))?
             .with_intra_threads(intra_threads)
@@ -66,8 +61,9 @@ impl StepSession {
 
     /// Runs one timestep for `batch` samples.
     ///
-    /// `frames` holds `batch` frames back to back; `states[i]` holds state `i` for the batch and is
-    /// overwritten with the new state. `logits` receives `batch * classes` values.
+    /// `frames` holds `batch` frames back to back. `states[i]` holds state `i`, one row per sample;
+    /// its first `batch` rows are fed and overwritten with the new state (the buffer may hold more
+    /// rows: the scheduler preallocates one per batch slot). `logits` receives `batch * classes` values.
     pub fn step(
         &mut self,
         batch: usize,
@@ -81,49 +77,42 @@ impl StepSession {
         let frame_shape = batched(batch, &contract.frame_shape);
         inputs.push((
             crate::model::contract::INPUT_NAME.to_owned(),
-            TensorRef::from_array_view((frame_shape, frames))
-                .map_err(run)?
-                .into_dyn(),
+            TensorRef::from_array_view((frame_shape, frames)).map_err(run)?.into_dyn(),
         ));
         for (spec, buffer) in contract.states.iter().zip(states.iter()) {
-            let view = TensorRef::from_array_view((batched(batch, &spec.shape), buffer.as_slice()))
-                .map_err(run)?;
+            let rows = buffer.get(..batch * spec.len()).ok_or(StepError::StateBuffer {
+                name: spec.input.clone(),
+                rows: buffer.len() / spec.len().max(1),
+                batch,
+            })?;
+            let view = TensorRef::from_array_view((batched(batch, &spec.shape), rows)).map_err(run)?;
             inputs.push((spec.input.clone(), view.into_dyn()));
         }
         let outputs = self.session.run(inputs).map_err(run)?;
 
-        let (_, values) = outputs[LOGITS_NAME]
-            .try_extract_tensor::<f32>()
-            .map_err(run)?;
+        let (_, values) = outputs[LOGITS_NAME].try_extract_tensor::<f32>().map_err(run)?;
         check_len(LOGITS_NAME, values.len(), batch * contract.num_classes)?;
         logits.clear();
         logits.extend_from_slice(values);
         for (spec, buffer) in contract.states.iter().zip(states.iter_mut()) {
-            let (_, values) = outputs[spec.output.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(run)?;
-            check_len(&spec.output, values.len(), buffer.len())?;
-            buffer.copy_from_slice(values);
+            let (_, values) = outputs[spec.output.as_str()].try_extract_tensor::<f32>().map_err(run)?;
+            let rows = batch * spec.len();
+            check_len(&spec.output, values.len(), rows)?;
+            buffer[..rows].copy_from_slice(values);
         }
         Ok(())
     }
 }
 
 fn batched(batch: usize, shape: &[usize]) -> Vec<usize> {
-    std::iter::once(batch)
-        .chain(shape.iter().copied())
-        .collect()
+    std::iter::once(batch).chain(shape.iter().copied()).collect()
 }
 
 fn check_len(name: &str, found: usize, expected: usize) -> Result<(), StepError> {
     if found == expected {
         Ok(())
     } else {
-        Err(StepError::OutputSize {
-            name: name.to_owned(),
-            found,
-            expected,
-        })
+        Err(StepError::OutputSize { name: name.to_owned(), found, expected })
     }
 }
 
@@ -144,27 +133,13 @@ fn signature_of(session: &Session) -> Result<ModelSignature, StepError> {
             dims: vec![],
         },
     };
-    let metadata = session
-        .metadata()
-        .map_err(|e| StepError::Metadata(e.to_string()))?;
-    let keys = metadata
-        .custom_keys()
-        .map_err(|e| StepError::Metadata(e.to_string()))?;
-    let metadata: BTreeMap<String, String> = keys
-        .into_iter()
-        .filter_map(|k| metadata.custom(&k).map(|v| (k, v)))
-        .collect();
+    let metadata = session.metadata().map_err(|e| StepError::Metadata(e.to_string()))?;
+    let keys = metadata.custom_keys().map_err(|e| StepError::Metadata(e.to_string()))?;
+    let metadata: BTreeMap<String, String> =
+        keys.into_iter().filter_map(|k| metadata.custom(&k).map(|v| (k, v))).collect();
     Ok(ModelSignature {
-        inputs: session
-            .inputs()
-            .iter()
-            .map(|o| spec(o.name(), o.dtype()))
-            .collect(),
-        outputs: session
-            .outputs()
-            .iter()
-            .map(|o| spec(o.name(), o.dtype()))
-            .collect(),
+        inputs: session.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect(),
+        outputs: session.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect(),
         metadata,
     })
 }

@@ -10,6 +10,23 @@ pub enum ExitReason {
     Confident,
     /// The request ran every timestep it was allowed.
     MaxTimesteps,
+    /// The latency budget ran out; the answer is the best one so far.
+    Deadline,
+    /// The caller went away; nobody receives this answer.
+    Cancelled,
+}
+
+impl ExitReason {
+    pub const ALL: [Self; 4] = [Self::Confident, Self::MaxTimesteps, Self::Deadline, Self::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confident => "confident",
+            Self::MaxTimesteps => "max_timesteps",
+            Self::Deadline => "deadline",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// When to stop, per request.
@@ -19,6 +36,8 @@ pub struct CutoffPolicy {
     /// so the request always runs `max_timesteps` (float rounding could otherwise make a
     /// saturated softmax read exactly 1.0).
     pub threshold: f64,
+    /// Never stop on confidence before this many timesteps (1..=max_timesteps).
+    pub min_timesteps: usize,
     /// Never step more than this many timesteps (1..=T).
     pub max_timesteps: usize,
 }
@@ -26,7 +45,7 @@ pub struct CutoffPolicy {
 impl CutoffPolicy {
     /// The exit decision after `timestep` steps (1-based) with the given confidence.
     pub fn decide(&self, timestep: usize, confidence: f64) -> Option<ExitReason> {
-        if self.threshold < 1.0 && confidence >= self.threshold {
+        if self.threshold < 1.0 && timestep >= self.min_timesteps && confidence >= self.threshold {
             Some(ExitReason::Confident)
         } else if timestep >= self.max_timesteps {
             Some(ExitReason::MaxTimesteps)
@@ -49,11 +68,7 @@ pub struct RunningPrediction {
 
 impl RunningPrediction {
     pub fn new(classes: usize) -> Self {
-        Self {
-            logit_sum: vec![0.0; classes],
-            probabilities: vec![0.0; classes],
-            timesteps: 0,
-        }
+        Self { logit_sum: vec![0.0; classes], probabilities: vec![0.0; classes], timesteps: 0 }
     }
 
     /// Adds one timestep's logits and returns the new confidence (max probability).
@@ -64,11 +79,7 @@ impl RunningPrediction {
         }
         self.timesteps += 1;
         let steps = self.timesteps as f64;
-        let max = self
-            .logit_sum
-            .iter()
-            .map(|s| s / steps)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let max = self.logit_sum.iter().map(|s| s / steps).fold(f64::NEG_INFINITY, f64::max);
         let mut total = 0.0;
         for (p, sum) in self.probabilities.iter_mut().zip(&self.logit_sum) {
             *p = (sum / steps - max).exp();
@@ -100,10 +111,7 @@ impl RunningPrediction {
     }
 
     pub fn confidence(&self) -> f64 {
-        self.probabilities
-            .get(self.best_class())
-            .copied()
-            .unwrap_or(0.0)
+        self.probabilities.get(self.best_class()).copied().unwrap_or(0.0)
     }
 }
 
@@ -135,19 +143,16 @@ mod tests {
 
     #[test]
     fn cutoff_decisions() {
-        let policy = CutoffPolicy {
-            threshold: 0.9,
-            max_timesteps: 4,
-        };
+        let policy = CutoffPolicy { threshold: 0.9, min_timesteps: 1, max_timesteps: 4 };
         assert_eq!(policy.decide(1, 0.95), Some(ExitReason::Confident));
         assert_eq!(policy.decide(1, 0.9), Some(ExitReason::Confident));
         assert_eq!(policy.decide(3, 0.5), None);
         assert_eq!(policy.decide(4, 0.5), Some(ExitReason::MaxTimesteps));
-        let never_early = CutoffPolicy {
-            threshold: 1.0,
-            max_timesteps: 8,
-        };
+        let never_early = CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8 };
         assert_eq!(never_early.decide(1, 1.0), None);
         assert_eq!(never_early.decide(8, 1.0), Some(ExitReason::MaxTimesteps));
+        let patient = CutoffPolicy { threshold: 0.5, min_timesteps: 3, max_timesteps: 8 };
+        assert_eq!(patient.decide(2, 0.99), None);
+        assert_eq!(patient.decide(3, 0.99), Some(ExitReason::Confident));
     }
 }

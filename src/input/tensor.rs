@@ -22,21 +22,13 @@ pub enum InputError {
     #[error("{path}: expected an array, found {found}")]
     NotArray { path: String, found: &'static str },
     #[error("{path}: expected {expected} elements like its siblings, found {found}")]
-    Ragged {
-        path: String,
-        expected: usize,
-        found: usize,
-    },
+    Ragged { path: String, expected: usize, found: usize },
     #[error("{path}: is empty")]
     Empty { path: String },
     #[error("{path}: {value:e} is outside the float32 range")]
     NotFinite { path: String, value: f64 },
     #[error("shape: {shape:?} holds {expected} elements but input has {found}")]
-    ShapeElementCount {
-        shape: Vec<usize>,
-        expected: usize,
-        found: usize,
-    },
+    ShapeElementCount { shape: Vec<usize>, expected: usize, found: usize },
     #[error("shape: given, but input is nested; \"shape\" goes with a flat array only")]
     ShapeWithNested,
     #[error("input: has shape {found:?}, the model expects {expected}")]
@@ -58,27 +50,18 @@ fn kind_of(value: &Value) -> &'static str {
 
 fn number(value: &Value, path: impl FnOnce() -> String) -> Result<f32, InputError> {
     let Some(v) = value.as_f64() else {
-        return Err(InputError::NotNumber {
-            path: path(),
-            found: kind_of(value),
-        });
+        return Err(InputError::NotNumber { path: path(), found: kind_of(value) });
     };
     let narrowed = v as f32;
     if narrowed.is_finite() {
         Ok(narrowed)
     } else {
-        Err(InputError::NotFinite {
-            path: path(),
-            value: v,
-        })
+        Err(InputError::NotFinite { path: path(), value: v })
     }
 }
 
 /// Decodes `input` (nested arrays) or, when `shape` is given, a flat array of that shape.
-pub fn decode_json_tensor(
-    input: &Value,
-    shape: Option<&[usize]>,
-) -> Result<DenseTensor, InputError> {
+pub fn decode_json_tensor(input: &Value, shape: Option<&[usize]>) -> Result<DenseTensor, InputError> {
     match shape {
         Some(shape) => decode_flat(input, shape),
         None => decode_nested(input),
@@ -86,30 +69,21 @@ pub fn decode_json_tensor(
 }
 
 fn decode_flat(input: &Value, shape: &[usize]) -> Result<DenseTensor, InputError> {
-    let items = input.as_array().ok_or(InputError::NotArray {
-        path: "input".into(),
-        found: kind_of(input),
-    })?;
+    let items =
+        input.as_array().ok_or(InputError::NotArray { path: "input".into(), found: kind_of(input) })?;
     if items.iter().any(Value::is_array) {
         return Err(InputError::ShapeWithNested);
     }
     let expected: usize = shape.iter().product();
     if expected != items.len() {
-        return Err(InputError::ShapeElementCount {
-            shape: shape.to_vec(),
-            expected,
-            found: items.len(),
-        });
+        return Err(InputError::ShapeElementCount { shape: shape.to_vec(), expected, found: items.len() });
     }
     let data = items
         .iter()
         .enumerate()
         .map(|(i, v)| number(v, || format!("input[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(DenseTensor {
-        shape: shape.to_vec(),
-        data,
-    })
+    Ok(DenseTensor { shape: shape.to_vec(), data })
 }
 
 fn decode_nested(input: &Value) -> Result<DenseTensor, InputError> {
@@ -130,26 +104,15 @@ fn decode_nested(input: &Value) -> Result<DenseTensor, InputError> {
     Ok(DenseTensor { shape, data })
 }
 
-fn walk(
-    value: &Value,
-    shape: &[usize],
-    path: &mut String,
-    out: &mut Vec<f32>,
-) -> Result<(), InputError> {
+fn walk(value: &Value, shape: &[usize], path: &mut String, out: &mut Vec<f32>) -> Result<(), InputError> {
     let Some((&expected, rest)) = shape.split_first() else {
         out.push(number(value, || path.clone())?);
         return Ok(());
     };
-    let items = value.as_array().ok_or_else(|| InputError::NotArray {
-        path: path.clone(),
-        found: kind_of(value),
-    })?;
+    let items =
+        value.as_array().ok_or_else(|| InputError::NotArray { path: path.clone(), found: kind_of(value) })?;
     if items.len() != expected {
-        return Err(InputError::Ragged {
-            path: path.clone(),
-            expected,
-            found: items.len(),
-        });
+        return Err(InputError::Ragged { path: path.clone(), expected, found: items.len() });
     }
     for (i, item) in items.iter().enumerate() {
         let len = path.len();
@@ -161,31 +124,20 @@ fn walk(
 }
 
 /// Checks the tensor against what the model takes and turns it into per-timestep frames.
-pub fn into_frames(
-    tensor: DenseTensor,
-    contract: &ModelContract,
-) -> Result<RequestFrames, InputError> {
+pub fn into_frames(tensor: DenseTensor, contract: &ModelContract) -> Result<RequestFrames, InputError> {
     let wrong_shape = |found: &[usize]| InputError::WrongShape {
         found: found.to_vec(),
         expected: contract.describe_request_shape(),
     };
     match contract.input_kind {
-        InputKind::Static if tensor.shape == contract.frame_shape => {
-            Ok(RequestFrames::Static(tensor.data))
-        }
+        InputKind::Static if tensor.shape == contract.frame_shape => Ok(RequestFrames::Static(tensor.data)),
         InputKind::Static => Err(wrong_shape(&tensor.shape)),
         InputKind::Frames => match tensor.shape.split_first() {
             Some((&count, frame)) if frame == contract.frame_shape.as_slice() => {
                 if count > contract.timesteps {
-                    return Err(InputError::TooManyFrames {
-                        found: count,
-                        max: contract.timesteps,
-                    });
+                    return Err(InputError::TooManyFrames { found: count, max: contract.timesteps });
                 }
-                Ok(RequestFrames::Sequence {
-                    data: tensor.data,
-                    count,
-                })
+                Ok(RequestFrames::Sequence { data: tensor.data, count })
             }
             _ => Err(wrong_shape(&tensor.shape)),
         },
@@ -211,10 +163,7 @@ mod tests {
         assert_eq!(t.shape, vec![1, 2, 3]);
         assert_eq!(t.data.len(), 6);
         let err = decode_json_tensor(&json!([1, 2, 3]), Some(&[2, 2])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "shape: [2, 2] holds 4 elements but input has 3"
-        );
+        assert_eq!(err.to_string(), "shape: [2, 2] holds 4 elements but input has 3");
         let err = decode_json_tensor(&json!([[1, 2]]), Some(&[2])).unwrap_err();
         assert_eq!(err, InputError::ShapeWithNested);
     }
@@ -222,33 +171,17 @@ mod tests {
     #[test]
     fn errors_name_the_element() {
         let err = decode_json_tensor(&json!([[1, 2], [3, "x"]]), None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "input[1][1]: expected a number, found a string"
-        );
+        assert_eq!(err.to_string(), "input[1][1]: expected a number, found a string");
         let err = decode_json_tensor(&json!([[1, 2], [3]]), None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "input[1]: expected 2 elements like its siblings, found 1"
-        );
+        assert_eq!(err.to_string(), "input[1]: expected 2 elements like its siblings, found 1");
         let err = decode_json_tensor(&json!([[1, 2], 3]), None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "input[1]: expected an array, found a number"
-        );
+        assert_eq!(err.to_string(), "input[1]: expected an array, found a number");
         let err = decode_json_tensor(&json!([[1, [2]], [3, 4]]), None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "input[0][1]: expected a number, found an array"
-        );
+        assert_eq!(err.to_string(), "input[0][1]: expected a number, found an array");
         let err = decode_json_tensor(&json!([[]]), None).unwrap_err();
         assert_eq!(err.to_string(), "input[0]: is empty");
         let err = decode_json_tensor(&json!([1e39]), None).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("input[0]: 1e39 is outside the float32 range"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("input[0]: 1e39 is outside the float32 range"), "{err}");
         let err = decode_json_tensor(&json!({"a": 1}), Some(&[1])).unwrap_err();
         assert_eq!(err.to_string(), "input: expected an array, found an object");
     }

@@ -34,11 +34,7 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn f32(name: &str, dims: &[i64]) -> Self {
-        Self {
-            name: name.to_owned(),
-            element: ElementType::Float32,
-            dims: dims.to_vec(),
-        }
+        Self { name: name.to_owned(), element: ElementType::Float32, dims: dims.to_vec() }
     }
 }
 
@@ -65,13 +61,11 @@ impl InputKind {
         match text {
             "static" => Ok(Self::Static),
             "frames" => Ok(Self::Frames),
-            "events" => Err(
-                "input kind \"events\" (raw event binning) is not supported by this server version"
-                    .into(),
-            ),
-            other => Err(format!(
-                "unknown input kind {other:?}; expected \"static\" or \"frames\""
-            )),
+            "events" => {
+                Err("input kind \"events\" (raw event binning) is not supported by this server version"
+                    .into())
+            }
+            other => Err(format!("unknown input kind {other:?}; expected \"static\" or \"frames\"")),
         }
     }
 }
@@ -123,20 +117,13 @@ impl ModelContract {
     pub fn describe_request_shape(&self) -> String {
         match self.input_kind {
             InputKind::Static => format!("{:?}", self.frame_shape),
-            InputKind::Frames => format!(
-                "[n <= {}, {}]",
-                self.timesteps,
-                join_dims(&self.frame_shape)
-            ),
+            InputKind::Frames => format!("[n <= {}, {}]", self.timesteps, join_dims(&self.frame_shape)),
         }
     }
 }
 
 fn join_dims(dims: &[usize]) -> String {
-    dims.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    dims.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Why a model breaks the contract. Each message names the input, output or key at fault.
@@ -146,9 +133,7 @@ pub enum ContractError {
     MissingInput(String),
     #[error("graph has no output named \"{0}\"")]
     MissingOutput(String),
-    #[error(
-        "graph input \"{0}\" is not part of the contract (expected \"x\" and \"state_in.<i>\")"
-    )]
+    #[error("graph input \"{0}\" is not part of the contract (expected \"x\" and \"state_in.<i>\")")]
     UnexpectedInput(String),
     #[error("\"{name}\" must be float32, found {found}")]
     NotFloat32 { name: String, found: String },
@@ -163,12 +148,7 @@ pub enum ContractError {
     #[error("state indices must run 0..{count} without gaps; \"{name}\" is out of place")]
     StateIndexGap { name: String, count: usize },
     #[error("state \"{input}\" has dims {input_dims:?} but \"{output}\" has dims {output_dims:?}")]
-    StateShapeMismatch {
-        input: String,
-        output: String,
-        input_dims: Vec<i64>,
-        output_dims: Vec<i64>,
-    },
+    StateShapeMismatch { input: String, output: String, input_dims: Vec<i64>, output_dims: Vec<i64> },
     #[error("output \"logits\" must have shape [batch, classes], found dims {0:?}")]
     LogitsShape(Vec<i64>),
     #[error("metadata key \"{0}\" is missing")]
@@ -178,31 +158,21 @@ pub enum ContractError {
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ContractError {
-    ContractError::InvalidMetadata {
-        key: format!("{METADATA_PREFIX}{key}"),
-        reason: reason.into(),
-    }
+    ContractError::InvalidMetadata { key: format!("{METADATA_PREFIX}{key}"), reason: reason.into() }
 }
 
 struct Metadata<'a>(&'a BTreeMap<String, String>);
 
 impl Metadata<'_> {
     fn optional(&self, key: &str) -> Option<&str> {
-        self.0
-            .get(&format!("{METADATA_PREFIX}{key}"))
-            .map(String::as_str)
+        self.0.get(&format!("{METADATA_PREFIX}{key}")).map(String::as_str)
     }
 
     fn required(&self, key: &str) -> Result<&str, ContractError> {
-        self.optional(key)
-            .ok_or_else(|| ContractError::MissingMetadata(format!("{METADATA_PREFIX}{key}")))
+        self.optional(key).ok_or_else(|| ContractError::MissingMetadata(format!("{METADATA_PREFIX}{key}")))
     }
 
-    fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-        expected: &str,
-    ) -> Result<T, ContractError> {
+    fn json<T: serde::de::DeserializeOwned>(&self, key: &str, expected: &str) -> Result<T, ContractError> {
         let text = self.required(key)?;
         serde_json::from_str(text)
             .map_err(|e| invalid(key, format!("expected {expected}, got {text:?} ({e})")))
@@ -226,8 +196,8 @@ impl ModelContract {
         let frame_shape = per_sample_shape(x)?;
         let logits = find(&signature.outputs, LOGITS_NAME)
             .ok_or_else(|| ContractError::MissingOutput(LOGITS_NAME.into()))?;
-        let logits_shape = per_sample_shape(logits)
-            .map_err(|_| ContractError::LogitsShape(logits.dims.clone()))?;
+        let logits_shape =
+            per_sample_shape(logits).map_err(|_| ContractError::LogitsShape(logits.dims.clone()))?;
         let [logit_classes] = logits_shape[..] else {
             return Err(ContractError::LogitsShape(logits.dims.clone()));
         };
@@ -246,13 +216,10 @@ impl ModelContract {
         }
         let labels: Vec<String> = meta.json("labels", "a JSON array of strings")?;
         if labels.len() != num_classes {
-            return Err(invalid(
-                "labels",
-                format!("has {} labels for {num_classes} classes", labels.len()),
-            ));
+            return Err(invalid("labels", format!("has {} labels for {num_classes} classes", labels.len())));
         }
-        let input_kind = InputKind::parse(meta.required("input_kind")?)
-            .map_err(|reason| invalid("input_kind", reason))?;
+        let input_kind =
+            InputKind::parse(meta.required("input_kind")?).map_err(|reason| invalid("input_kind", reason))?;
         let default_threshold: f64 = meta.json("default_threshold", "a number in (0, 1]")?;
         if !(default_threshold > 0.0 && default_threshold <= 1.0) {
             return Err(invalid(
@@ -265,24 +232,16 @@ impl ModelContract {
         if accuracy_per_timestep.len() != timesteps {
             return Err(invalid(
                 "accuracy_per_timestep",
-                format!(
-                    "has {} entries for {timesteps} timesteps",
-                    accuracy_per_timestep.len()
-                ),
+                format!("has {} entries for {timesteps} timesteps", accuracy_per_timestep.len()),
             ));
         }
-        if let Some(bad) = accuracy_per_timestep
-            .iter()
-            .find(|a| !(0.0..=1.0).contains(*a))
-        {
-            return Err(invalid(
-                "accuracy_per_timestep",
-                format!("{bad} is not a fraction in [0, 1]"),
-            ));
+        if let Some(bad) = accuracy_per_timestep.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+            return Err(invalid("accuracy_per_timestep", format!("{bad} is not a fraction in [0, 1]")));
         }
         let training = match meta.optional("training") {
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| invalid("training", format!("not JSON: {e}")))?,
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| invalid("training", format!("not JSON: {e}")))?
+            }
             None => Value::Null,
         };
 
@@ -309,28 +268,17 @@ fn find<'a>(specs: &'a [TensorSpec], name: &str) -> Option<&'a TensorSpec> {
 /// Checks float32, a dynamic batch first and fixed dims after it; returns the per-sample shape.
 fn per_sample_shape(spec: &TensorSpec) -> Result<Vec<usize>, ContractError> {
     if let ElementType::Other(found) = &spec.element {
-        return Err(ContractError::NotFloat32 {
-            name: spec.name.clone(),
-            found: found.clone(),
-        });
+        return Err(ContractError::NotFloat32 { name: spec.name.clone(), found: found.clone() });
     }
     match spec.dims.first() {
         Some(d) if *d < 0 => {}
-        _ => {
-            return Err(ContractError::BatchNotDynamic {
-                name: spec.name.clone(),
-                dims: spec.dims.clone(),
-            })
-        }
+        _ => return Err(ContractError::BatchNotDynamic { name: spec.name.clone(), dims: spec.dims.clone() }),
     }
     spec.dims[1..]
         .iter()
         .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| ContractError::DynamicFeatureDims {
-            name: spec.name.clone(),
-            dims: spec.dims.clone(),
-        })
+        .ok_or_else(|| ContractError::DynamicFeatureDims { name: spec.name.clone(), dims: spec.dims.clone() })
 }
 
 fn state_index(name: &str, prefix: &str) -> Option<usize> {
@@ -365,17 +313,12 @@ fn pair_states(signature: &ModelSignature) -> Result<Vec<StateSpec>, ContractErr
     let mut states = Vec::with_capacity(count);
     for (position, (&i, input)) in inputs.iter().enumerate() {
         if i != position {
-            return Err(ContractError::StateIndexGap {
-                name: input.name.clone(),
-                count,
-            });
+            return Err(ContractError::StateIndexGap { name: input.name.clone(), count });
         }
-        let output = outputs
-            .get(&i)
-            .ok_or_else(|| ContractError::UnpairedStateInput {
-                input: input.name.clone(),
-                output: format!("{STATE_OUT_PREFIX}{i}"),
-            })?;
+        let output = outputs.get(&i).ok_or_else(|| ContractError::UnpairedStateInput {
+            input: input.name.clone(),
+            output: format!("{STATE_OUT_PREFIX}{i}"),
+        })?;
         let shape = per_sample_shape(input)?;
         let output_shape = per_sample_shape(output)?;
         if shape != output_shape {
@@ -386,11 +329,7 @@ fn pair_states(signature: &ModelSignature) -> Result<Vec<StateSpec>, ContractErr
                 output_dims: output.dims.clone(),
             });
         }
-        states.push(StateSpec {
-            input: input.name.clone(),
-            output: output.name.clone(),
-            shape,
-        });
+        states.push(StateSpec { input: input.name.clone(), output: output.name.clone(), shape });
     }
     Ok(states)
 }
@@ -451,41 +390,31 @@ mod tests {
     fn names_a_missing_metadata_key() {
         let mut s = valid();
         s.metadata.remove("spikeserve.timesteps");
-        assert_eq!(
-            error_of(&s),
-            "metadata key \"spikeserve.timesteps\" is missing"
-        );
+        assert_eq!(error_of(&s), "metadata key \"spikeserve.timesteps\" is missing");
     }
 
     #[test]
     fn rejects_inconsistent_metadata() {
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.num_classes".into(), "4".into());
+        s.metadata.insert("spikeserve.num_classes".into(), "4".into());
         assert!(error_of(&s).contains("says 4 but \"logits\" has 3 classes"));
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.labels".into(), r#"["a"]"#.into());
+        s.metadata.insert("spikeserve.labels".into(), r#"["a"]"#.into());
         assert!(error_of(&s).contains("has 1 labels for 3 classes"));
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.default_threshold".into(), "1.5".into());
+        s.metadata.insert("spikeserve.default_threshold".into(), "1.5".into());
         assert!(error_of(&s).contains("spikeserve.default_threshold"));
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.accuracy_per_timestep".into(), "[0.5]".into());
+        s.metadata.insert("spikeserve.accuracy_per_timestep".into(), "[0.5]".into());
         assert!(error_of(&s).contains("has 1 entries for 4 timesteps"));
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.input_kind".into(), "video".into());
+        s.metadata.insert("spikeserve.input_kind".into(), "video".into());
         assert!(error_of(&s).contains("unknown input kind \"video\""));
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.contract_version".into(), "7".into());
+        s.metadata.insert("spikeserve.contract_version".into(), "7".into());
         assert!(error_of(&s).contains("supports version 1"));
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.timesteps".into(), "eight".into());
+        s.metadata.insert("spikeserve.timesteps".into(), "eight".into());
         assert!(error_of(&s).contains("expected a positive integer"));
     }
 
@@ -493,21 +422,14 @@ mod tests {
     fn rejects_unpaired_or_mismatched_states() {
         let mut s = valid();
         s.outputs.retain(|o| o.name != "state_out.1");
-        assert_eq!(
-            error_of(&s),
-            "state input \"state_in.1\" has no matching output \"state_out.1\""
-        );
+        assert_eq!(error_of(&s), "state input \"state_in.1\" has no matching output \"state_out.1\"");
         let mut s = valid();
         s.inputs.retain(|o| o.name != "state_in.1");
-        assert_eq!(
-            error_of(&s),
-            "state output \"state_out.1\" has no matching input \"state_in.1\""
-        );
+        assert_eq!(error_of(&s), "state output \"state_out.1\" has no matching input \"state_in.1\"");
         let mut s = valid();
         s.outputs[2] = TensorSpec::f32("state_out.1", &[-1, 2, 4]);
-        assert!(error_of(&s).contains(
-            "\"state_in.1\" has dims [-1, 4, 2] but \"state_out.1\" has dims [-1, 2, 4]"
-        ));
+        assert!(error_of(&s)
+            .contains("\"state_in.1\" has dims [-1, 4, 2] but \"state_out.1\" has dims [-1, 2, 4]"));
         let mut s = valid();
         s.inputs[2].name = "state_in.5".into();
         s.outputs[2].name = "state_out.5".into();
@@ -542,8 +464,7 @@ mod tests {
     #[test]
     fn events_are_refused_with_a_reason() {
         let mut s = valid();
-        s.metadata
-            .insert("spikeserve.input_kind".into(), "events".into());
+        s.metadata.insert("spikeserve.input_kind".into(), "events".into());
         assert!(error_of(&s).contains("not supported by this server version"));
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::contract::{ContractError, ModelContract};
 use crate::backend::{OrtRuntime, StepError, StepSession};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineConfig};
 
 /// The file each model directory must hold.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -27,10 +27,7 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("models directory {path} cannot be read: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
+    Directory { path: String, source: std::io::Error },
 }
 
 /// Per-model serving options.
@@ -38,8 +35,8 @@ pub enum RegistryError {
 pub struct LoadOptions {
     /// ONNX Runtime intra-op threads per model.
     pub intra_threads: usize,
-    /// Requests that may wait for a model before new ones are refused as overload.
-    pub queue_capacity: usize,
+    /// How each model's scheduler batches and queues.
+    pub engine: EngineConfig,
 }
 
 pub struct LoadedModel {
@@ -74,39 +71,22 @@ fn open_checked(
     intra_threads: usize,
 ) -> Result<(ort::session::Session, ModelContract), LoadError> {
     let (session, signature) = StepSession::open(runtime, path, intra_threads)?;
-    let contract =
-        ModelContract::from_signature(&signature).map_err(|source| LoadError::Contract {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let contract = ModelContract::from_signature(&signature)
+        .map_err(|source| LoadError::Contract { path: path.display().to_string(), source })?;
     Ok((session, contract))
 }
 
 impl ModelRegistry {
     /// Loads every model directory under `dir`.
-    pub fn load_dir(
-        runtime: &OrtRuntime,
-        dir: &Path,
-        options: LoadOptions,
-    ) -> Result<Self, RegistryError> {
-        let directory_error = |source| RegistryError::Directory {
-            path: dir.display().to_string(),
-            source,
-        };
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(directory_error)?
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+    pub fn load_dir(runtime: &OrtRuntime, dir: &Path, options: LoadOptions) -> Result<Self, RegistryError> {
+        let directory_error = |source| RegistryError::Directory { path: dir.display().to_string(), source };
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(directory_error)?.flatten().map(|e| e.path()).collect();
         entries.sort();
         let mut registry = Self::default();
         for entry in entries {
             let path = entry.join(MODEL_FILE);
-            let Some(name) = entry
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
-            else {
+            let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
             if !entry.is_dir() || name.starts_with('.') {
@@ -140,11 +120,7 @@ impl ModelRegistry {
     ) -> Result<(), LoadError> {
         let (session, contract) = open_checked(runtime, path, options.intra_threads)?;
         let contract = Arc::new(contract);
-        let engine = Engine::start(
-            name,
-            StepSession::new(session, (*contract).clone()),
-            options.queue_capacity,
-        )?;
+        let engine = Engine::start(name, StepSession::new(session, (*contract).clone()), options.engine)?;
         tracing::info!(
             model = %name,
             timesteps = contract.timesteps,
@@ -154,12 +130,7 @@ impl ModelRegistry {
             states = contract.states.len(),
             "model loaded"
         );
-        let model = LoadedModel {
-            name: name.to_owned(),
-            path: path.to_path_buf(),
-            contract,
-            engine,
-        };
+        let model = LoadedModel { name: name.to_owned(), path: path.to_path_buf(), contract, engine };
         self.models.insert(name.to_owned(), Arc::new(model));
         Ok(())
     }

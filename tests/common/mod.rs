@@ -20,14 +20,12 @@ pub fn shipped_models() -> PathBuf {
 
 /// The ONNX Runtime library the tests run against; `make test` sets it.
 pub fn ort_library() -> String {
-    std::env::var("ORT_DYLIB_PATH").expect(
-        "ORT_DYLIB_PATH must point at libonnxruntime.so.1.31.1; run the tests with `make test`",
-    )
+    std::env::var("ORT_DYLIB_PATH")
+        .expect("ORT_DYLIB_PATH must point at libonnxruntime.so.1.31.1; run the tests with `make test`")
 }
 
 pub fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -41,14 +39,7 @@ pub struct Server {
 impl Server {
     pub fn start(models: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spikeserve"))
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--models",
-            ])
+            .args(["--log-format", "json", "serve", "--http-addr", "127.0.0.1:0", "--models"])
             .arg(models)
             .args(extra)
             .env("ORT_DYLIB_PATH", ort_library())
@@ -71,21 +62,14 @@ impl Server {
             match log.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
                     if let Some(addr) = listening_address(&line) {
-                        return Self {
-                            child,
-                            base: format!("http://{addr}"),
-                            log,
-                        };
+                        return Self { child, base: format!("http://{addr}"), log };
                     }
                     seen.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "server did not start listening; its log:\n{}",
-                        seen.join("\n")
-                    );
+                    panic!("server did not start listening; its log:\n{}", seen.join("\n"));
                 }
             }
         }
@@ -121,18 +105,9 @@ pub fn run_binary(args: &[&str], ort: Option<&str>) -> Output {
 }
 
 /// POSTs a JSON body to the infer route and returns status and JSON answer.
-pub async fn infer(
-    client: &reqwest::Client,
-    base: &str,
-    model: &str,
-    body: &Value,
-) -> (u16, Value) {
-    let response = client
-        .post(format!("{base}/v1/models/{model}/infer"))
-        .json(body)
-        .send()
-        .await
-        .expect("request sent");
+pub async fn infer(client: &reqwest::Client, base: &str, model: &str, body: &Value) -> (u16, Value) {
+    let response =
+        client.post(format!("{base}/v1/models/{model}/infer")).json(body).send().await.expect("request sent");
     let status = response.status().as_u16();
     let json = response.json().await.expect("JSON answer");
     (status, json)

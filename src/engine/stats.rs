@@ -1,0 +1,106 @@
+//! Counters and gauges of one model's scheduler, shared lock-free with the API.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use super::ExitReason;
+
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    queued: AtomicUsize,
+    active_slots: AtomicUsize,
+    steps: AtomicU64,
+    stepped_samples: AtomicU64,
+    largest_batch: AtomicUsize,
+    refused: AtomicU64,
+    failed: AtomicU64,
+    exits: [AtomicU64; 4],
+}
+
+/// A point-in-time copy of the stats, as the API reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Slots holding a request now.
+    pub active_slots: usize,
+    /// Batched steps run.
+    pub steps: u64,
+    /// Sum over steps of the batch size: `stepped_samples / steps` is the mean batch.
+    pub stepped_samples: u64,
+    pub largest_batch: usize,
+    /// Requests refused because the queue was full.
+    pub refused: u64,
+    /// Requests that failed in ONNX Runtime or hit their deadline before the first step.
+    pub failed: u64,
+    pub exits: ExitCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExitCounts {
+    pub confident: u64,
+    pub max_timesteps: u64,
+    pub deadline: u64,
+    pub cancelled: u64,
+}
+
+fn index(reason: ExitReason) -> usize {
+    match reason {
+        ExitReason::Confident => 0,
+        ExitReason::MaxTimesteps => 1,
+        ExitReason::Deadline => 2,
+        ExitReason::Cancelled => 3,
+    }
+}
+
+impl EngineStats {
+    pub(super) fn enqueued(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn dequeued(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_active_slots(&self, slots: usize) {
+        self.active_slots.store(slots, Ordering::Relaxed);
+    }
+
+    pub(super) fn stepped(&self, batch: usize) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.stepped_samples.fetch_add(batch as u64, Ordering::Relaxed);
+        self.largest_batch.fetch_max(batch, Ordering::Relaxed);
+    }
+
+    pub(super) fn exited(&self, reason: ExitReason) {
+        self.exits[index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let exit = |r| self.exits[index(r)].load(Ordering::Relaxed);
+        StatsSnapshot {
+            queued: self.queued.load(Ordering::Relaxed),
+            active_slots: self.active_slots.load(Ordering::Relaxed),
+            steps: self.steps.load(Ordering::Relaxed),
+            stepped_samples: self.stepped_samples.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            exits: ExitCounts {
+                confident: exit(ExitReason::Confident),
+                max_timesteps: exit(ExitReason::MaxTimesteps),
+                deadline: exit(ExitReason::Deadline),
+                cancelled: exit(ExitReason::Cancelled),
+            },
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Continuous batching, overload and cancellation, through the real server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{heldout_digits, infer, read_json, shipped_models, Server};
+use serde_json::{json, Value};
+
+async fn stats(client: &reqwest::Client, server: &Server) -> Value {
+    client.get(server.url("/v1/models/digits/stats")).send().await.expect("stats").json().await.expect("json")
+}
+
+/// Polls the stats until no request is queued or holds a slot (bounded).
+async fn settled(client: &reqwest::Client, server: &Server) -> Value {
+    for _ in 0..200 {
+        let s = stats(client, server).await;
+        if s["active_slots"] == 0 && s["queued"] == 0 {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("slots or queue did not drain: {}", stats(client, server).await);
+}
+
+async fn all_at_once(client: &reqwest::Client, base: &str, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (client, base) = (client.clone(), base.to_owned());
+            tokio::spawn(async move { infer(&client, &base, "digits", &body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task"));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_answers_equal_one_at_a_time_and_the_offline_exits() {
+    let batched = Server::start(&shipped_models(), &["--max-batch", "64", "--batch-wait-us", "20000"]);
+    let single = Server::start(&shipped_models(), &["--max-batch", "1"]);
+    let client = reqwest::Client::new();
+    let eval = read_json(&shipped_models().join("digits/eval.json"));
+    let offline_exits = &eval["anytime_at_default_threshold"]["exit_timesteps"];
+    let (inputs, _) = heldout_digits();
+    let bodies: Vec<Value> = inputs.iter().map(|x| json!({"input": x, "return_confidences": true})).collect();
+
+    let together = all_at_once(&client, &batched.base, bodies.clone()).await;
+    let alone = all_at_once(&client, &single.base, bodies).await;
+    let threshold = eval["default_threshold"].as_f64().expect("threshold");
+    for (i, ((s1, a), (s2, b))) in together.iter().zip(&alone).enumerate() {
+        assert_eq!((*s1, *s2), (200, 200), "sample {i}: {a} / {b}");
+        assert_eq!(a["timesteps"], b["timesteps"], "sample {i}");
+        assert_eq!(a["exit_reason"], b["exit_reason"], "sample {i}");
+        assert_eq!(a["class_index"], b["class_index"], "sample {i}");
+        let (pa, pb) = (a["probabilities"].as_array().expect("p"), b["probabilities"].as_array().expect("p"));
+        for (x, y) in pa.iter().zip(pb) {
+            let (x, y) = (x.as_f64().expect("f64"), y.as_f64().expect("f64"));
+            assert!((x - y).abs() <= 1e-5, "sample {i}: batched {x} vs alone {y}");
+        }
+        if a["timesteps"] != offline_exits[i] {
+            let near = a["confidences"]
+                .as_array()
+                .expect("confidences")
+                .iter()
+                .flat_map(Value::as_f64)
+                .any(|c| (c - threshold).abs() < 1e-6);
+            assert!(near, "sample {i}: server exits at {}, offline at {}", a["timesteps"], offline_exits[i]);
+        }
+    }
+    let s = settled(&client, &batched).await;
+    assert!(s["largest_batch"].as_u64().expect("largest") > 1, "requests were batched: {s}");
+    assert!(s["steps"].as_u64() < s["stepped_samples"].as_u64(), "{s}");
+    let one = settled(&client, &single).await;
+    assert_eq!(one["largest_batch"], 1, "{one}");
+    assert_eq!(one["steps"], one["stepped_samples"]);
+    let exits = &s["exits"];
+    let total = ["confident", "max_timesteps", "deadline", "cancelled"]
+        .iter()
+        .map(|k| exits[k].as_u64().expect("count"))
+        .sum::<u64>();
+    assert_eq!(total, inputs.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once_with_429_and_the_server_recovers() {
+    let server = Server::start(&shipped_models(), &["--max-batch", "1", "--queue-capacity", "1"]);
+    let client = reqwest::Client::new();
+    let (inputs, _) = heldout_digits();
+    let bodies: Vec<Value> = (0..64).map(|i| json!({"input": inputs[i], "threshold": 1.0})).collect();
+    let answers = all_at_once(&client, &server.base, bodies).await;
+    let refused: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 429).map(|(_, b)| b).collect();
+    let served = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(refused.len() + served, 64, "only 200 or 429: {answers:?}");
+    assert!(!refused.is_empty(), "a queue of 1 cannot hold 64 requests at once");
+    assert_eq!(refused[0]["error"]["code"], "overloaded");
+    let s = settled(&client, &server).await;
+    assert_eq!(s["refused"].as_u64(), Some(refused.len() as u64));
+    let (status, _) = infer(&client, &server.base, "digits", &json!({"input": inputs[0]})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_go_away_free_their_slots() {
+    let server = Server::start(&shipped_models(), &["--max-batch", "2", "--queue-capacity", "512"]);
+    let (inputs, _) = heldout_digits();
+    // Clients that give up after a millisecond: most leave while queued or mid-flight.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(1)).build().expect("client");
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, base) = (impatient.clone(), server.base.clone());
+            let body = json!({"input": inputs[i % inputs.len()], "threshold": 1.0});
+            tokio::spawn(async move {
+                client.post(format!("{base}/v1/models/digits/infer")).json(&body).send().await.is_ok()
+            })
+        })
+        .collect();
+    let mut gave_up = 0;
+    for task in tasks {
+        gave_up += usize::from(!task.await.expect("task"));
+    }
+    assert!(gave_up > 0, "some clients timed out");
+    let client = reqwest::Client::new();
+    let s = settled(&client, &server).await;
+    assert_eq!(s["active_slots"], 0);
+    assert!(s["exits"]["cancelled"].as_u64().expect("cancelled") > 0, "{s}");
+    let (status, answer) = infer(&client, &server.base, "digits", &json!({"input": inputs[0]})).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn timestep_bounds_and_budgets() {
+    let server = Server::start(&shipped_models(), &[]);
+    let client = reqwest::Client::new();
+    let (inputs, _) = heldout_digits();
+    for input in &inputs[..20] {
+        let body = json!({"input": input, "threshold": 0.5, "min_timesteps": 3});
+        let (status, a) = infer(&client, &server.base, "digits", &body).await;
+        assert_eq!(status, 200, "{a}");
+        assert!(a["timesteps"].as_u64().expect("t") >= 3, "{a}");
+        // A generous budget changes nothing.
+        let body = json!({"input": input, "latency_budget_ms": 60000});
+        let (status, b) = infer(&client, &server.base, "digits", &body).await;
+        assert_eq!(status, 200, "{b}");
+        assert_ne!(b["exit_reason"], "deadline");
+    }
+    for (body, mentions) in [
+        (
+            json!({"input": inputs[0], "min_timesteps": 0}),
+            "min_timesteps: must be between 1 and max_timesteps",
+        ),
+        (json!({"input": inputs[0], "min_timesteps": 5, "max_timesteps": 4}), "min_timesteps"),
+        (json!({"input": inputs[0], "latency_budget_ms": 0}), "latency_budget_ms: must be a positive"),
+        (json!({"input": inputs[0], "latency_budget_ms": -5}), "latency_budget_ms"),
+    ] {
+        let (status, e) = infer(&client, &server.base, "digits", &body).await;
+        assert_eq!(status, 400, "{e}");
+        assert!(e["error"]["message"].as_str().expect("message").contains(mentions), "{e}");
+    }
+    let r = client.get(server.url("/v1/models/nope/stats")).send().await.expect("sent");
+    assert_eq!(r.status(), 404);
+}
