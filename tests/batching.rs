@@ -40,8 +40,11 @@ async fn all_at_once(client: &reqwest::Client, base: &str, bodies: Vec<Value>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_answers_equal_one_at_a_time_and_the_offline_exits() {
-    let batched = Server::start(&shipped_models(), &["--max-batch", "64", "--batch-wait-us", "20000"]);
-    let single = Server::start(&shipped_models(), &["--max-batch", "1"]);
+    let batched = Server::start(
+        &shipped_models(),
+        &["--max-batch", "64", "--batch-wait-us", "20000", "--queue-capacity", "1024"],
+    );
+    let single = Server::start(&shipped_models(), &["--max-batch", "1", "--queue-capacity", "1024"]);
     let client = reqwest::Client::new();
     let eval = read_json(&shipped_models().join("digits/eval.json"));
     let offline_exits = &eval["anytime_at_default_threshold"]["exit_timesteps"];
@@ -105,25 +108,30 @@ async fn a_full_queue_refuses_at_once_with_429_and_the_server_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_go_away_free_their_slots() {
-    let server = Server::start(&shipped_models(), &["--max-batch", "2", "--queue-capacity", "512"]);
+    let server = Server::start(&shipped_models(), &["--max-batch", "1", "--queue-capacity", "1024"]);
     let (inputs, _) = heldout_digits();
-    // Clients that give up after a millisecond: most leave while queued or mid-flight.
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(1)).build().expect("client");
-    let tasks: Vec<_> = (0..200)
+    let client = reqwest::Client::new();
+    // 300 requests of 8 timesteps each through one slot: a queue builds up.
+    let tasks: Vec<_> = (0..300)
         .map(|i| {
-            let (client, base) = (impatient.clone(), server.base.clone());
+            let (client, base) = (client.clone(), server.base.clone());
             let body = json!({"input": inputs[i % inputs.len()], "threshold": 1.0});
-            tokio::spawn(async move {
-                client.post(format!("{base}/v1/models/digits/infer")).json(&body).send().await.is_ok()
-            })
+            tokio::spawn(async move { infer(&client, &base, "digits", &body).await })
         })
         .collect();
-    let mut gave_up = 0;
-    for task in tasks {
-        gave_up += usize::from(!task.await.expect("task"));
+    let mut queued = 0;
+    for _ in 0..400 {
+        queued = stats(&client, &server).await["queued"].as_u64().expect("queued");
+        if queued >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert!(gave_up > 0, "some clients timed out");
-    let client = reqwest::Client::new();
+    assert!(queued >= 20, "a queue formed");
+    // Every client goes away at once: queued ones and the one in the slot are cancelled.
+    for task in &tasks {
+        task.abort();
+    }
     let s = settled(&client, &server).await;
     assert_eq!(s["active_slots"], 0);
     assert!(s["exits"]["cancelled"].as_u64().expect("cancelled") > 0, "{s}");
