@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run test test-rust test-python lint train-digits clean
+.PHONY: help venv build run test test-rust test-python lint bench train-digits clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -50,6 +50,10 @@ test-python: venv build
 	cd training && SPIKESERVE_BIN=../$(BIN) ORT_DYLIB_PATH="$(ORT_LIBRARY)" ../$(PY) -m pytest
 
 test: lint test-rust test-python
+
+# Engine benchmark: the raw ort loop, the engine alone, and 1..256 clients with batching on and off.
+bench: venv
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo bench $(CARGO_FLAGS) --bench engine
 
 train-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --out ../models/digits

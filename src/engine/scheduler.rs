@@ -11,7 +11,7 @@
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -20,6 +20,24 @@ use crate::backend::StepSession;
 use crate::engine::RunningPrediction;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
+
+/// How long an idle scheduler polls for the next request before it sleeps. Waking a sleeping
+/// thread costs tens of microseconds, as much as a whole timestep of a small model; a client that
+/// sends its next request right after an answer finds the scheduler still awake.
+const IDLE_SPIN: Duration = Duration::from_micros(200);
+
+/// Waits for the next request: polls for `IDLE_SPIN`, then blocks. `None` once every handle is gone.
+fn wait_for_job(jobs: &Receiver<Job>) -> Option<Job> {
+    let spin_until = Instant::now() + IDLE_SPIN;
+    while Instant::now() < spin_until {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+    jobs.recv().ok()
+}
 
 /// A request holding a batch slot.
 struct Slot {
@@ -91,9 +109,9 @@ impl Scheduler {
                 if !open {
                     break;
                 }
-                match jobs.recv() {
-                    Ok(job) => self.admit(job),
-                    Err(_) => break,
+                match wait_for_job(&jobs) {
+                    Some(job) => self.admit(job),
+                    None => break,
                 }
                 open = self.fill_batch(&jobs);
             }
