@@ -16,12 +16,14 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run test test-rust test-python lint bench train-digits clean
+.PHONY: help venv build run test test-rust test-python lint bench train-digits train-digits-ensemble clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
 	@echo "make test   - run every test, Rust and Python (creates what is missing)"
 	@echo "make train-digits - retrain models/digits"
+	@echo "make train-digits-ensemble - retrain the three seeds of models/digits-ensemble"
+	@echo "make bench  - engine benchmark"
 
 $(VENV_STAMP): training/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +59,12 @@ bench: venv
 
 train-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --out ../models/digits
+
+# Three seeds of the digits model, served together as one ensemble.
+train-digits-ensemble: venv
+	cd training && for seed in 0 1 2; do \
+		../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --seed $$seed --out ../models/digits-ensemble/seed-$$seed || exit 1; \
+	done && ../$(PY) -m spiketrain.ensemble --out ../models/digits-ensemble --members seed-0 seed-1 seed-2
 
 clean:
 	rm -rf target $(VENV)

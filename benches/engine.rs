@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use spikeserve::backend::{OrtRuntime, StepSession};
+use spikeserve::backend::{Device, OrtRuntime, StepSession};
 use spikeserve::engine::{
     AnytimeRequest, CutoffPolicy, Engine, EngineConfig, RequestFrames, RunningPrediction,
 };
@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("models/digits/model.onnx");
     let open = || -> anyhow::Result<StepSession> {
-        let (session, signature) = StepSession::open(&runtime, &model, 1)?;
+        let (session, signature) = StepSession::open(&runtime, &model, 1, Device::Cpu)?;
         Ok(StepSession::new(session, ModelContract::from_signature(&signature)?))
     };
     let inputs = heldout_inputs(&root.join("models/digits/heldout.json"))?;
@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         threshold: contract.default_threshold,
         min_timesteps: 1,
         max_timesteps: contract.timesteps,
+        max_variance: None,
     };
     println!(
         "machine: {} CPUs; model digits (T = {}), threshold {}",
@@ -48,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let engine_with = |max_batch: usize| -> anyhow::Result<Engine> {
         let config = EngineConfig { max_batch, batch_wait: Duration::ZERO, queue_capacity: 4096 };
-        Ok(Engine::start("digits", open()?, config)?)
+        Ok(Engine::start("digits", vec![open()?], config)?)
     };
     let request = |i: usize| AnytimeRequest {
         frames: RequestFrames::Static(inputs[i % inputs.len()].clone()),
@@ -72,7 +73,7 @@ fn main() -> anyhow::Result<()> {
             loop {
                 session.step(1, &inputs[i % inputs.len()], &mut states, &mut logits)?;
                 let confidence = prediction.add(&logits);
-                if policy.decide(prediction.timesteps(), confidence).is_some() {
+                if policy.decide(prediction.timesteps(), confidence, 0.0).is_some() {
                     break;
                 }
             }

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use std::time::Duration;
 
+use crate::backend::Device;
 use crate::engine::EngineConfig;
 use crate::model::registry::LoadOptions;
 
@@ -35,6 +36,10 @@ pub struct ServeConfig {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Where models run: `cpu`, or `cuda` / `cuda:N` (needs the onnxruntime-gpu library; never
+    /// falls back to the CPU).
+    #[arg(long, env = "SPIKESERVE_DEVICE", default_value = "cpu")]
+    pub device: Device,
     /// ONNX Runtime intra-op threads per model.
     #[arg(long, env = "SPIKESERVE_INTRA_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub intra_threads: u16,
@@ -57,6 +62,7 @@ impl ServeConfig {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             intra_threads: usize::from(self.intra_threads),
+            device: self.device,
             engine: EngineConfig {
                 max_batch: self.max_batch as usize,
                 batch_wait: Duration::from_micros(self.batch_wait_us),

@@ -64,6 +64,7 @@ fn inspect(path: &std::path::Path, runtime: &RuntimeArgs) -> anyhow::Result<()> 
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let runtime = OrtRuntime::load(config.runtime.ort_library.as_deref())?;
+    config.device.check_available()?;
     let registry = ModelRegistry::load_dir(&runtime, &config.models, config.load_options())?;
     if registry.is_empty() {
         bail!(

@@ -131,10 +131,13 @@ async fn models_and_health_are_listed() {
     let health: Value =
         client.get(server.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["models"], json!(["digits"]));
+    assert_eq!(health["models"], json!(["digits", "digits-ensemble"]));
     let list: Value =
         client.get(server.url("/v1/models")).send().await.expect("list").json().await.expect("json");
     let digits = &list["models"][0];
+    assert_eq!(list["models"][1]["name"], "digits-ensemble");
+    assert_eq!(list["models"][1]["members"], 3);
+    assert_eq!(digits["members"], 1);
     assert_eq!(digits["name"], "digits");
     assert_eq!(digits["timesteps"], 8);
     assert_eq!(digits["num_classes"], 10);
@@ -166,7 +169,8 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
     let post_json = |body: Value| client.post(&infer_url).json(&body).send();
 
     let r = client.post(server.url("/v1/models/nope/infer")).json(&good).send().await.expect("sent");
-    expect_error(r, 404, "model_not_found", "\"nope\" is not loaded; loaded models: digits").await;
+    expect_error(r, 404, "model_not_found", "\"nope\" is not loaded; loaded models: digits, digits-ensemble")
+        .await;
     let r = client.get(server.url("/v1/models/nope")).send().await.expect("sent");
     expect_error(r, 404, "model_not_found", "nope").await;
     let r = client.get(server.url("/v2/whatever")).send().await.expect("sent");

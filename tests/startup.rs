@@ -78,6 +78,23 @@ fn a_missing_onnx_runtime_is_a_clear_start_up_error() {
 }
 
 #[test]
+fn asking_for_cuda_without_a_gpu_library_is_a_start_up_error_not_a_fall_back() {
+    let models = shipped_models();
+    let args = ["serve", "--http-addr", "127.0.0.1:0", "--device", "cuda:0", "--models"];
+    let out = run_binary(&[&args[..], &[models.to_str().expect("utf-8")]].concat(), Some(&ort_library()));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("device cuda:0 was asked for") && stderr.contains("no CUDA execution provider"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+    let out = run_binary(&["serve", "--device", "tpu"], Some(&ort_library()));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected \"cpu\", \"cuda\" or \"cuda:N\""));
+}
+
+#[test]
 fn inspect_prints_the_contract() {
     let model = shipped_models().join("digits");
     let out = run_binary(&["inspect", model.to_str().expect("utf-8")], Some(&ort_library()));

@@ -112,6 +112,7 @@ async fn infer(
         label,
         class_index: answer.class_index,
         confidence: answer.confidence,
+        uncertainty: answer.uncertainty,
         probabilities: answer.probabilities,
         timesteps: answer.timesteps,
         max_timesteps,
@@ -187,6 +188,14 @@ fn anytime_request(
         )))
         }
     };
+    let max_variance = request.max_variance.or(contract.default_max_variance);
+    if let Some(bound) = max_variance {
+        if !(bound.is_finite() && bound >= 0.0) {
+            return Err(ApiError::InvalidField(format!(
+                "max_variance: must be a non-negative number, found {bound}"
+            )));
+        }
+    }
     let tensor = decode_json_tensor(&request.input, request.shape.as_deref())?;
     let frames = into_frames(tensor, contract)?;
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
@@ -196,7 +205,12 @@ fn anytime_request(
     };
     Ok(AnytimeRequest {
         frames,
-        policy: CutoffPolicy { threshold, min_timesteps: min_timesteps.min(max_timesteps), max_timesteps },
+        policy: CutoffPolicy {
+            threshold,
+            min_timesteps: min_timesteps.min(max_timesteps),
+            max_timesteps,
+            max_variance,
+        },
         deadline,
         record_confidences: request.return_confidences,
     })

@@ -29,6 +29,10 @@ pub struct InferRequest {
     /// best one so far (exit reason `deadline`), checked every timestep.
     #[serde(default)]
     pub latency_budget_ms: Option<f64>,
+    /// Ensembles: stop on confidence only when the members' variance on the chosen class is at
+    /// most this as well. Defaults to the model's `default_max_variance`, if any.
+    #[serde(default)]
+    pub max_variance: Option<f64>,
     /// Also return the confidence after every timestep.
     #[serde(default)]
     pub return_confidences: bool,
@@ -40,6 +44,9 @@ pub struct InferResponse {
     pub label: String,
     pub class_index: usize,
     pub confidence: f64,
+    /// Ensembles only: variance across members of the chosen class's probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<f64>,
     pub probabilities: Vec<f64>,
     pub timesteps: usize,
     pub max_timesteps: usize,

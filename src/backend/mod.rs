@@ -1,7 +1,9 @@
 //! The ONNX Runtime side: loading the library, and a session that runs one timestep of a model.
 
+pub mod device;
 pub mod runtime;
 pub mod step_session;
 
+pub use device::{Device, DeviceError};
 pub use runtime::{OrtRuntime, RuntimeError};
 pub use step_session::{StepError, StepSession};

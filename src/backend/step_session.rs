@@ -9,13 +9,15 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use super::OrtRuntime;
+use super::{Device, DeviceError, OrtRuntime};
 use crate::model::contract::{ElementType, ModelContract, ModelSignature, TensorSpec, LOGITS_NAME};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StepError {
     #[error("cannot open model {path}: {message}")]
     Open { path: String, message: String },
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("cannot read the model's metadata: {0}")]
     Metadata(String),
     #[error("inference failed: {0}")]
@@ -37,16 +39,17 @@ impl StepSession {
         runtime: &OrtRuntime,
         path: &Path,
         intra_threads: usize,
+        device: Device,
     ) -> Result<(Session, ModelSignature), StepError> {
         let open_error = |message: String| StepError::Open { path: path.display().to_string(), message };
-        let session = Session::builder(runtime.environment())
+        let builder = Session::builder(runtime.environment())
             .map_err(|e| open_error(e.to_string()))?
             .with_intra_threads(intra_threads)
             .map_err(|e| open_error(e.to_string()))?
             .with_inter_threads(1)
-            .map_err(|e| open_error(e.to_string()))?
-            .commit_from_file(path)
             .map_err(|e| open_error(e.to_string()))?;
+        let session =
+            device.configure(builder)?.commit_from_file(path).map_err(|e| open_error(e.to_string()))?;
         let signature = signature_of(&session)?;
         Ok((session, signature))
     }

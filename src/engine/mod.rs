@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-pub use policy::{CutoffPolicy, ExitReason, RunningPrediction};
+pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 pub use stats::{EngineStats, StatsSnapshot};
 
 use crate::backend::{StepError, StepSession};
@@ -51,6 +51,9 @@ pub struct AnytimeRequest {
 pub struct AnytimeAnswer {
     pub class_index: usize,
     pub confidence: f64,
+    /// For ensembles: the members' variance on the chosen class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<f64>,
     pub probabilities: Vec<f64>,
     pub timesteps: usize,
     pub exit_reason: ExitReason,
@@ -104,12 +107,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the scheduler thread that owns `session`.
-    pub fn start(name: &str, session: StepSession, config: EngineConfig) -> std::io::Result<Self> {
+    /// Starts the scheduler thread that owns `sessions`: an ensemble's members, stepped in
+    /// lockstep, or a single model's one session.
+    pub fn start(name: &str, sessions: Vec<StepSession>, config: EngineConfig) -> std::io::Result<Self> {
         let config = EngineConfig { max_batch: config.max_batch.max(1), ..config };
         let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let stats = Arc::new(EngineStats::default());
-        let scheduler = scheduler::Scheduler::new(session, config, stats.clone());
+        let scheduler = scheduler::Scheduler::new(sessions, config, stats.clone());
         std::thread::Builder::new().name(format!("step-{name}")).spawn(move || scheduler.run(receiver))?;
         Ok(Self { jobs, config, stats })
     }

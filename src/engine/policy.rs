@@ -40,12 +40,17 @@ pub struct CutoffPolicy {
     pub min_timesteps: usize,
     /// Never step more than this many timesteps (1..=T).
     pub max_timesteps: usize,
+    /// For ensembles: stop on confidence only once the members' variance on the chosen class is
+    /// at most this as well.
+    pub max_variance: Option<f64>,
 }
 
 impl CutoffPolicy {
-    /// The exit decision after `timestep` steps (1-based) with the given confidence.
-    pub fn decide(&self, timestep: usize, confidence: f64) -> Option<ExitReason> {
-        if self.threshold < 1.0 && timestep >= self.min_timesteps && confidence >= self.threshold {
+    /// The exit decision after `timestep` steps (1-based) with the given confidence and members'
+    /// variance (0 for a single model).
+    pub fn decide(&self, timestep: usize, confidence: f64, variance: f64) -> Option<ExitReason> {
+        let agreed = self.max_variance.is_none_or(|bound| variance <= bound);
+        if self.threshold < 1.0 && timestep >= self.min_timesteps && confidence >= self.threshold && agreed {
             Some(ExitReason::Confident)
         } else if timestep >= self.max_timesteps {
             Some(ExitReason::MaxTimesteps)
@@ -101,18 +106,96 @@ impl RunningPrediction {
 
     /// The most probable class (the first on ties, like numpy's argmax).
     pub fn best_class(&self) -> usize {
-        let mut best = 0;
-        for (i, p) in self.probabilities.iter().enumerate() {
-            if *p > self.probabilities[best] {
-                best = i;
-            }
-        }
-        best
+        argmax(&self.probabilities)
     }
 
     pub fn confidence(&self) -> f64 {
         self.probabilities.get(self.best_class()).copied().unwrap_or(0.0)
     }
+}
+
+/// The prediction of an ensemble of K members stepped in lockstep (K = 1 for a single model): the
+/// mean over members of each member's running-mean softmax, and the members' variance on the chosen
+/// class as the uncertainty. Same arithmetic, in the same order, as `spiketrain.anytime`.
+#[derive(Debug, Clone)]
+pub struct EnsemblePrediction {
+    members: Vec<RunningPrediction>,
+    mean: Vec<f64>,
+    best: usize,
+    variance: f64,
+}
+
+impl EnsemblePrediction {
+    pub fn new(members: usize, classes: usize) -> Self {
+        Self {
+            members: (0..members.max(1)).map(|_| RunningPrediction::new(classes)).collect(),
+            mean: vec![0.0; classes],
+            best: 0,
+            variance: 0.0,
+        }
+    }
+
+    /// Adds one member's logits for the current timestep; call [`Self::combine`] once all are in.
+    pub fn add(&mut self, member: usize, logits: &[f32]) {
+        if let Some(m) = self.members.get_mut(member) {
+            m.add(logits);
+        }
+    }
+
+    /// Combines the members after a timestep; returns the confidence.
+    pub fn combine(&mut self) -> f64 {
+        let k = self.members.len() as f64;
+        self.mean.fill(0.0);
+        for member in &self.members {
+            for (mean, p) in self.mean.iter_mut().zip(member.probabilities()) {
+                *mean += p;
+            }
+        }
+        for mean in &mut self.mean {
+            *mean /= k;
+        }
+        self.best = argmax(&self.mean);
+        let centre = self.mean[self.best];
+        self.variance =
+            self.members.iter().map(|m| (m.probabilities()[self.best] - centre).powi(2)).sum::<f64>() / k;
+        centre
+    }
+
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn timesteps(&self) -> usize {
+        self.members.first().map_or(0, RunningPrediction::timesteps)
+    }
+
+    pub fn probabilities(&self) -> &[f64] {
+        &self.mean
+    }
+
+    pub fn best_class(&self) -> usize {
+        self.best
+    }
+
+    pub fn confidence(&self) -> f64 {
+        self.mean.get(self.best).copied().unwrap_or(0.0)
+    }
+
+    /// Variance across members of the chosen class's probability.
+    pub fn variance(&self) -> f64 {
+        self.variance
+    }
+}
+
+/// Index of the largest value, the first on ties (as numpy's argmax).
+fn argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -143,16 +226,45 @@ mod tests {
 
     #[test]
     fn cutoff_decisions() {
-        let policy = CutoffPolicy { threshold: 0.9, min_timesteps: 1, max_timesteps: 4 };
-        assert_eq!(policy.decide(1, 0.95), Some(ExitReason::Confident));
-        assert_eq!(policy.decide(1, 0.9), Some(ExitReason::Confident));
-        assert_eq!(policy.decide(3, 0.5), None);
-        assert_eq!(policy.decide(4, 0.5), Some(ExitReason::MaxTimesteps));
-        let never_early = CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8 };
-        assert_eq!(never_early.decide(1, 1.0), None);
-        assert_eq!(never_early.decide(8, 1.0), Some(ExitReason::MaxTimesteps));
-        let patient = CutoffPolicy { threshold: 0.5, min_timesteps: 3, max_timesteps: 8 };
-        assert_eq!(patient.decide(2, 0.99), None);
-        assert_eq!(patient.decide(3, 0.99), Some(ExitReason::Confident));
+        let policy = CutoffPolicy { threshold: 0.9, min_timesteps: 1, max_timesteps: 4, max_variance: None };
+        assert_eq!(policy.decide(1, 0.95, 0.0), Some(ExitReason::Confident));
+        assert_eq!(policy.decide(1, 0.9, 0.0), Some(ExitReason::Confident));
+        assert_eq!(policy.decide(3, 0.5, 0.0), None);
+        assert_eq!(policy.decide(4, 0.5, 0.0), Some(ExitReason::MaxTimesteps));
+        let never_early =
+            CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None };
+        assert_eq!(never_early.decide(1, 1.0, 0.0), None);
+        assert_eq!(never_early.decide(8, 1.0, 0.0), Some(ExitReason::MaxTimesteps));
+        let patient = CutoffPolicy { threshold: 0.5, min_timesteps: 3, max_timesteps: 8, max_variance: None };
+        assert_eq!(patient.decide(2, 0.99, 0.0), None);
+        assert_eq!(patient.decide(3, 0.99, 0.0), Some(ExitReason::Confident));
+        let agreeing =
+            CutoffPolicy { threshold: 0.9, min_timesteps: 1, max_timesteps: 8, max_variance: Some(0.01) };
+        assert_eq!(agreeing.decide(1, 0.95, 0.02), None);
+        assert_eq!(agreeing.decide(1, 0.95, 0.01), Some(ExitReason::Confident));
+        assert_eq!(agreeing.decide(8, 0.95, 0.5), Some(ExitReason::MaxTimesteps));
+    }
+
+    #[test]
+    fn ensemble_mean_and_variance_by_hand() {
+        let mut e = EnsemblePrediction::new(2, 2);
+        e.add(0, &[0.0, 0.0]); // member 0: [0.5, 0.5]
+        e.add(1, &[(3.0f64).ln() as f32, 0.0]); // member 1: [0.75, 0.25]
+        let confidence = e.combine();
+        assert!((confidence - 0.625).abs() < 1e-7);
+        assert_eq!(e.best_class(), 0);
+        // variance of [0.5, 0.75] around 0.625
+        assert!((e.variance() - 0.015625).abs() < 1e-7);
+        assert_eq!(e.timesteps(), 1);
+        let single = {
+            let mut one = EnsemblePrediction::new(1, 3);
+            one.add(0, &[1.0, 2.0, 0.5]);
+            one.combine();
+            one
+        };
+        let mut reference = RunningPrediction::new(3);
+        reference.add(&[1.0, 2.0, 0.5]);
+        assert_eq!(single.probabilities(), reference.probabilities());
+        assert_eq!(single.variance(), 0.0);
     }
 }

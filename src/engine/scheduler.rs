@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job};
 use crate::backend::StepSession;
-use crate::engine::RunningPrediction;
+use crate::engine::EnsemblePrediction;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
 
@@ -43,7 +43,7 @@ fn wait_for_job(jobs: &Receiver<Job>) -> Option<Job> {
 struct Slot {
     request: AnytimeRequest,
     reply: Reply,
-    prediction: RunningPrediction,
+    prediction: EnsemblePrediction,
     confidences: Option<Vec<f64>>,
     admitted: Instant,
     queue_time: std::time::Duration,
@@ -54,6 +54,7 @@ impl Slot {
         let answer = AnytimeAnswer {
             class_index: self.prediction.best_class(),
             confidence: self.prediction.confidence(),
+            uncertainty: (self.prediction.members() > 1).then(|| self.prediction.variance()),
             probabilities: self.prediction.probabilities().to_vec(),
             timesteps: self.prediction.timesteps(),
             exit_reason,
@@ -65,39 +66,63 @@ impl Slot {
     }
 }
 
-pub(super) struct Scheduler {
+/// One member of the model (a single model has one) with its slot-indexed state buffers.
+struct Member {
     session: StepSession,
-    config: EngineConfig,
-    stats: Arc<EngineStats>,
-    slots: Vec<Slot>,
     /// One buffer per state tensor, `max_batch` rows; row `i` belongs to `slots[i]`.
     states: Vec<Vec<f32>>,
     state_lens: Vec<usize>,
+    logits: Vec<f32>,
+}
+
+impl Member {
+    fn new(session: StepSession, slots: usize) -> Self {
+        let contract = session.contract();
+        let state_lens: Vec<usize> = contract.states.iter().map(|s| s.len()).collect();
+        let states = state_lens.iter().map(|len| vec![0.0; len * slots]).collect();
+        let logits = Vec::with_capacity(contract.num_classes * slots);
+        Self { session, states, state_lens, logits }
+    }
+
+    fn zero_row(&mut self, row: usize) {
+        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
+            buffer[row * len..(row + 1) * len].fill(0.0);
+        }
+    }
+
+    fn move_row(&mut self, from: usize, to: usize) {
+        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
+            buffer.copy_within(from * len..(from + 1) * len, to * len);
+        }
+    }
+}
+
+pub(super) struct Scheduler {
+    /// The members, stepped in lockstep on the same frames (K = 1 for a single model).
+    members: Vec<Member>,
+    config: EngineConfig,
+    stats: Arc<EngineStats>,
+    slots: Vec<Slot>,
     /// This timestep's frames, row `i` for `slots[i]`.
     frames: Vec<f32>,
     frame_len: usize,
-    logits: Vec<f32>,
     classes: usize,
 }
 
 impl Scheduler {
-    pub(super) fn new(session: StepSession, config: EngineConfig, stats: Arc<EngineStats>) -> Self {
-        let contract = session.contract();
+    /// `sessions` are an ensemble's members (one for a single model); the registry has checked
+    /// that they agree on frames and classes.
+    pub(super) fn new(sessions: Vec<StepSession>, config: EngineConfig, stats: Arc<EngineStats>) -> Self {
         let slots = config.max_batch;
-        let state_lens: Vec<usize> = contract.states.iter().map(|s| s.len()).collect();
-        let states = state_lens.iter().map(|len| vec![0.0; len * slots]).collect();
-        let frame_len = contract.frame_len();
-        let classes = contract.num_classes;
+        let (frame_len, classes) =
+            sessions.first().map_or((0, 0), |s| (s.contract().frame_len(), s.contract().num_classes));
         Self {
-            session,
+            members: sessions.into_iter().map(|s| Member::new(s, slots)).collect(),
             config,
             stats,
             slots: Vec::with_capacity(slots),
-            states,
-            state_lens,
             frames: vec![0.0; frame_len * slots],
             frame_len,
-            logits: Vec::with_capacity(classes * slots),
             classes,
         }
     }
@@ -161,13 +186,11 @@ impl Scheduler {
             return;
         }
         let row = self.slots.len();
-        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
-            buffer[row * len..(row + 1) * len].fill(0.0);
-        }
+        self.members.iter_mut().for_each(|m| m.zero_row(row));
         let policy = job.request.policy;
         let record = job.request.record_confidences;
         self.slots.push(Slot {
-            prediction: RunningPrediction::new(self.classes),
+            prediction: EnsemblePrediction::new(self.members.len(), self.classes),
             confidences: record.then(|| Vec::with_capacity(policy.max_timesteps)),
             request: job.request,
             reply: job.reply,
@@ -181,9 +204,7 @@ impl Scheduler {
     fn remove(&mut self, row: usize) -> Slot {
         let last = self.slots.len() - 1;
         if row != last {
-            for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
-                buffer.copy_within(last * len..(last + 1) * len, row * len);
-            }
+            self.members.iter_mut().for_each(|m| m.move_row(last, row));
         }
         let slot = self.slots.swap_remove(row);
         self.stats.set_active_slots(self.slots.len());
@@ -227,8 +248,11 @@ impl Scheduler {
             let frame = slot.request.frames.frame(slot.prediction.timesteps(), frame_len);
             self.frames[row * frame_len..(row + 1) * frame_len].copy_from_slice(frame);
         }
-        let stepped =
-            self.session.step(batch, &self.frames[..batch * frame_len], &mut self.states, &mut self.logits);
+        let frames = &self.frames[..batch * frame_len];
+        let stepped = self
+            .members
+            .iter_mut()
+            .try_for_each(|m| m.session.step(batch, frames, &mut m.states, &mut m.logits));
         if let Err(error) = stepped {
             tracing::error!(%error, batch, "step failed; failing every request in the batch");
             while let Some(slot) = self.slots.pop() {
@@ -239,13 +263,20 @@ impl Scheduler {
             return;
         }
         self.stats.stepped(batch);
+        let classes = self.classes;
         for row in (0..batch).rev() {
             let slot = &mut self.slots[row];
-            let confidence = slot.prediction.add(&self.logits[row * self.classes..(row + 1) * self.classes]);
+            for (k, member) in self.members.iter().enumerate() {
+                slot.prediction.add(k, &member.logits[row * classes..(row + 1) * classes]);
+            }
+            let confidence = slot.prediction.combine();
             if let Some(c) = slot.confidences.as_mut() {
                 c.push(confidence);
             }
-            if let Some(reason) = slot.request.policy.decide(slot.prediction.timesteps(), confidence) {
+            let variance = slot.prediction.variance();
+            if let Some(reason) =
+                slot.request.policy.decide(slot.prediction.timesteps(), confidence, variance)
+            {
                 self.finish(row, reason);
             }
         }
@@ -278,14 +309,15 @@ mod tests {
     fn digits_session() -> StepSession {
         let runtime = runtime();
         let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/model.onnx");
-        let (session, signature) = StepSession::open(runtime, &model, 1).expect("model opens");
+        let (session, signature) =
+            StepSession::open(runtime, &model, 1, crate::backend::Device::Cpu).expect("model opens");
         let contract = ModelContract::from_signature(&signature).expect("valid contract");
         StepSession::new(session, contract)
     }
 
     fn scheduler(max_batch: usize) -> Scheduler {
         let config = EngineConfig { max_batch, batch_wait: Duration::ZERO, queue_capacity: 8 };
-        Scheduler::new(digits_session(), config, Arc::new(EngineStats::default()))
+        Scheduler::new(vec![digits_session()], config, Arc::new(EngineStats::default()))
     }
 
     type Answer = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;
@@ -294,7 +326,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
             frames: RequestFrames::Static(vec![8.0; 64]),
-            policy: CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8 },
+            policy: CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None },
             deadline,
             record_confidences: true,
         };

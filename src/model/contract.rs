@@ -106,6 +106,11 @@ pub struct ModelContract {
     /// How the model was trained, as the training job wrote it (free-form JSON).
     pub training: Value,
     pub states: Vec<StateSpec>,
+    /// Members stepped in lockstep: 1 for a single model, K for an ensemble.
+    pub members: usize,
+    /// For ensembles: the default bound on the members' variance for a confident exit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_max_variance: Option<f64>,
 }
 
 impl ModelContract {
@@ -257,6 +262,8 @@ impl ModelContract {
             input_description: meta.optional("input_description").map(str::to_owned),
             training,
             states,
+            members: 1,
+            default_max_variance: None,
         })
     }
 }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::contract::{ContractError, ModelContract};
-use crate::backend::{OrtRuntime, StepError, StepSession};
+use crate::backend::{Device, OrtRuntime, StepError, StepSession};
 use crate::engine::{Engine, EngineConfig};
 
-/// The file each model directory must hold.
+/// The file a single model's directory holds.
 pub const MODEL_FILE: &str = "model.onnx";
+/// The file an ensemble's directory holds instead: its members, trained with different seeds.
+pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -20,8 +22,31 @@ pub enum LoadError {
     Open(#[from] StepError),
     #[error("{path} breaks the step-model contract: {source}")]
     Contract { path: String, source: ContractError },
-    #[error("cannot start the model's worker thread: {0}")]
+    #[error("cannot start the model's scheduler thread: {0}")]
     Worker(#[from] std::io::Error),
+    #[error("ensemble {path}: {reason}")]
+    Ensemble { path: String, reason: String },
+}
+
+/// `ensemble.json`: the members of an ensemble, stepped in lockstep on the same input.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSpec {
+    /// Member graphs, relative to the ensemble's directory. Each follows the contract, and all
+    /// agree on timesteps, labels, input kind and frame shape.
+    pub members: Vec<PathBuf>,
+    /// Overrides the members' default threshold.
+    #[serde(default)]
+    pub default_threshold: Option<f64>,
+    /// Default bound on the members' variance for a confident exit.
+    #[serde(default)]
+    pub default_max_variance: Option<f64>,
+    /// The ensemble's own held-out accuracy per timestep (else the first member's).
+    #[serde(default)]
+    pub accuracy_per_timestep: Option<Vec<f64>>,
+    /// How the ensemble was made (free-form).
+    #[serde(default)]
+    pub training: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +60,8 @@ pub enum RegistryError {
 pub struct LoadOptions {
     /// ONNX Runtime intra-op threads per model.
     pub intra_threads: usize,
+    /// Where the models run.
+    pub device: Device,
     /// How each model's scheduler batches and queues.
     pub engine: EngineConfig,
 }
@@ -61,7 +88,7 @@ pub struct ModelRegistry {
 
 /// Opens `path` and checks it against the contract, without starting an engine.
 pub fn inspect(runtime: &OrtRuntime, path: &Path) -> Result<ModelContract, LoadError> {
-    let (_, contract) = open_checked(runtime, path, 1)?;
+    let (_, contract) = open_checked(runtime, path, 1, Device::Cpu)?;
     Ok(contract)
 }
 
@@ -69,8 +96,9 @@ fn open_checked(
     runtime: &OrtRuntime,
     path: &Path,
     intra_threads: usize,
+    device: Device,
 ) -> Result<(ort::session::Session, ModelContract), LoadError> {
-    let (session, signature) = StepSession::open(runtime, path, intra_threads)?;
+    let (session, signature) = StepSession::open(runtime, path, intra_threads, device)?;
     let contract = ModelContract::from_signature(&signature)
         .map_err(|source| LoadError::Contract { path: path.display().to_string(), source })?;
     Ok((session, contract))
@@ -85,27 +113,27 @@ impl ModelRegistry {
         entries.sort();
         let mut registry = Self::default();
         for entry in entries {
-            let path = entry.join(MODEL_FILE);
-            let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-                continue;
-            };
+            let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
             if !entry.is_dir() || name.starts_with('.') {
                 continue;
             }
-            if !path.is_file() {
-                tracing::warn!(dir = %entry.display(), "skipping a directory without {MODEL_FILE}");
+            let (ensemble, single) = (entry.join(ENSEMBLE_FILE), entry.join(MODEL_FILE));
+            let loaded = if ensemble.is_file() {
+                registry.load_ensemble(runtime, &name, &ensemble, options)
+            } else if single.is_file() {
+                registry.load_model(runtime, &name, &single, options)
+            } else {
+                tracing::warn!(dir = %entry.display(), "skipping a directory without {MODEL_FILE} or {ENSEMBLE_FILE}");
                 continue;
-            }
-            match registry.load_model(runtime, &name, &path, options) {
-                Ok(()) => {}
-                Err(error) => {
-                    tracing::error!(model = %name, %error, "model refused");
-                    registry.refused.push(RefusedModel {
-                        name,
-                        path: path.display().to_string(),
-                        reason: error.to_string(),
-                    });
-                }
+            };
+            if let Err(error) = loaded {
+                tracing::error!(model = %name, %error, "model refused");
+                let path = if ensemble.is_file() { ensemble } else { single };
+                registry.refused.push(RefusedModel {
+                    name,
+                    path: path.display().to_string(),
+                    reason: error.to_string(),
+                });
             }
         }
         Ok(registry)
@@ -118,11 +146,82 @@ impl ModelRegistry {
         path: &Path,
         options: LoadOptions,
     ) -> Result<(), LoadError> {
-        let (session, contract) = open_checked(runtime, path, options.intra_threads)?;
+        let (session, contract) = open_checked(runtime, path, options.intra_threads, options.device)?;
+        let sessions = vec![StepSession::new(session, contract.clone())];
+        self.insert(name, path, contract, sessions, options)
+    }
+
+    fn load_ensemble(
+        &mut self,
+        runtime: &OrtRuntime,
+        name: &str,
+        path: &Path,
+        options: LoadOptions,
+    ) -> Result<(), LoadError> {
+        let fail = |reason: String| LoadError::Ensemble { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let spec: EnsembleSpec = serde_json::from_str(&text).map_err(|e| fail(format!("invalid: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut sessions: Vec<StepSession> = Vec::with_capacity(spec.members.len());
+        for member in &spec.members {
+            let (session, contract) =
+                open_checked(runtime, &dir.join(member), options.intra_threads, options.device)?;
+            if let Some(first) = sessions.first() {
+                if let Some(difference) = incompatibility(first.contract(), &contract) {
+                    return Err(fail(format!(
+                        "member {} differs from the first: {difference}",
+                        member.display()
+                    )));
+                }
+            }
+            sessions.push(StepSession::new(session, contract));
+        }
+        let Some(first) = sessions.first() else {
+            return Err(fail("lists no members".into()));
+        };
+        let mut contract = first.contract().clone();
+        contract.members = sessions.len();
+        if let Some(bound) = spec.default_max_variance {
+            if !(bound.is_finite() && bound >= 0.0) {
+                return Err(fail(format!("default_max_variance must be non-negative, found {bound}")));
+            }
+            contract.default_max_variance = Some(bound);
+        }
+        if let Some(threshold) = spec.default_threshold {
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                return Err(fail(format!("default_threshold must be in (0, 1], found {threshold}")));
+            }
+            contract.default_threshold = threshold;
+        }
+        if let Some(accuracy) = spec.accuracy_per_timestep {
+            if accuracy.len() != contract.timesteps {
+                return Err(fail(format!(
+                    "accuracy_per_timestep has {} entries for {} timesteps",
+                    accuracy.len(),
+                    contract.timesteps
+                )));
+            }
+            contract.accuracy_per_timestep = accuracy;
+        }
+        if let Some(training) = spec.training {
+            contract.training = training;
+        }
+        self.insert(name, path, contract, sessions, options)
+    }
+
+    fn insert(
+        &mut self,
+        name: &str,
+        path: &Path,
+        contract: ModelContract,
+        sessions: Vec<StepSession>,
+        options: LoadOptions,
+    ) -> Result<(), LoadError> {
         let contract = Arc::new(contract);
-        let engine = Engine::start(name, StepSession::new(session, (*contract).clone()), options.engine)?;
+        let engine = Engine::start(name, sessions, options.engine)?;
         tracing::info!(
             model = %name,
+            members = contract.members,
             timesteps = contract.timesteps,
             classes = contract.num_classes,
             input_kind = ?contract.input_kind,
@@ -154,4 +253,21 @@ impl ModelRegistry {
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }
+}
+
+/// What makes two members unable to share requests, if anything.
+fn incompatibility(a: &ModelContract, b: &ModelContract) -> Option<String> {
+    if a.timesteps != b.timesteps {
+        return Some(format!("timesteps {} vs {}", a.timesteps, b.timesteps));
+    }
+    if a.labels != b.labels {
+        return Some(format!("labels {:?} vs {:?}", a.labels, b.labels));
+    }
+    if a.input_kind != b.input_kind {
+        return Some(format!("input kind {:?} vs {:?}", a.input_kind, b.input_kind));
+    }
+    if a.frame_shape != b.frame_shape {
+        return Some(format!("frame shape {:?} vs {:?}", a.frame_shape, b.frame_shape));
+    }
+    None
 }

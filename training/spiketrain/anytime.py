@@ -57,3 +57,53 @@ def anytime(logits: np.ndarray, targets: np.ndarray, threshold: float) -> Anytim
         accuracy=float((predictions == targets).mean()),
         mean_timesteps=float(exits.mean()),
     )
+
+
+@dataclass(frozen=True)
+class EnsembleAnytimeResult(AnytimeResult):
+    variances: np.ndarray  # float64, [N]: members' variance on the chosen class at exit
+
+
+def ensemble_probabilities(member_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``member_logits [K, T, N, C]`` -> (mean probabilities ``[T, N, C]``, variance on the best class ``[T, N]``).
+
+    Each member's prediction is its own running-mean softmax; the ensemble's is their mean, and
+    its uncertainty the members' variance on the class the mean picks. Summed member by member, in
+    order, as the server does.
+    """
+    members = [running_probabilities(logits) for logits in member_logits]
+    total = np.zeros_like(members[0])
+    for p in members:
+        total += p
+    mean = total / len(members)
+    best = mean.argmax(axis=2)[..., None]  # [T, N, 1]
+    centre = np.take_along_axis(mean, best, axis=2)[..., 0]
+    spread = np.zeros_like(centre)
+    for p in members:
+        spread += (np.take_along_axis(p, best, axis=2)[..., 0] - centre) ** 2
+    return mean, spread / len(members)
+
+
+def anytime_ensemble(
+    member_logits: np.ndarray, targets: np.ndarray, threshold: float, max_variance: float | None = None
+) -> EnsembleAnytimeResult:
+    mean, variance = ensemble_probabilities(member_logits)
+    if threshold < 1.0:
+        confident = mean.max(axis=2) >= threshold
+        if max_variance is not None:
+            confident &= variance <= max_variance
+    else:
+        confident = np.zeros(mean.shape[:2], dtype=bool)
+    confident[-1] = True
+    exit_index = confident.argmax(axis=0)
+    samples = np.arange(mean.shape[1])
+    predictions = mean[exit_index, samples].argmax(axis=1)
+    exits = exit_index + 1
+    return EnsembleAnytimeResult(
+        threshold=threshold,
+        exit_timesteps=exits,
+        predictions=predictions,
+        accuracy=float((predictions == targets).mean()),
+        mean_timesteps=float(exits.mean()),
+        variances=variance[exit_index, samples],
+    )

@@ -1,0 +1,101 @@
+//! Where a model runs: the CPU, or a CUDA GPU through ONNX Runtime's CUDA execution provider.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ort::ep::{ExecutionProvider, CUDA};
+use ort::session::builder::SessionBuilder;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// A CUDA device by ordinal.
+    Cuda(i32),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| *n >= 0)
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device {other:?}; expected \"cpu\", \"cuda\" or \"cuda:N\"")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "device {device} was asked for, but this ONNX Runtime library has no CUDA execution provider \
+         (install the onnxruntime-gpu==1.31.1 wheel with its CUDA 13 / cuDNN 9 libraries and point \
+         --ort-library at it); refusing to fall back to the CPU"
+    )]
+    CudaUnavailable { device: Device },
+    #[error("cannot use device {device}: {message}")]
+    Register { device: Device, message: String },
+}
+
+impl Device {
+    /// Checks that the loaded ONNX Runtime library can run on this device.
+    pub fn check_available(self) -> Result<(), DeviceError> {
+        match self {
+            Self::Cpu => Ok(()),
+            Self::Cuda(_) => {
+                let available = CUDA::is_available()
+                    .map_err(|e| DeviceError::Register { device: self, message: e.to_string() })?;
+                if available {
+                    Ok(())
+                } else {
+                    Err(DeviceError::CudaUnavailable { device: self })
+                }
+            }
+        }
+    }
+
+    /// Registers the device's execution provider on `builder`. A CUDA device that cannot be used
+    /// is an error, never a silent fall-back to the CPU.
+    pub fn configure(self, builder: SessionBuilder) -> Result<SessionBuilder, DeviceError> {
+        match self {
+            Self::Cpu => Ok(builder),
+            Self::Cuda(ordinal) => {
+                self.check_available()?;
+                let provider = CUDA::default().with_device_id(ordinal).build().error_on_failure();
+                builder
+                    .with_execution_providers([provider])
+                    .map_err(|e| DeviceError::Register { device: self, message: e.to_string() })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
+        assert!("cuda:-1".parse::<Device>().is_err());
+        assert!("tpu".parse::<Device>().unwrap_err().contains("expected \"cpu\", \"cuda\" or \"cuda:N\""));
+        assert_eq!(Device::Cuda(1).to_string(), "cuda:1");
+    }
+}
