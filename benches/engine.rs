@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         policy,
         deadline: None,
         record_confidences: false,
+        partials: None,
     };
     let mut session = open()?;
     let engine = engine_with(64)?;

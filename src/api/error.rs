@@ -53,6 +53,7 @@ impl ApiError {
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Engine(EngineError::NoFrames) => StatusCode::BAD_REQUEST,
             Self::Engine(EngineError::Step(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +72,7 @@ impl ApiError {
             Self::Engine(EngineError::Overloaded(_)) => "overloaded",
             Self::Engine(EngineError::Stopped) => "unavailable",
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => "deadline_exceeded",
+            Self::Engine(EngineError::NoFrames) => "no_frames",
             Self::Engine(EngineError::Step(_)) => "inference_failed",
         }
     }

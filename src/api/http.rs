@@ -201,7 +201,7 @@ fn anytime_request(
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
     let max_timesteps = match &frames {
         RequestFrames::Sequence { count, .. } => max_timesteps.min(*count),
-        RequestFrames::Static(_) => max_timesteps,
+        RequestFrames::Static(_) | RequestFrames::Stream(_) => max_timesteps,
     };
     Ok(AnytimeRequest {
         frames,
@@ -213,5 +213,6 @@ fn anytime_request(
         },
         deadline,
         record_confidences: request.return_confidences,
+        partials: None,
     })
 }

@@ -1,41 +1,23 @@
 //! The anytime engine: one scheduler per model steps its requests with continuous batching at the
 //! timestep and decides, every timestep, which requests stop and why.
 
+pub mod frames;
 pub mod policy;
 mod scheduler;
 pub mod stats;
 
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+pub use frames::{FrameBuffer, FrameSender, RequestFrames, StreamError};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 pub use stats::{EngineStats, StatsSnapshot};
 
 use crate::backend::{StepError, StepSession};
-
-/// The input of one request, already checked against the model's shapes.
-#[derive(Debug, Clone)]
-pub enum RequestFrames {
-    /// One frame fed at every timestep.
-    Static(Vec<f32>),
-    /// `count` frames back to back, one per timestep.
-    Sequence { data: Vec<f32>, count: usize },
-}
-
-impl RequestFrames {
-    /// The frame for `timestep` (0-based). A sequence caps `max_timesteps` at its length when the
-    /// request is built, so `timestep < count` here.
-    fn frame(&self, timestep: usize, frame_len: usize) -> &[f32] {
-        match self {
-            Self::Static(data) => data,
-            Self::Sequence { data, .. } => &data[timestep * frame_len..(timestep + 1) * frame_len],
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct AnytimeRequest {
@@ -45,6 +27,19 @@ pub struct AnytimeRequest {
     pub deadline: Option<Instant>,
     /// Report the confidence after every timestep.
     pub record_confidences: bool,
+    /// Receives the prediction after every timestep, for streaming APIs.
+    pub partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
+}
+
+/// The prediction after one timestep, sent while the request is still stepping.
+#[derive(Debug, Clone, Serialize)]
+pub struct Partial {
+    pub timestep: usize,
+    pub class_index: usize,
+    pub confidence: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<f64>,
+    pub probabilities: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +70,8 @@ pub enum EngineError {
     Stopped,
     #[error("the latency budget ran out before the first timestep (waited {waited_ms:.3} ms for a slot)")]
     DeadlineBeforeFirstStep { waited_ms: f64 },
+    #[error("the frame stream ended before its first frame")]
+    NoFrames,
     #[error(transparent)]
     Step(#[from] StepError),
 }
@@ -91,19 +88,35 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
 }
 
-struct Job {
+pub(crate) struct Job {
     request: AnytimeRequest,
     enqueued: Instant,
     reply: oneshot::Sender<Result<AnytimeAnswer, EngineError>>,
 }
 
+/// What the scheduler's channel carries: requests, and wake-ups when a stream's frames arrive.
+#[derive(Debug)]
+pub(crate) enum Message {
+    Job(Box<Job>),
+    Wake,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("enqueued", &self.enqueued).finish_non_exhaustive()
+    }
+}
+
+type AnswerReceiver = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;
+
 /// A handle to one model's scheduler thread. Cheap to clone; the scheduler stops when every handle
 /// is gone and its last request is answered.
 #[derive(Clone)]
 pub struct Engine {
-    jobs: SyncSender<Job>,
+    messages: Sender<Message>,
     config: EngineConfig,
     stats: Arc<EngineStats>,
+    frame_len: usize,
 }
 
 impl Engine {
@@ -111,31 +124,57 @@ impl Engine {
     /// lockstep, or a single model's one session.
     pub fn start(name: &str, sessions: Vec<StepSession>, config: EngineConfig) -> std::io::Result<Self> {
         let config = EngineConfig { max_batch: config.max_batch.max(1), ..config };
-        let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let frame_len = sessions.first().map_or(0, |s| s.contract().frame_len());
+        let (messages, receiver) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
         let scheduler = scheduler::Scheduler::new(sessions, config, stats.clone());
         std::thread::Builder::new().name(format!("step-{name}")).spawn(move || scheduler.run(receiver))?;
-        Ok(Self { jobs, config, stats })
+        Ok(Self { messages, config, stats, frame_len })
     }
 
     /// Queues `request` and waits for its answer. Dropping the future cancels the request: it
     /// leaves its slot at the next timestep.
     pub async fn infer(&self, request: AnytimeRequest) -> Result<AnytimeAnswer, EngineError> {
+        let answer = self.submit(request)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Starts a request whose frames arrive over time: push them through the returned sender (at
+    /// most `policy.max_timesteps`), and await the answer. The request steps each frame as it
+    /// comes; the budget keeps running while it waits for one.
+    pub fn open_stream(
+        &self,
+        policy: CutoffPolicy,
+        deadline: Option<Instant>,
+        record_confidences: bool,
+        partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
+    ) -> Result<(FrameSender, PendingAnswer), EngineError> {
+        let buffer = Arc::new(FrameBuffer::default());
+        let sender =
+            FrameSender::new(buffer.clone(), self.messages.clone(), self.frame_len, policy.max_timesteps);
+        let request = AnytimeRequest {
+            frames: RequestFrames::Stream(buffer),
+            policy,
+            deadline,
+            record_confidences,
+            partials,
+        };
+        let answer = self.submit(request)?;
+        Ok((sender, PendingAnswer(answer)))
+    }
+
+    fn submit(&self, request: AnytimeRequest) -> Result<AnswerReceiver, EngineError> {
+        if !self.stats.try_enqueue(self.config.queue_capacity) {
+            self.stats.refused();
+            return Err(EngineError::Overloaded(self.config.queue_capacity));
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job { request, enqueued: Instant::now(), reply };
-        // Count the request as queued before the scheduler can see it, so the gauge never dips below 0.
-        self.stats.enqueued();
-        if let Err(error) = self.jobs.try_send(job) {
+        if self.messages.send(Message::Job(Box::new(job))).is_err() {
             self.stats.dequeued();
-            return Err(match error {
-                TrySendError::Full(_) => {
-                    self.stats.refused();
-                    EngineError::Overloaded(self.config.queue_capacity)
-                }
-                TrySendError::Disconnected(_) => EngineError::Stopped,
-            });
+            return Err(EngineError::Stopped);
         }
-        answer.await.map_err(|_| EngineError::Stopped)?
+        Ok(answer)
     }
 
     pub fn config(&self) -> EngineConfig {
@@ -144,5 +183,15 @@ impl Engine {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+}
+
+/// The answer of a streamed request, once it is done. Dropping it cancels the request.
+#[derive(Debug)]
+pub struct PendingAnswer(AnswerReceiver);
+
+impl PendingAnswer {
+    pub async fn wait(self) -> Result<AnytimeAnswer, EngineError> {
+        self.0.await.map_err(|_| EngineError::Stopped)?
     }
 }

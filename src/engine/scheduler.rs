@@ -2,20 +2,25 @@
 //! iteration-level scheduling).
 //!
 //! Every timestep it admits waiting requests into free batch slots, retires those that were
-//! cancelled or ran out of time, runs one batched step over the requests left, whatever timestep
-//! each is at, and retires those whose cutoff policy says stop. Slots are kept dense (rows
-//! `0..n`): a retiring request's slot is filled by moving the last one into it, so each step feeds
-//! ONNX Runtime the first `n` rows of preallocated buffers with no gathering of states.
+//! cancelled, ran out of time or ran out of streamed frames, runs one batched step over the
+//! requests whose next frame is there, whatever timestep each is at, and retires those whose cutoff
+//! policy says stop. Slots are kept dense and the ready ones first (rows `0..r`): a retiring
+//! request's slot is filled by moving the last one into it, so each step feeds ONNX Runtime the
+//! first `r` rows of preallocated buffers with no gathering of states.
 //!
 //! It runs on its own OS thread so that inference never blocks the async runtime.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job};
+use super::frames::Readiness;
+use super::{
+    AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job, Message, Partial,
+};
 use crate::backend::StepSession;
 use crate::engine::EnsemblePrediction;
 
@@ -26,18 +31,9 @@ type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
 /// sends its next request right after an answer finds the scheduler still awake.
 const IDLE_SPIN: Duration = Duration::from_micros(200);
 
-/// Waits for the next request: polls for `IDLE_SPIN`, then blocks. `None` once every handle is gone.
-fn wait_for_job(jobs: &Receiver<Job>) -> Option<Job> {
-    let spin_until = Instant::now() + IDLE_SPIN;
-    while Instant::now() < spin_until {
-        match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Empty) => std::hint::spin_loop(),
-            Err(TryRecvError::Disconnected) => return None,
-        }
-    }
-    jobs.recv().ok()
-}
+/// While streams wait for frames, how often the scheduler looks for callers that went away (a
+/// dropped answer does not wake it).
+const STREAM_POLL: Duration = Duration::from_millis(20);
 
 /// A request holding a batch slot.
 struct Slot {
@@ -45,8 +41,10 @@ struct Slot {
     reply: Reply,
     prediction: EnsemblePrediction,
     confidences: Option<Vec<f64>>,
+    /// A streamed request's frame for its next step, once it has arrived.
+    next_frame: Option<Vec<f32>>,
     admitted: Instant,
-    queue_time: std::time::Duration,
+    queue_time: Duration,
 }
 
 impl Slot {
@@ -63,6 +61,10 @@ impl Slot {
             queue_time: self.queue_time,
         };
         (self.reply, answer)
+    }
+
+    fn readiness(&mut self) -> Readiness {
+        self.request.frames.next_ready(&mut self.next_frame)
     }
 }
 
@@ -95,6 +97,14 @@ impl Member {
             buffer.copy_within(from * len..(from + 1) * len, to * len);
         }
     }
+
+    /// Swaps rows `a < b`.
+    fn swap_rows(&mut self, a: usize, b: usize) {
+        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
+            let (low, high) = buffer.split_at_mut(b * len);
+            low[a * len..(a + 1) * len].swap_with_slice(&mut high[..*len]);
+        }
+    }
 }
 
 pub(super) struct Scheduler {
@@ -103,6 +113,8 @@ pub(super) struct Scheduler {
     config: EngineConfig,
     stats: Arc<EngineStats>,
     slots: Vec<Slot>,
+    /// Requests received and waiting for a free slot, in arrival order.
+    pending: VecDeque<Job>,
     /// This timestep's frames, row `i` for `slots[i]`.
     frames: Vec<f32>,
     frame_len: usize,
@@ -121,44 +133,99 @@ impl Scheduler {
             config,
             stats,
             slots: Vec::with_capacity(slots),
+            pending: VecDeque::new(),
             frames: vec![0.0; frame_len * slots],
             frame_len,
             classes,
         }
     }
 
-    pub(super) fn run(mut self, jobs: Receiver<Job>) {
+    pub(super) fn run(mut self, messages: Receiver<Message>) {
         let mut open = true;
         loop {
-            if self.slots.is_empty() {
-                if !open {
-                    break;
-                }
-                match wait_for_job(&jobs) {
-                    Some(job) => self.admit(job),
-                    None => break,
-                }
-                open = self.fill_batch(&jobs);
-            }
-            open = open && self.admit_waiting(&jobs);
+            open = self.receive(&messages, open);
+            self.admit_pending();
             self.retire_before_step(Instant::now());
-            if !self.slots.is_empty() {
-                self.step();
+            let ready = self.ready_first();
+            if ready > 0 {
+                self.step(ready);
+                continue;
             }
+            if !open && self.slots.is_empty() && self.pending.is_empty() {
+                break;
+            }
+            open = self.wait(&messages, open);
         }
         tracing::debug!("scheduler stopping: no handles left and no requests in flight");
     }
 
+    /// Takes every message already sent, without blocking. Returns false once every handle is gone.
+    fn receive(&mut self, messages: &Receiver<Message>, mut open: bool) -> bool {
+        while open {
+            match messages.try_recv() {
+                Ok(message) => self.take(message),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        open
+    }
+
+    fn take(&mut self, message: Message) {
+        if let Message::Job(job) = message {
+            self.pending.push_back(*job);
+        }
+    }
+
+    /// Nothing can step: sleeps until a message arrives, the earliest deadline, or (while streams
+    /// wait for frames) the next look for callers that left.
+    fn wait(&mut self, messages: &Receiver<Message>, open: bool) -> bool {
+        if !open {
+            // Only streams without a sender left can be waiting; they are exhausted by now, so
+            // this is a short pause before the next round retires them.
+            std::thread::sleep(Duration::from_millis(1));
+            return false;
+        }
+        let idle = self.slots.is_empty() && self.pending.is_empty();
+        if idle {
+            match wait_for_message(messages) {
+                Some(message) => self.take(message),
+                None => return false,
+            }
+            return self.fill_batch(messages);
+        }
+        let now = Instant::now();
+        let earliest = self
+            .slots
+            .iter()
+            .map(|s| s.request.deadline)
+            .chain(self.pending.iter().map(|j| j.request.deadline))
+            .flatten()
+            .min();
+        let mut timeout = STREAM_POLL;
+        if let Some(deadline) = earliest {
+            timeout = timeout.min(deadline.saturating_duration_since(now));
+        }
+        match messages.recv_timeout(timeout) {
+            Ok(message) => {
+                self.take(message);
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
     /// After an idle period, waits up to `batch_wait` for more requests before the first step.
-    fn fill_batch(&mut self, jobs: &Receiver<Job>) -> bool {
+    fn fill_batch(&mut self, messages: &Receiver<Message>) -> bool {
         let until = Instant::now() + self.config.batch_wait;
-        while self.slots.len() < self.config.max_batch {
+        while self.pending.len() < self.config.max_batch {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            match jobs.recv_timeout(left) {
-                Ok(job) => self.admit(job),
+            match messages.recv_timeout(left) {
+                Ok(message) => self.take(message),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
@@ -166,16 +233,11 @@ impl Scheduler {
         true
     }
 
-    /// Moves waiting requests into free slots without blocking. Returns false once every handle is gone.
-    fn admit_waiting(&mut self, jobs: &Receiver<Job>) -> bool {
+    fn admit_pending(&mut self) {
         while self.slots.len() < self.config.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => self.admit(job),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
-            }
+            let Some(job) = self.pending.pop_front() else { break };
+            self.admit(job);
         }
-        true
     }
 
     fn admit(&mut self, job: Job) {
@@ -192,6 +254,7 @@ impl Scheduler {
         self.slots.push(Slot {
             prediction: EnsemblePrediction::new(self.members.len(), self.classes),
             confidences: record.then(|| Vec::with_capacity(policy.max_timesteps)),
+            next_frame: None,
             request: job.request,
             reply: job.reply,
             admitted: Instant::now(),
@@ -219,33 +282,75 @@ impl Scheduler {
         let _ = reply.send(Ok(answer));
     }
 
-    /// Retires cancelled requests and those whose deadline has passed. Rows are visited from the
-    /// last down, so the slot moved into a freed row has already been visited.
+    fn fail(&mut self, row: usize, error: EngineError) {
+        let slot = self.remove(row);
+        self.stats.failed();
+        let _ = slot.reply.send(Err(error));
+    }
+
+    /// Retires cancelled requests, those whose deadline has passed and streams that ended. Rows
+    /// are visited from the last down, so the slot moved into a freed row has been visited already.
     fn retire_before_step(&mut self, now: Instant) {
         for row in (0..self.slots.len()).rev() {
-            let slot = &self.slots[row];
+            let slot = &mut self.slots[row];
+            let started = slot.prediction.timesteps() > 0;
             if slot.reply.is_closed() {
                 self.remove(row);
                 self.stats.exited(ExitReason::Cancelled);
             } else if slot.request.deadline.is_some_and(|deadline| now >= deadline) {
-                if slot.prediction.timesteps() == 0 {
-                    let slot = self.remove(row);
-                    self.stats.failed();
-                    let waited_ms = slot.queue_time.as_secs_f64() * 1e3;
-                    let _ = slot.reply.send(Err(EngineError::DeadlineBeforeFirstStep { waited_ms }));
-                } else {
+                if started {
                     self.finish(row, ExitReason::Deadline);
+                } else {
+                    let waited_ms = slot.queue_time.as_secs_f64() * 1e3;
+                    self.fail(row, EngineError::DeadlineBeforeFirstStep { waited_ms });
+                }
+            } else if slot.readiness() == Readiness::Exhausted {
+                if started {
+                    // The stream ended: like a sequence, its length is its last timestep.
+                    self.finish(row, ExitReason::MaxTimesteps);
+                } else {
+                    self.fail(row, EngineError::NoFrames);
                 }
             }
         }
+        // Queued requests can run out of time or callers too, while every slot is busy.
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        while let Some(job) = self.pending.pop_front() {
+            if job.reply.is_closed() {
+                self.stats.dequeued();
+                self.stats.exited(ExitReason::Cancelled);
+            } else if job.request.deadline.is_some_and(|deadline| now >= deadline) {
+                self.stats.dequeued();
+                self.stats.failed();
+                let waited_ms = job.enqueued.elapsed().as_secs_f64() * 1e3;
+                let _ = job.reply.send(Err(EngineError::DeadlineBeforeFirstStep { waited_ms }));
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.pending = kept;
     }
 
-    /// One batched timestep over every slot, then the exit decisions.
-    fn step(&mut self) {
-        let batch = self.slots.len();
+    /// Moves the slots whose next frame is there to the front; returns how many there are.
+    fn ready_first(&mut self) -> usize {
+        let mut ready = 0;
+        for row in 0..self.slots.len() {
+            if self.slots[row].readiness() == Readiness::Ready {
+                if row != ready {
+                    self.slots.swap(ready, row);
+                    self.members.iter_mut().for_each(|m| m.swap_rows(ready, row));
+                }
+                ready += 1;
+            }
+        }
+        ready
+    }
+
+    /// One batched timestep over the first `batch` slots (those ready), then the exit decisions.
+    fn step(&mut self, batch: usize) {
         let frame_len = self.frame_len;
-        for (row, slot) in self.slots.iter().enumerate() {
-            let frame = slot.request.frames.frame(slot.prediction.timesteps(), frame_len);
+        for (row, slot) in self.slots[..batch].iter().enumerate() {
+            let frame = slot.request.frames.frame(slot.prediction.timesteps(), frame_len, &slot.next_frame);
             self.frames[row * frame_len..(row + 1) * frame_len].copy_from_slice(frame);
         }
         let frames = &self.frames[..batch * frame_len];
@@ -255,23 +360,33 @@ impl Scheduler {
             .try_for_each(|m| m.session.step(batch, frames, &mut m.states, &mut m.logits));
         if let Err(error) = stepped {
             tracing::error!(%error, batch, "step failed; failing every request in the batch");
-            while let Some(slot) = self.slots.pop() {
-                self.stats.failed();
-                let _ = slot.reply.send(Err(EngineError::Step(error.clone())));
+            for row in (0..batch).rev() {
+                self.fail(row, EngineError::Step(error.clone()));
             }
-            self.stats.set_active_slots(0);
             return;
         }
         self.stats.stepped(batch);
         let classes = self.classes;
         for row in (0..batch).rev() {
             let slot = &mut self.slots[row];
+            slot.next_frame = None;
             for (k, member) in self.members.iter().enumerate() {
                 slot.prediction.add(k, &member.logits[row * classes..(row + 1) * classes]);
             }
             let confidence = slot.prediction.combine();
             if let Some(c) = slot.confidences.as_mut() {
                 c.push(confidence);
+            }
+            if let Some(partials) = &slot.request.partials {
+                let partial = Partial {
+                    timestep: slot.prediction.timesteps(),
+                    class_index: slot.prediction.best_class(),
+                    confidence,
+                    uncertainty: (slot.prediction.members() > 1).then(|| slot.prediction.variance()),
+                    probabilities: slot.prediction.probabilities().to_vec(),
+                };
+                // A closed partial stream means the caller left; its reply will say so too.
+                let _ = partials.send(partial);
             }
             let variance = slot.prediction.variance();
             if let Some(reason) =
@@ -281,6 +396,19 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Waits for the next message: polls for `IDLE_SPIN`, then blocks. `None` once every handle is gone.
+fn wait_for_message(messages: &Receiver<Message>) -> Option<Message> {
+    let spin_until = Instant::now() + IDLE_SPIN;
+    while Instant::now() < spin_until {
+        match messages.try_recv() {
+            Ok(message) => return Some(message),
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+    messages.recv().ok()
 }
 
 #[cfg(test)]
@@ -293,7 +421,7 @@ mod tests {
 
     use super::*;
     use crate::backend::OrtRuntime;
-    use crate::engine::{CutoffPolicy, RequestFrames};
+    use crate::engine::{CutoffPolicy, FrameBuffer, FrameSender, RequestFrames, StreamError};
     use crate::model::ModelContract;
 
     /// ONNX Runtime allows one environment per process, so the tests share it.
@@ -322,6 +450,29 @@ mod tests {
 
     type Answer = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;
 
+    /// One round of the scheduler's loop after messages are in: ready slots first, then a step.
+    fn step(s: &mut Scheduler) {
+        let ready = s.ready_first();
+        s.step(ready);
+    }
+
+    fn stream_job(
+        deadline: Option<Instant>,
+    ) -> (Job, FrameSender, Answer, std::sync::mpsc::Receiver<Message>) {
+        let (wake, woken) = std::sync::mpsc::channel();
+        let buffer = Arc::new(FrameBuffer::default());
+        let sender = FrameSender::new(buffer.clone(), wake, 64, 8);
+        let (reply, answer) = oneshot::channel();
+        let request = AnytimeRequest {
+            frames: RequestFrames::Stream(buffer),
+            policy: CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None },
+            deadline,
+            record_confidences: true,
+            partials: None,
+        };
+        (Job { request, enqueued: Instant::now(), reply }, sender, answer, woken)
+    }
+
     fn job(deadline: Option<Instant>) -> (Job, Answer) {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
@@ -329,6 +480,7 @@ mod tests {
             policy: CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None },
             deadline,
             record_confidences: true,
+            partials: None,
         };
         (Job { request, enqueued: Instant::now(), reply }, answer)
     }
@@ -344,8 +496,8 @@ mod tests {
         let (j, answer) = job(Some(start + Duration::from_secs(3600)));
         s.stats.enqueued();
         s.admit(j);
-        s.step();
-        s.step();
+        step(&mut s);
+        step(&mut s);
         s.retire_before_step(start + Duration::from_secs(3601));
         assert!(s.slots.is_empty());
         let answer = received(answer).expect("answered");
@@ -377,7 +529,7 @@ mod tests {
             s.stats.enqueued();
             s.admit(j);
         }
-        s.step();
+        step(&mut s);
         drop(answer_a); // the caller in row 0 goes away
         s.retire_before_step(Instant::now());
         assert_eq!(s.slots.len(), 2);
@@ -389,7 +541,7 @@ mod tests {
         for _ in 0..8 {
             s.retire_before_step(Instant::now());
             if !s.slots.is_empty() {
-                s.step();
+                step(&mut s);
             }
         }
         assert!(s.slots.is_empty());
@@ -404,5 +556,81 @@ mod tests {
             }
         }
         assert_eq!(b.exit_reason, ExitReason::MaxTimesteps);
+    }
+
+    #[test]
+    fn a_stream_steps_as_its_frames_arrive_beside_static_requests() {
+        let mut s = scheduler(4);
+        let (stream, sender, stream_answer, woken) = stream_job(None);
+        let (fixed, fixed_answer) = job(None);
+        for j in [stream, fixed] {
+            s.stats.enqueued();
+            s.admit(j);
+        }
+        // No frame yet: only the static request steps.
+        step(&mut s);
+        assert_eq!(s.stats.snapshot().stepped_samples, 1);
+        sender.push(vec![8.0; 64]).expect("frame 0");
+        assert!(matches!(woken.try_recv(), Ok(Message::Wake)), "a frame wakes the scheduler");
+        step(&mut s);
+        assert_eq!(s.stats.snapshot().stepped_samples, 3, "both stepped together");
+        sender.push(vec![8.0; 64]).expect("frame 1");
+        sender.push(vec![8.0; 64]).expect("frame 2");
+        step(&mut s);
+        step(&mut s);
+        assert_eq!(
+            sender.push(vec![1.0; 3]),
+            Err(StreamError::FrameLength { index: 3, found: 3, expected: 64 })
+        );
+        let mut bad = vec![0.0; 64];
+        bad[5] = f32::NAN;
+        assert!(matches!(sender.push(bad), Err(StreamError::NotFinite { index: 3, position: 5, .. })));
+        sender.finish();
+        assert_eq!(sender.push(vec![8.0; 64]), Err(StreamError::Finished));
+        s.retire_before_step(Instant::now());
+        let streamed = received(stream_answer).expect("answered");
+        assert_eq!(streamed.timesteps, 3, "the stream ends at its last frame");
+        assert_eq!(streamed.exit_reason, ExitReason::MaxTimesteps);
+        // The same input as the static request's: the same prediction after 3 steps.
+        let mut reference = scheduler(1);
+        let (j, answer) = job(None);
+        reference.stats.enqueued();
+        reference.admit(j);
+        let mut policy_capped = reference.slots[0].request.policy;
+        policy_capped.max_timesteps = 3;
+        reference.slots[0].request.policy = policy_capped;
+        for _ in 0..3 {
+            step(&mut reference);
+        }
+        let expected = received(answer).expect("reference");
+        for (a, b) in streamed.probabilities.iter().zip(&expected.probabilities) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        drop(fixed_answer);
+    }
+
+    #[test]
+    fn a_stalled_stream_meets_its_deadline_and_an_empty_one_is_an_error() {
+        let mut s = scheduler(4);
+        let start = Instant::now();
+        let (stalled, sender, stalled_answer, _woken) = stream_job(Some(start + Duration::from_secs(3600)));
+        let (empty, empty_sender, empty_answer, _woken2) = stream_job(None);
+        for j in [stalled, empty] {
+            s.stats.enqueued();
+            s.admit(j);
+        }
+        sender.push(vec![8.0; 64]).expect("frame");
+        step(&mut s);
+        drop(empty_sender); // ends without a frame
+        s.retire_before_step(start + Duration::from_secs(10));
+        assert!(matches!(received(empty_answer), Err(EngineError::NoFrames)));
+        assert_eq!(s.slots.len(), 1, "the stalled stream waits for its next frame");
+        assert_eq!(s.ready_first(), 0);
+        s.retire_before_step(start + Duration::from_secs(3601));
+        let answer = received(stalled_answer).expect("answered");
+        assert_eq!((answer.timesteps, answer.exit_reason), (1, ExitReason::Deadline));
+        assert_eq!(s.stats.snapshot().active_slots, 0);
+        assert_eq!(sender.push(vec![8.0; 64]), Err(StreamError::Gone), "frames after the answer are refused");
+        assert_eq!(sender.frames_sent(), 1);
     }
 }

@@ -55,6 +55,17 @@ fn index(reason: ExitReason) -> usize {
 }
 
 impl EngineStats {
+    /// Counts a request as queued unless `capacity` are queued already.
+    pub(super) fn try_enqueue(&self, capacity: usize) -> bool {
+        let before = self.queued.fetch_add(1, Ordering::AcqRel);
+        if before >= capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    #[cfg(test)]
     pub(super) fn enqueued(&self) {
         self.queued.fetch_add(1, Ordering::Relaxed);
     }
