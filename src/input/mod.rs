@@ -1,5 +1,7 @@
 //! Request inputs: decoding tensors from JSON and shaping them into per-timestep frames.
 
+pub mod events;
 pub mod tensor;
 
+pub use events::{decode_json_events, EventBinning, EventError};
 pub use tensor::{decode_json_tensor, into_frames, DenseTensor, InputError};
