@@ -16,13 +16,14 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run test test-rust test-python lint bench train-digits train-digits-ensemble clean
+.PHONY: help venv build run test test-rust test-python lint bench train-digits train-digits-ensemble train-event-digits clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
 	@echo "make test   - run every test, Rust and Python (creates what is missing)"
 	@echo "make train-digits - retrain models/digits"
 	@echo "make train-digits-ensemble - retrain the three seeds of models/digits-ensemble"
+	@echo "make train-event-digits - retrain models/event-digits (simulated event camera)"
 	@echo "make bench  - engine benchmark"
 
 $(VENV_STAMP): training/requirements.txt
@@ -59,6 +60,9 @@ bench: venv
 
 train-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --out ../models/digits
+
+train-event-digits: venv
+	cd training && ../$(PY) -m spiketrain.train --dataset event-digits --timesteps 10 --epochs 30 --out ../models/event-digits
 
 # Three seeds of the digits model, served together as one ensemble.
 train-digits-ensemble: venv

@@ -131,7 +131,7 @@ async fn models_and_health_are_listed() {
     let health: Value =
         client.get(server.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["models"], json!(["digits", "digits-ensemble"]));
+    assert_eq!(health["models"], json!(["digits", "digits-ensemble", "event-digits"]));
     let list: Value =
         client.get(server.url("/v1/models")).send().await.expect("list").json().await.expect("json");
     let digits = &list["models"][0];
@@ -169,8 +169,13 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
     let post_json = |body: Value| client.post(&infer_url).json(&body).send();
 
     let r = client.post(server.url("/v1/models/nope/infer")).json(&good).send().await.expect("sent");
-    expect_error(r, 404, "model_not_found", "\"nope\" is not loaded; loaded models: digits, digits-ensemble")
-        .await;
+    expect_error(
+        r,
+        404,
+        "model_not_found",
+        "\"nope\" is not loaded; loaded models: digits, digits-ensemble, event-digits",
+    )
+    .await;
     let r = client.get(server.url("/v1/models/nope")).send().await.expect("sent");
     expect_error(r, 404, "model_not_found", "nope").await;
     let r = client.get(server.url("/v2/whatever")).send().await.expect("sent");

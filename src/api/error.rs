@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::engine::EngineError;
-use crate::input::InputError;
+use crate::input::{EventError, InputError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,6 +20,8 @@ pub enum ApiError {
     InvalidField(String),
     #[error(transparent)]
     InvalidInput(#[from] InputError),
+    #[error(transparent)]
+    InvalidEvents(#[from] EventError),
     #[error("content type must be application/json, found {0}")]
     UnsupportedMediaType(String),
     #[error("request body is too large: {0}")]
@@ -45,9 +47,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::ModelNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            Self::MalformedJson(_) | Self::InvalidField(_) | Self::InvalidInput(_) | Self::BadBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::InvalidField(_)
+            | Self::InvalidInput(_)
+            | Self::InvalidEvents(_)
+            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
@@ -66,6 +70,7 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidField(_) => "invalid_field",
             Self::InvalidInput(_) => "invalid_input",
+            Self::InvalidEvents(_) => "invalid_events",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BadBody(_) => "bad_body",

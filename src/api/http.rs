@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use super::error::ApiError;
 use super::schema::{Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats};
 use crate::engine::{AnytimeRequest, CutoffPolicy, RequestFrames};
-use crate::input::{decode_json_tensor, into_frames};
+use crate::input::{decode_json_events, decode_json_tensor, into_frames};
 use crate::model::{LoadedModel, ModelRegistry};
 
 #[derive(Clone)]
@@ -196,8 +196,23 @@ fn anytime_request(
             )));
         }
     }
-    let tensor = decode_json_tensor(&request.input, request.shape.as_deref())?;
-    let frames = into_frames(tensor, contract)?;
+    let frames = match (&request.input, &request.events) {
+        (Some(input), None) => into_frames(decode_json_tensor(input, request.shape.as_deref())?, contract)?,
+        (None, Some(events)) => {
+            let Some(binning) = contract.events else {
+                return Err(ApiError::InvalidField(format!(
+                    "events: model \"{}\" takes input kind {:?}, not raw events; send \"input\"",
+                    model.name, contract.input_kind
+                )));
+            };
+            let data = binning.bin(&decode_json_events(events)?)?;
+            RequestFrames::Sequence { data, count: binning.bins }
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidField("give either \"input\" or \"events\", not both".into()))
+        }
+        (None, None) => return Err(ApiError::InvalidField("missing field `input` (or `events`)".into())),
+    };
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
     let max_timesteps = match &frames {
         RequestFrames::Sequence { count, .. } => max_timesteps.min(*count),

@@ -11,7 +11,12 @@ use crate::model::{LoadedModel, ModelContract, RefusedModel};
 #[serde(deny_unknown_fields)]
 pub struct InferRequest {
     /// Nested arrays in the model's input shape, or a flat array together with `shape`.
-    pub input: Value,
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// For `events` models instead of `input`: raw events `[[x, y, t_us, p], ...]`, binned by the
+    /// server exactly as the model was trained.
+    #[serde(default)]
+    pub events: Option<Value>,
     /// The shape of a flat `input`.
     #[serde(default)]
     pub shape: Option<Vec<usize>>,

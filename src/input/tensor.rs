@@ -132,7 +132,7 @@ pub fn into_frames(tensor: DenseTensor, contract: &ModelContract) -> Result<Requ
     match contract.input_kind {
         InputKind::Static if tensor.shape == contract.frame_shape => Ok(RequestFrames::Static(tensor.data)),
         InputKind::Static => Err(wrong_shape(&tensor.shape)),
-        InputKind::Frames => match tensor.shape.split_first() {
+        InputKind::Frames | InputKind::Events => match tensor.shape.split_first() {
             Some((&count, frame)) if frame == contract.frame_shape.as_slice() => {
                 if count > contract.timesteps {
                     return Err(InputError::TooManyFrames { found: count, max: contract.timesteps });

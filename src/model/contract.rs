@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::input::EventBinning;
+
 /// Contract versions this server understands.
 pub const CONTRACT_VERSION: &str = "1";
 /// Prefix of every metadata key the contract defines.
@@ -54,6 +56,9 @@ pub enum InputKind {
     Static,
     /// A sequence of frames, one per timestep.
     Frames,
+    /// Raw events `(x, y, t, p)`, binned by the server into one frame per timestep as described by
+    /// the model's `spikeserve.events` metadata (or frames already binned, as for `Frames`).
+    Events,
 }
 
 impl InputKind {
@@ -61,11 +66,10 @@ impl InputKind {
         match text {
             "static" => Ok(Self::Static),
             "frames" => Ok(Self::Frames),
-            "events" => {
-                Err("input kind \"events\" (raw event binning) is not supported by this server version"
-                    .into())
+            "events" => Ok(Self::Events),
+            other => {
+                Err(format!("unknown input kind {other:?}; expected \"static\", \"frames\" or \"events\""))
             }
-            other => Err(format!("unknown input kind {other:?}; expected \"static\" or \"frames\"")),
         }
     }
 }
@@ -106,6 +110,9 @@ pub struct ModelContract {
     /// How the model was trained, as the training job wrote it (free-form JSON).
     pub training: Value,
     pub states: Vec<StateSpec>,
+    /// How raw events become frames, for `events` models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventBinning>,
     /// Members stepped in lockstep: 1 for a single model, K for an ensemble.
     pub members: usize,
     /// For ensembles: the default bound on the members' variance for a confident exit.
@@ -122,7 +129,9 @@ impl ModelContract {
     pub fn describe_request_shape(&self) -> String {
         match self.input_kind {
             InputKind::Static => format!("{:?}", self.frame_shape),
-            InputKind::Frames => format!("[n <= {}, {}]", self.timesteps, join_dims(&self.frame_shape)),
+            InputKind::Frames | InputKind::Events => {
+                format!("[n <= {}, {}]", self.timesteps, join_dims(&self.frame_shape))
+            }
         }
     }
 }
@@ -243,6 +252,30 @@ impl ModelContract {
         if let Some(bad) = accuracy_per_timestep.iter().find(|a| !(0.0..=1.0).contains(*a)) {
             return Err(invalid("accuracy_per_timestep", format!("{bad} is not a fraction in [0, 1]")));
         }
+        let events = match input_kind {
+            InputKind::Events => {
+                let binning: EventBinning =
+                    meta.json("events", "a JSON object {width, height, polarities, window_us, bins}")?;
+                binning.check().map_err(|reason| invalid("events", reason))?;
+                if binning.frame_shape()[..] != frame_shape[..] {
+                    return Err(invalid(
+                        "events",
+                        format!(
+                            "bins events into frames {:?} but \"x\" takes {frame_shape:?}",
+                            binning.frame_shape()
+                        ),
+                    ));
+                }
+                if binning.bins != timesteps {
+                    return Err(invalid(
+                        "events",
+                        format!("has {} bins for {timesteps} timesteps", binning.bins),
+                    ));
+                }
+                Some(binning)
+            }
+            _ => None,
+        };
         let training = match meta.optional("training") {
             Some(text) => {
                 serde_json::from_str(text).map_err(|e| invalid("training", format!("not JSON: {e}")))?
@@ -262,6 +295,7 @@ impl ModelContract {
             input_description: meta.optional("input_description").map(str::to_owned),
             training,
             states,
+            events,
             members: 1,
             default_max_variance: None,
         })
@@ -469,9 +503,21 @@ mod tests {
     }
 
     #[test]
-    fn events_are_refused_with_a_reason() {
+    fn events_models_describe_their_binning() {
         let mut s = valid();
+        s.inputs[0] = TensorSpec::f32("x", &[-1, 2, 8, 8]);
         s.metadata.insert("spikeserve.input_kind".into(), "events".into());
-        assert!(error_of(&s).contains("not supported by this server version"));
+        assert_eq!(error_of(&s), "metadata key \"spikeserve.events\" is missing");
+        let binning = r#"{"width": 8, "height": 8, "polarities": 2, "window_us": 1000, "bins": 4}"#;
+        s.metadata.insert("spikeserve.events".into(), binning.into());
+        let contract = ModelContract::from_signature(&s).expect("valid events model");
+        assert_eq!(contract.events.map(|b| b.window_us), Some(1000));
+        s.metadata.insert("spikeserve.events".into(), binning.replace("\"bins\": 4", "\"bins\": 5"));
+        assert!(error_of(&s).contains("has 5 bins for 4 timesteps"));
+        s.metadata.insert("spikeserve.events".into(), binning.replace("\"width\": 8", "\"width\": 9"));
+        assert!(error_of(&s).contains("bins events into frames [2, 8, 9] but \"x\" takes [2, 8, 8]"));
+        s.metadata
+            .insert("spikeserve.events".into(), binning.replace("\"window_us\": 1000", "\"window_us\": 0"));
+        assert!(error_of(&s).contains("every parameter must be positive"));
     }
 }

@@ -266,6 +266,9 @@ fn incompatibility(a: &ModelContract, b: &ModelContract) -> Option<String> {
     if a.input_kind != b.input_kind {
         return Some(format!("input kind {:?} vs {:?}", a.input_kind, b.input_kind));
     }
+    if a.events != b.events {
+        return Some(format!("event binning {:?} vs {:?}", a.events, b.events));
+    }
     if a.frame_shape != b.frame_shape {
         return Some(format!("frame shape {:?} vs {:?}", a.frame_shape, b.frame_shape));
     }

@@ -14,9 +14,10 @@ def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mappi
     lines = [
         f"# Model card: `{name}`",
         "",
-        f"{metadata['input_description']}. Input kind `{metadata['input_kind']}` (the same frame is fed at "
-        f"every timestep); {metadata['num_classes']} classes; T = {metadata['timesteps']} timesteps; "
-        f"default confidence threshold {metadata['default_threshold']}.",
+        f"{metadata['input_description']}. Input kind `{metadata['input_kind']}`; "
+        f"{metadata['num_classes']} classes; T = {metadata['timesteps']} timesteps; "
+        f"default confidence threshold {metadata['default_threshold']}."
+        + (f" Event binning: {metadata['events']}." if "events" in metadata else ""),
         "",
         "## Training",
         "",

@@ -1,8 +1,10 @@
 """Data sets the job trains on.
 
 ``digits`` is scikit-learn's bundled 8x8 handwritten digits (1797 images, no download). The image is
-static: the same frame is fed at every timestep. The held-out split is fixed (independent of the
-training seed) so that every model trained on it, and the server's tests, see the same held-out set.
+static: the same frame is fed at every timestep. ``event-digits`` shows the same digits to a
+simulated event camera (:mod:`spiketrain.event_digits`) and bins its events into one frame per
+timestep. The held-out split is fixed (independent of the training seed) so that every model
+trained on it, and the server's tests, see the same held-out set.
 """
 
 from __future__ import annotations
@@ -13,34 +15,43 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from . import event_digits
+from .events import EventBinning, bin_events
+
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
 class Split:
-    inputs: np.ndarray  # float32, [N, *input_shape], in the data set's own units
+    inputs: np.ndarray  # float32, [N, *input_shape] (static) or [N, T, *frame_shape] (events)
     targets: np.ndarray  # int64, [N]
+    #: Raw events per sample ([n, 4] int64: x, y, t, p), for event data sets.
+    events: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    input_kind: str  # "static": one frame fed at every timestep
+    input_kind: str  # "static": one frame fed at every timestep; "events": raw events binned per timestep
     labels: list[str]
     input_description: str
     train: Split
     held_out: Split
+    binning: EventBinning | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The shape of one timestep's frame."""
+        if self.input_kind == "events":
+            return tuple(self.train.inputs.shape[2:])
         return tuple(self.train.inputs.shape[1:])
 
 
 def _limit(split: Split, limit: int | None) -> Split:
     if limit is None:
         return split
-    return Split(split.inputs[:limit], split.targets[:limit])
+    return Split(split.inputs[:limit], split.targets[:limit], None if split.events is None else split.events[:limit])
 
 
 def load_digits_dataset(limit: int | None = None) -> Dataset:
@@ -60,14 +71,55 @@ def load_digits_dataset(limit: int | None = None) -> Dataset:
     )
 
 
-def load_dataset(name: str, limit: int | None = None) -> Dataset:
+def _digit_split(limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32)[:, None, :, :]
+    targets = bunch.target.astype(np.int64)
+    order = np.arange(len(targets))
+    i_train, i_test = train_test_split(order, test_size=HELD_OUT_FRACTION, random_state=SPLIT_SEED, stratify=targets)
+    if limit is not None:
+        i_train, i_test = i_train[:limit], i_test[:limit]
+    return images[i_train], targets[i_train], i_train, images[i_test], targets[i_test], i_test
+
+
+def load_event_digits(timesteps: int, limit: int | None = None) -> Dataset:
+    """The digits through the simulated event camera; sample ``i`` of scikit-learn's set always
+    gets the same events (the simulator's seed is the sample's index)."""
+    x_train, y_train, i_train, x_test, y_test, i_test = _digit_split(limit)
+    binning = event_digits.binning(timesteps)
+
+    def split(images: np.ndarray, targets: np.ndarray, indices: np.ndarray) -> Split:
+        events = [event_digits.simulate(image[0], int(i)) for image, i in zip(images, indices, strict=True)]
+        frames = np.stack([bin_events(e, binning) for e in events])
+        return Split(frames, targets, events)
+
+    return Dataset(
+        name="event-digits",
+        input_kind="events",
+        labels=[str(c) for c in range(10)],
+        input_description=(
+            "simulated event camera (34x34, ON/OFF) watching a scikit-learn digit during three saccades "
+            "over 300 ms; raw events [x, y, t_us, p] or per-timestep count frames [2, 34, 34]"
+        ),
+        train=split(x_train, y_train, i_train),
+        held_out=split(x_test, y_test, i_test),
+        binning=binning,
+    )
+
+
+def load_dataset(name: str, limit: int | None = None, timesteps: int = 8) -> Dataset:
     if name == "digits":
         return load_digits_dataset(limit)
-    raise ValueError(f"unknown dataset {name!r}; known: digits")
+    if name == "event-digits":
+        return load_event_digits(timesteps, limit)
+    raise ValueError(f"unknown dataset {name!r}; known: digits, event-digits")
 
 
 def to_frames(inputs: np.ndarray, timesteps: int, input_kind: str) -> np.ndarray:
     """Per-timestep frames ``[T, N, *shape]`` for a batch of samples."""
     if input_kind == "static":
         return np.broadcast_to(inputs[None], (timesteps, *inputs.shape))
+    if input_kind == "events":
+        # Already binned, [N, T, ...]: time first.
+        return np.swapaxes(inputs[:, :timesteps], 0, 1)
     raise ValueError(f"unsupported input kind {input_kind!r}")

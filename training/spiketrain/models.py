@@ -71,7 +71,42 @@ class DigitsCSNN(StepModel):
         return self.fc2(s3), [u1, u2, u3]
 
 
+class EventCSNN(StepModel):
+    """A small convolutional SNN for 34x34 two-polarity event frames.
+
+    conv(2->16, stride 2) -> LIF -> conv(16->32, stride 2) -> LIF -> fc(2592->128) -> LIF -> fc(128->C).
+    Event counts go in as they are.
+    """
+
+    def __init__(self, num_classes: int = 10, sensor: int = 34) -> None:
+        super().__init__()
+        self.input_shape = (2, sensor, sensor)
+        self.conv1 = nn.Sequential(nn.Conv2d(2, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.lif1 = LIF()
+        self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32))
+        self.lif2 = LIF()
+        side = (sensor + 1) // 2
+        side = (side + 1) // 2
+        self._side = side
+        self.fc1 = nn.Linear(32 * side * side, 128)
+        self.lif3 = LIF()
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        half = (self.input_shape[1] + 1) // 2
+        return [(16, half, half), (32, self._side, self._side), (128,)]
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        u1, u2, u3 = states
+        s1, u1 = self.lif1(self.conv1(x), u1)
+        s2, u2 = self.lif2(self.conv2(s1), u2)
+        s3, u3 = self.lif3(self.fc1(s2.flatten(1)), u3)
+        return self.fc2(s3), [u1, u2, u3]
+
+
 def build_model(dataset: str, num_classes: int) -> StepModel:
     if dataset == "digits":
         return DigitsCSNN(num_classes)
-    raise ValueError(f"no architecture for dataset {dataset!r}; known: digits")
+    if dataset == "event-digits":
+        return EventCSNN(num_classes)
+    raise ValueError(f"no architecture for dataset {dataset!r}; known: digits, event-digits")

@@ -30,6 +30,9 @@ from .models import StepModel, build_model
 
 log = logging.getLogger("spiketrain")
 
+#: Held-out samples of an event data set written out as raw events (for the server's tests).
+HELD_OUT_EVENT_SAMPLES = 24
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -87,7 +90,7 @@ def train_model(config: TrainConfig, data: Dataset) -> StepModel:
 
 def run(config: TrainConfig, out: Path) -> dict[str, object]:
     torch.set_num_threads(config.threads)
-    data = load_dataset(config.dataset, config.limit)
+    data = load_dataset(config.dataset, config.limit, config.timesteps)
     started = time.perf_counter()
     model = train_model(config, data)
     train_seconds = time.perf_counter() - started
@@ -115,6 +118,8 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
         "default_threshold": config.default_threshold,
         "training": training_info,
     }
+    if data.binning is not None:
+        metadata["events"] = data.binning.to_metadata()
     export_step_model(model, model_path, metadata)
 
     # Evaluate what the server will run: the exported graph, one sample at a time.
@@ -154,12 +159,21 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
         "training": training_info,
     }
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-    heldout = {
-        "description": "Held-out samples, never used in training; inputs in the model's input units.",
-        "input_shape": list(data.input_shape),
-        "inputs": data.held_out.inputs.astype(int if config.dataset == "digits" else float).tolist(),
-        "targets": data.held_out.targets.tolist(),
-    }
+    if data.held_out.events is not None:
+        # Raw events are large (thousands per sample): the first ones only, as the server takes them.
+        shown = min(HELD_OUT_EVENT_SAMPLES, len(data.held_out.events))
+        heldout: dict[str, object] = {
+            "description": f"The first {shown} held-out samples as raw events [x, y, t_us, p], never trained on.",
+            "events": [e.tolist() for e in data.held_out.events[:shown]],
+            "targets": data.held_out.targets[:shown].tolist(),
+        }
+    else:
+        heldout = {
+            "description": "Held-out samples, never used in training; inputs in the model's input units.",
+            "input_shape": list(data.input_shape),
+            "inputs": data.held_out.inputs.astype(int).tolist(),
+            "targets": data.held_out.targets.tolist(),
+        }
     (out / "heldout.json").write_text(json.dumps(heldout, separators=(",", ":")) + "\n")
     write_card(out / "card.md", out.name, metadata, report)
     return report
@@ -168,7 +182,7 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
     parser = argparse.ArgumentParser(prog="python -m spiketrain.train", description=__doc__.split("\n")[0])
     defaults = TrainConfig()
-    parser.add_argument("--dataset", default=defaults.dataset, choices=["digits"])
+    parser.add_argument("--dataset", default=defaults.dataset, choices=["digits", "event-digits"])
     parser.add_argument("--timesteps", type=int, default=defaults.timesteps)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
