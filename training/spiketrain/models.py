@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .neurons import LIF
+from .regularisers import LayerTrace
 
 
 class StepModel(nn.Module):
@@ -27,14 +28,32 @@ class StepModel(nn.Module):
     def initial_states(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
         return [torch.zeros((batch, *shape), device=device) for shape in self.state_shapes()]
 
+    def spiking_layers(self) -> list[LIF]:
+        """The LIF layers, in the order of the states they own."""
+        return [m for m in self.modules() if isinstance(m, LIF)]
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Unrolls over time. ``frames``: ``[T, B, *input_shape]``; returns logits ``[T, B, C]``."""
+        return self.unroll(frames)[0]
+
+    def unroll(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[LayerTrace]]:
+        """Logits ``[T, B, C]`` and, per spiking layer, its spikes and post-reset membrane over time."""
         states = self.initial_states(frames.shape[1], frames.device)
+        layers = self.spiking_layers()
         outputs = []
+        spikes: list[list[torch.Tensor]] = [[] for _ in layers]
+        membranes: list[list[torch.Tensor]] = [[] for _ in layers]
         for frame in frames:
             logits, states = self.step(frame, states)
             outputs.append(logits)
-        return torch.stack(outputs)
+            for i, (layer, membrane) in enumerate(zip(layers, states, strict=True)):
+                spikes[i].append(layer.last_spikes)
+                membranes[i].append(membrane)
+        traces = [
+            LayerTrace(torch.stack(s), torch.stack(m), layer.threshold)
+            for s, m, layer in zip(spikes, membranes, layers, strict=True)
+        ]
+        return torch.stack(outputs), traces
 
 
 class DigitsCSNN(StepModel):

@@ -64,4 +64,6 @@ class LIF(nn.Module):
     def forward(self, current: torch.Tensor, membrane: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         charged = self.decay * membrane + current
         spikes = spike(charged, self.threshold, self.width)
+        # Kept for the regularisers, which look at each layer's spikes after every step.
+        self.last_spikes = spikes
         return spikes, charged * (1.0 - spikes)

@@ -27,6 +27,7 @@ from .data import Dataset, load_dataset, to_frames
 from .export import export_step_model, onnx_logits, open_session, parity, update_metadata
 from .losses import TET_LAMBDA, tet_loss
 from .models import StepModel, build_model
+from .regularisers import regulariser_loss
 
 log = logging.getLogger("spiketrain")
 
@@ -45,6 +46,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     default_threshold: float = 0.9
+    regulariser: str = "none"  # none | str | rcs
+    alpha: float = 0.0
     limit: int | None = None  # cap on samples per split, for quick tests
 
 
@@ -69,8 +72,10 @@ def train_model(config: TrainConfig, data: Dataset) -> StepModel:
             frames = torch.from_numpy(
                 np.ascontiguousarray(to_frames(inputs[index].numpy(), config.timesteps, data.input_kind))
             )
-            logits = model(frames)
+            logits, traces = model.unroll(frames)
             loss = tet_loss(logits, targets[index])
+            if config.regulariser != "none":
+                loss = loss + config.alpha * regulariser_loss(config.regulariser, traces, logits, targets[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -100,8 +105,8 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
         "dataset": config.dataset,
         "loss": "tet",
         "tet_lambda": TET_LAMBDA,
-        "regulariser": "none",
-        "alpha": 0.0,
+        "regulariser": config.regulariser,
+        "alpha": config.alpha,
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.lr,
@@ -191,6 +196,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--default-threshold", type=float, default=defaults.default_threshold)
+    parser.add_argument("--reg", default=defaults.regulariser, choices=["none", "str", "rcs"], help="regulariser")
+    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="weight of the regulariser")
     parser.add_argument("--limit", type=int, default=None, help="cap samples per split (quick runs)")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write, e.g. models/digits")
     args = parser.parse_args(argv)
@@ -208,6 +215,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         seed=args.seed,
         threads=args.threads,
         default_threshold=args.default_threshold,
+        regulariser=args.reg,
+        alpha=args.alpha,
         limit=args.limit,
     )
     return config, args.out
