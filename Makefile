@@ -16,13 +16,13 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run test test-rust test-python lint bench train-digits train-digits-ensemble train-event-digits clean
+.PHONY: help venv build run test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
 	@echo "make test   - run every test, Rust and Python (creates what is missing)"
 	@echo "make train-digits - retrain models/digits"
-	@echo "make train-digits-ensemble - retrain the three seeds of models/digits-ensemble"
+	@echo "make train-all  - retrain every shipped model (TET and STR, 3 seeds each) and compare them"
 	@echo "make train-event-digits - retrain models/event-digits (simulated event camera)"
 	@echo "make bench  - engine benchmark"
 
@@ -64,11 +64,41 @@ train-digits: venv
 train-event-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset event-digits --timesteps 10 --epochs 30 --out ../models/event-digits
 
-# Three seeds of the digits model, served together as one ensemble.
-train-digits-ensemble: venv
-	cd training && for seed in 0 1 2; do \
-		../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --seed $$seed --out ../models/digits-ensemble/seed-$$seed || exit 1; \
-	done && ../$(PY) -m spiketrain.ensemble --out ../models/digits-ensemble --members seed-0 seed-1 seed-2
+# Three seeds of one recipe, served together as one ensemble:
+# $(call train-ensemble,DATASET,TIMESTEPS,EPOCHS,REG,ALPHA,MODEL-DIR)
+SEEDS := 0 1 2
+define train-ensemble
+cd training && for seed in $(SEEDS); do \
+	../$(PY) -m spiketrain.train --dataset $(1) --timesteps $(2) --epochs $(3) --reg $(4) --alpha $(5) \
+		--seed $$seed --out ../models/$(6)/seed-$$seed || exit 1; \
+done && ../$(PY) -m spiketrain.ensemble --out ../models/$(6) --members $(foreach s,$(SEEDS),seed-$(s))
+endef
+
+STR_ALPHA ?= 0.5
+
+train-digits-tet: venv
+	$(call train-ensemble,digits,8,40,none,0,digits-tet)
+
+train-digits-str: venv
+	$(call train-ensemble,digits,8,40,str,$(STR_ALPHA),digits-str)
+
+train-event-digits-tet: venv
+	$(call train-ensemble,event-digits,10,30,none,0,event-digits-tet)
+
+train-event-digits-str: venv
+	$(call train-ensemble,event-digits,10,30,str,$(STR_ALPHA),event-digits-str)
+
+# STR against TET, mean ± std over the seeds, as a table and a plot (models/COMPARISON.md).
+compare: venv
+	cd training && for data in digits event-digits; do \
+		../$(PY) -m spiketrain.compare --title "$$data: anytime accuracy against timesteps" \
+			--group TET $(foreach s,$(SEEDS),../models/$$data-tet/seed-$(s)) \
+			--group STR $(foreach s,$(SEEDS),../models/$$data-str/seed-$(s)) \
+			--markdown ../models/$$data-comparison.md --plot ../models/$$data-comparison.png || exit 1; \
+	done
+
+# Every shipped model, from scratch (about 25 minutes on two cores).
+train-all: train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare
 
 clean:
 	rm -rf target $(VENV)

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 /// A models directory holding the ensemble and, beside it, each member as a model of its own.
 fn ensemble_and_members() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ensemble = shipped_models().join("digits-ensemble");
+    let ensemble = shipped_models().join("digits-tet");
     std::os::unix::fs::symlink(&ensemble, dir.path().join("ensemble")).expect("symlink");
     for seed in 0..3 {
         let member = ensemble.join(format!("seed-{seed}"));
@@ -64,19 +64,15 @@ async fn ensemble_exits_equal_the_offline_evaluation_and_a_variance_bound_holds_
     let models = shipped_models();
     let server = Server::start(&models, &[]);
     let client = reqwest::Client::new();
-    let eval = read_json(&Path::new(&models).join("digits-ensemble/eval.json"));
+    let eval = read_json(&Path::new(&models).join("digits-tet/eval.json"));
     let offline = &eval["anytime_at_default_threshold"];
     let threshold = eval["default_threshold"].as_f64().expect("threshold");
     let (inputs, targets) = heldout_digits();
     let (mut correct, mut steps_free, mut steps_bounded) = (0, 0, 0);
     for (i, input) in inputs.iter().enumerate() {
-        let (status, a) = infer(
-            &client,
-            &server.base,
-            "digits-ensemble",
-            &json!({"input": input, "return_confidences": true}),
-        )
-        .await;
+        let (status, a) =
+            infer(&client, &server.base, "digits-tet", &json!({"input": input, "return_confidences": true}))
+                .await;
         assert_eq!(status, 200, "{a}");
         if (&a["timesteps"], &a["class_index"]) != (&offline["exit_timesteps"][i], &offline["predictions"][i])
         {
@@ -90,8 +86,7 @@ async fn ensemble_exits_equal_the_offline_evaluation_and_a_variance_bound_holds_
         correct += usize::from(a["class_index"].as_u64() == Some(targets[i] as u64));
         steps_free += a["timesteps"].as_u64().expect("t");
         let (status, b) =
-            infer(&client, &server.base, "digits-ensemble", &json!({"input": input, "max_variance": 1e-6}))
-                .await;
+            infer(&client, &server.base, "digits-tet", &json!({"input": input, "max_variance": 1e-6})).await;
         assert_eq!(status, 200, "{b}");
         steps_bounded += b["timesteps"].as_u64().expect("t");
         if b["exit_reason"] == "confident" {
@@ -103,8 +98,7 @@ async fn ensemble_exits_equal_the_offline_evaluation_and_a_variance_bound_holds_
     assert!((accuracy - stated).abs() <= 1.0 / inputs.len() as f64 + 1e-12, "{accuracy} vs {stated}");
     assert!(steps_bounded > steps_free, "a tight variance bound waits for the members to agree");
     let (status, e) =
-        infer(&client, &server.base, "digits-ensemble", &json!({"input": inputs[0], "max_variance": -1}))
-            .await;
+        infer(&client, &server.base, "digits-tet", &json!({"input": inputs[0], "max_variance": -1})).await;
     assert_eq!(status, 400, "{e}");
 }
 

@@ -102,6 +102,17 @@ async fn max_timesteps_and_flat_inputs() {
     assert_eq!(one["max_timesteps"], 3);
     assert_eq!(one["exit_reason"], "max_timesteps");
     assert_eq!(one["confidences"].as_array().map(Vec::len), Some(3));
+    // The model reports its synaptic operations; more timesteps cost more of them.
+    let ops_three = one["synaptic_ops"].as_f64().expect("synaptic_ops");
+    let (_, first) = infer(
+        &client,
+        &server.base,
+        "digits",
+        &json!({"input": inputs[0], "threshold": 1.0, "max_timesteps": 1}),
+    )
+    .await;
+    let ops_one = first["synaptic_ops"].as_f64().expect("synaptic_ops");
+    assert!(ops_one > 0.0 && ops_three > ops_one, "{ops_one} then {ops_three}");
     let probabilities: f64 =
         one["probabilities"].as_array().expect("probabilities").iter().flat_map(Value::as_f64).sum();
     assert!((probabilities - 1.0).abs() < 1e-9);
@@ -131,12 +142,20 @@ async fn models_and_health_are_listed() {
     let health: Value =
         client.get(server.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["models"], json!(["digits", "digits-ensemble", "event-digits"]));
+    let shipped =
+        ["digits", "digits-str", "digits-tet", "event-digits", "event-digits-str", "event-digits-tet"];
+    assert_eq!(health["models"], json!(shipped));
+    assert_eq!(health["refused"], 0);
     let list: Value =
         client.get(server.url("/v1/models")).send().await.expect("list").json().await.expect("json");
-    let digits = &list["models"][0];
-    assert_eq!(list["models"][1]["name"], "digits-ensemble");
-    assert_eq!(list["models"][1]["members"], 3);
+    let models = list["models"].as_array().expect("models");
+    let named = |name: &str| models.iter().find(|m| m["name"] == name).cloned().expect("listed");
+    for ensemble in ["digits-str", "digits-tet", "event-digits-str", "event-digits-tet"] {
+        assert_eq!(named(ensemble)["members"], 3, "{ensemble}");
+    }
+    assert_eq!(named("digits-str")["training"]["ensemble_of"][0]["regulariser"], "str");
+    assert_eq!(named("event-digits")["input_kind"], "events");
+    let digits = &named("digits");
     assert_eq!(digits["members"], 1);
     assert_eq!(digits["name"], "digits");
     assert_eq!(digits["timesteps"], 8);
@@ -173,7 +192,7 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
         r,
         404,
         "model_not_found",
-        "\"nope\" is not loaded; loaded models: digits, digits-ensemble, event-digits",
+        "\"nope\" is not loaded; loaded models: digits, digits-str, digits-tet, event-digits",
     )
     .await;
     let r = client.get(server.url("/v1/models/nope")).send().await.expect("sent");

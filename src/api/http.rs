@@ -1,10 +1,7 @@
 //! The HTTP API (axum): health, model listing and anytime inference.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// The longest latency budget accepted (one hour): beyond it a budget is surely a unit mistake.
-const MAX_BUDGET_MS: f64 = 3_600_000.0;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,9 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::error::ApiError;
+use super::request::anytime_request;
 use super::schema::{Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats};
-use crate::engine::{AnytimeRequest, CutoffPolicy, RequestFrames};
-use crate::input::{decode_json_events, decode_json_tensor, into_frames};
 use crate::model::{LoadedModel, ModelRegistry};
 
 #[derive(Clone)]
@@ -117,6 +113,7 @@ async fn infer(
         timesteps: answer.timesteps,
         max_timesteps,
         exit_reason: answer.exit_reason,
+        synaptic_ops: answer.synaptic_ops,
         confidences: answer.confidences,
         compute_ms: answer.compute_time.as_secs_f64() * 1e3,
         queue_ms: answer.queue_time.as_secs_f64() * 1e3,
@@ -151,83 +148,4 @@ fn parse_body(body: &[u8]) -> Result<InferRequest, ApiError> {
     })?;
     deserializer.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(request)
-}
-
-/// Validates the request's parameters against the model and builds what the engine runs.
-fn anytime_request(
-    model: &LoadedModel,
-    request: InferRequest,
-    arrived: Instant,
-) -> Result<AnytimeRequest, ApiError> {
-    let contract = &model.contract;
-    let threshold = request.threshold.unwrap_or(contract.default_threshold);
-    if !(threshold > 0.0 && threshold <= 1.0) {
-        return Err(ApiError::InvalidField(format!("threshold: must be in (0, 1], found {threshold}")));
-    }
-    let max_timesteps = request.max_timesteps.unwrap_or(contract.timesteps);
-    if max_timesteps == 0 || max_timesteps > contract.timesteps {
-        return Err(ApiError::InvalidField(format!(
-            "max_timesteps: must be between 1 and the model's {} timesteps, found {max_timesteps}",
-            contract.timesteps
-        )));
-    }
-    let min_timesteps = request.min_timesteps.unwrap_or(1);
-    if min_timesteps == 0 || min_timesteps > max_timesteps {
-        return Err(ApiError::InvalidField(format!(
-            "min_timesteps: must be between 1 and max_timesteps ({max_timesteps}), found {min_timesteps}"
-        )));
-    }
-    let deadline = match request.latency_budget_ms {
-        None => None,
-        Some(ms) if ms.is_finite() && ms > 0.0 && ms <= MAX_BUDGET_MS => {
-            Some(arrived + Duration::from_secs_f64(ms / 1e3))
-        }
-        Some(ms) => {
-            return Err(ApiError::InvalidField(format!(
-            "latency_budget_ms: must be a positive number of milliseconds up to {MAX_BUDGET_MS}, found {ms}"
-        )))
-        }
-    };
-    let max_variance = request.max_variance.or(contract.default_max_variance);
-    if let Some(bound) = max_variance {
-        if !(bound.is_finite() && bound >= 0.0) {
-            return Err(ApiError::InvalidField(format!(
-                "max_variance: must be a non-negative number, found {bound}"
-            )));
-        }
-    }
-    let frames = match (&request.input, &request.events) {
-        (Some(input), None) => into_frames(decode_json_tensor(input, request.shape.as_deref())?, contract)?,
-        (None, Some(events)) => {
-            let Some(binning) = contract.events else {
-                return Err(ApiError::InvalidField(format!(
-                    "events: model \"{}\" takes input kind {:?}, not raw events; send \"input\"",
-                    model.name, contract.input_kind
-                )));
-            };
-            let data = binning.bin(&decode_json_events(events)?)?;
-            RequestFrames::Sequence { data, count: binning.bins }
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidField("give either \"input\" or \"events\", not both".into()))
-        }
-        (None, None) => return Err(ApiError::InvalidField("missing field `input` (or `events`)".into())),
-    };
-    // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
-    let max_timesteps = match &frames {
-        RequestFrames::Sequence { count, .. } => max_timesteps.min(*count),
-        RequestFrames::Static(_) | RequestFrames::Stream(_) => max_timesteps,
-    };
-    Ok(AnytimeRequest {
-        frames,
-        policy: CutoffPolicy {
-            threshold,
-            min_timesteps: min_timesteps.min(max_timesteps),
-            max_timesteps,
-            max_variance,
-        },
-        deadline,
-        record_confidences: request.return_confidences,
-        partials: None,
-    })
 }

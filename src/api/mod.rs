@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod http;
+pub mod request;
 pub mod schema;
 
 pub use error::ApiError;

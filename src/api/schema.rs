@@ -56,6 +56,9 @@ pub struct InferResponse {
     pub timesteps: usize,
     pub max_timesteps: usize,
     pub exit_reason: ExitReason,
+    /// Synaptic operations spent on the request, when the model reports them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synaptic_ops: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidences: Option<Vec<f64>>,
     /// Time from taking a batch slot to the answer, in milliseconds.

@@ -42,12 +42,14 @@ impl std::fmt::Debug for OrtRuntime {
 }
 
 impl OrtRuntime {
-    /// Loads the library at `library`, or the one in the project's `.venv` when `None`.
+    /// Loads the library at `library`, or, when `None`, the one in the project's `.venv`: under
+    /// the working directory, or above the executable (`target/release/spikeserve` finds the
+    /// checkout's `.venv`).
     pub fn load(library: Option<&Path>) -> Result<Self, RuntimeError> {
         let library = match library {
             Some(path) if path.is_file() => path.to_path_buf(),
             Some(path) => return Err(RuntimeError::Missing(path.to_path_buf())),
-            None => find_in_venv(Path::new("."))?,
+            None => find_near_project()?,
         };
         let builder = ort::init_from(&library).map_err(|e| RuntimeError::Load(e.to_string()))?;
         let environment =
@@ -63,6 +65,17 @@ impl OrtRuntime {
     pub fn library(&self) -> &Path {
         &self.library
     }
+}
+
+fn find_near_project() -> Result<PathBuf, RuntimeError> {
+    let from_cwd = find_in_venv(Path::new("."));
+    if from_cwd.is_ok() {
+        return from_cwd;
+    }
+    let exe = std::env::current_exe().ok();
+    exe.iter().flat_map(|e| e.ancestors().skip(1)).find_map(|dir| find_in_venv(dir).ok()).ok_or_else(|| {
+        from_cwd.err().unwrap_or(RuntimeError::NotFound { searched: VENV_SITE_PACKAGES.into() })
+    })
 }
 
 /// Finds `libonnxruntime.so.*` inside `<root>/.venv/lib/python*/site-packages/onnxruntime/capi`.

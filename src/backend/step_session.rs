@@ -10,7 +10,9 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::{Device, DeviceError, OrtRuntime};
-use crate::model::contract::{ElementType, ModelContract, ModelSignature, TensorSpec, LOGITS_NAME};
+use crate::model::contract::{
+    ElementType, ModelContract, ModelSignature, TensorSpec, LOGITS_NAME, SYNAPTIC_OPS_NAME,
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StepError {
@@ -31,6 +33,8 @@ pub enum StepError {
 pub struct StepSession {
     session: Session,
     contract: ModelContract,
+    /// The last step's synaptic operations per sample, when the model reports them.
+    synaptic_ops: Vec<f32>,
 }
 
 impl StepSession {
@@ -55,11 +59,17 @@ impl StepSession {
     }
 
     pub fn new(session: Session, contract: ModelContract) -> Self {
-        Self { session, contract }
+        Self { session, contract, synaptic_ops: Vec::new() }
     }
 
     pub fn contract(&self) -> &ModelContract {
         &self.contract
+    }
+
+    /// The last step's synaptic operations, one per sample of its batch (empty when the model
+    /// does not report them).
+    pub fn synaptic_ops(&self) -> &[f32] {
+        &self.synaptic_ops
     }
 
     /// Runs one timestep for `batch` samples.
@@ -97,6 +107,12 @@ impl StepSession {
         check_len(LOGITS_NAME, values.len(), batch * contract.num_classes)?;
         logits.clear();
         logits.extend_from_slice(values);
+        if contract.reports_synaptic_ops {
+            let (_, values) = outputs[SYNAPTIC_OPS_NAME].try_extract_tensor::<f32>().map_err(run)?;
+            check_len(SYNAPTIC_OPS_NAME, values.len(), batch)?;
+            self.synaptic_ops.clear();
+            self.synaptic_ops.extend_from_slice(values);
+        }
         for (spec, buffer) in contract.states.iter().zip(states.iter_mut()) {
             let (_, values) = outputs[spec.output.as_str()].try_extract_tensor::<f32>().map_err(run)?;
             let rows = batch * spec.len();

@@ -52,6 +52,10 @@ pub struct AnytimeAnswer {
     pub probabilities: Vec<f64>,
     pub timesteps: usize,
     pub exit_reason: ExitReason,
+    /// Synaptic operations spent on this request (all members, all timesteps), when the model
+    /// reports them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synaptic_ops: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidences: Option<Vec<f64>>,
     /// Time from admission into a batch slot to the answer (queue excluded).

@@ -43,6 +43,8 @@ struct Slot {
     confidences: Option<Vec<f64>>,
     /// A streamed request's frame for its next step, once it has arrived.
     next_frame: Option<Vec<f32>>,
+    /// Synaptic operations so far, when the model reports them.
+    synaptic_ops: Option<f64>,
     admitted: Instant,
     queue_time: Duration,
 }
@@ -56,6 +58,7 @@ impl Slot {
             probabilities: self.prediction.probabilities().to_vec(),
             timesteps: self.prediction.timesteps(),
             exit_reason,
+            synaptic_ops: self.synaptic_ops,
             confidences: self.confidences,
             compute_time: self.admitted.elapsed(),
             queue_time: self.queue_time,
@@ -255,6 +258,7 @@ impl Scheduler {
             prediction: EnsemblePrediction::new(self.members.len(), self.classes),
             confidences: record.then(|| Vec::with_capacity(policy.max_timesteps)),
             next_frame: None,
+            synaptic_ops: None,
             request: job.request,
             reply: job.reply,
             admitted: Instant::now(),
@@ -372,6 +376,9 @@ impl Scheduler {
             slot.next_frame = None;
             for (k, member) in self.members.iter().enumerate() {
                 slot.prediction.add(k, &member.logits[row * classes..(row + 1) * classes]);
+                if let Some(ops) = member.session.synaptic_ops().get(row) {
+                    *slot.synaptic_ops.get_or_insert(0.0) += f64::from(*ops);
+                }
             }
             let confidence = slot.prediction.combine();
             if let Some(c) = slot.confidences.as_mut() {

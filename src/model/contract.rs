@@ -18,6 +18,8 @@ pub const INPUT_NAME: &str = "x";
 pub const LOGITS_NAME: &str = "logits";
 pub const STATE_IN_PREFIX: &str = "state_in.";
 pub const STATE_OUT_PREFIX: &str = "state_out.";
+/// Optional output: the synaptic operations this step caused, per sample (`[B]`).
+pub const SYNAPTIC_OPS_NAME: &str = "synaptic_ops";
 
 /// Element type of a graph input or output, as far as the contract cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,8 @@ pub struct ModelContract {
     /// How raw events become frames, for `events` models.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<EventBinning>,
+    /// Whether the graph reports its synaptic operations per step (output `synaptic_ops`).
+    pub reports_synaptic_ops: bool,
     /// Members stepped in lockstep: 1 for a single model, K for an ensemble.
     pub members: usize,
     /// For ensembles: the default bound on the members' variance for a confident exit.
@@ -165,6 +169,8 @@ pub enum ContractError {
     StateShapeMismatch { input: String, output: String, input_dims: Vec<i64>, output_dims: Vec<i64> },
     #[error("output \"logits\" must have shape [batch, classes], found dims {0:?}")]
     LogitsShape(Vec<i64>),
+    #[error("output \"synaptic_ops\" must have shape [batch], found dims {0:?}")]
+    SynapticOpsShape(Vec<i64>),
     #[error("metadata key \"{0}\" is missing")]
     MissingMetadata(String),
     #[error("metadata key \"{key}\" is invalid: {reason}")]
@@ -216,6 +222,16 @@ impl ModelContract {
             return Err(ContractError::LogitsShape(logits.dims.clone()));
         };
         let states = pair_states(signature)?;
+        let reports_synaptic_ops = match find(&signature.outputs, SYNAPTIC_OPS_NAME) {
+            None => false,
+            Some(spec) => {
+                let shape = per_sample_shape(spec)?;
+                if !shape.is_empty() {
+                    return Err(ContractError::SynapticOpsShape(spec.dims.clone()));
+                }
+                true
+            }
+        };
 
         let timesteps: usize = meta.json("timesteps", "a positive integer")?;
         if timesteps == 0 {
@@ -296,6 +312,7 @@ impl ModelContract {
             training,
             states,
             events,
+            reports_synaptic_ops,
             members: 1,
             default_max_variance: None,
         })
@@ -500,6 +517,16 @@ mod tests {
         let mut s = valid();
         s.outputs.remove(0);
         assert_eq!(error_of(&s), "graph has no output named \"logits\"");
+    }
+
+    #[test]
+    fn an_optional_synaptic_ops_output_is_one_number_per_sample() {
+        assert!(!ModelContract::from_signature(&valid()).expect("valid").reports_synaptic_ops);
+        let mut s = valid();
+        s.outputs.push(TensorSpec::f32("synaptic_ops", &[-1]));
+        assert!(ModelContract::from_signature(&s).expect("valid").reports_synaptic_ops);
+        s.outputs.last_mut().expect("pushed").dims = vec![-1, 3];
+        assert_eq!(error_of(&s), "output \"synaptic_ops\" must have shape [batch], found dims [-1, 3]");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 """Makes an ensemble out of models trained with different seeds, and evaluates it.
 
-    python -m spiketrain.ensemble --out ../models/digits-ensemble --members seed-0 seed-1 seed-2
+    python -m spiketrain.ensemble --out ../models/digits-tet --members seed-0 seed-1 seed-2
 
 ``--members`` are model directories (each written by ``spiketrain.train``) relative to ``--out``.
 Writes ``ensemble.json`` (what the server loads), ``eval.json`` (the ensemble's anytime evaluation,
@@ -20,6 +20,7 @@ import onnx
 from sklearn.metrics import roc_auc_score
 
 from . import anytime
+from .data import load_dataset, to_frames
 from .export import METADATA_PREFIX, onnx_logits, open_session
 
 log = logging.getLogger("spiketrain")
@@ -41,12 +42,10 @@ def build(out: Path, members: list[str], threads: int = 1) -> dict[str, object]:
         for key in ("timesteps", "labels", "input_kind"):
             if meta[key] != metadata[0][key]:
                 raise ValueError(f"member {name} differs from {members[0]} in {key}")
-    heldout = json.loads((out / members[0] / "heldout.json").read_text())
-    inputs = np.asarray(heldout["inputs"], dtype=np.float32)
-    targets = np.asarray(heldout["targets"])
-    if metadata[0]["input_kind"] != "static":
-        raise ValueError("ensemble evaluation supports static inputs")
-    frames = np.broadcast_to(inputs[None], (timesteps, *inputs.shape))
+    dataset = json.loads(metadata[0]["training"])["dataset"]
+    data = load_dataset(dataset, timesteps=timesteps)
+    targets = data.held_out.targets
+    frames = to_frames(data.held_out.inputs, timesteps, data.input_kind)
     member_logits = np.stack([onnx_logits(open_session(f, threads), frames, batch_size=1) for f in member_files])
 
     mean, variance = anytime.ensemble_probabilities(member_logits)
@@ -113,7 +112,7 @@ def _write_card(out: Path, report: dict[str, object]) -> None:
         "",
         f"Members: {', '.join(f'`{m}`' for m in report['members'])} (see their own cards), stepped in lockstep. "
         "The answer is the mean of the members' running-mean softmax; the uncertainty is the members' "
-        "variance on the chosen class. Rebuild with `make train-digits-ensemble`.",
+        "variance on the chosen class. Rebuilt by the make target of the same name (see the README).",
         "",
         f"## Held-out evaluation ({report['held_out_samples']} samples)",
         "",

@@ -5,6 +5,8 @@ Contract (version 1; the full text is docs/MODEL-CONTRACT.md):
 * inputs: ``x`` ``[B, *frame]`` (float32) then ``state_in.0 .. state_in.{S-1}``;
 * outputs: ``logits`` ``[B, C]`` then ``state_out.0 .. state_out.{S-1}``, each ``state_out.i`` the
   same shape as ``state_in.i``; the batch dimension ``B`` is dynamic everywhere;
+* an optional output ``synaptic_ops`` ``[B]``: the synaptic operations the step caused (each spiking
+  layer's spikes times its fan-out), which the server adds up per request;
 * ``metadata_props`` under the ``spikeserve.`` prefix describe timesteps, classes, labels, input kind,
   default threshold, training and the measured accuracy per timestep.
 """
@@ -29,6 +31,7 @@ CONTRACT_VERSION = "1"
 METADATA_PREFIX = "spikeserve."
 INPUT_NAME = "x"
 LOGITS_NAME = "logits"
+SYNAPTIC_OPS_NAME = "synaptic_ops"
 OPSET = 18
 
 
@@ -49,7 +52,7 @@ class _OneStep(nn.Module):
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, new_states = self.model.step(x, list(states))
-        return (logits, *new_states)
+        return (logits, *new_states, self.model.synaptic_ops())
 
 
 def export_step_model(model: StepModel, path: Path, metadata: Mapping[str, Any]) -> None:
@@ -63,7 +66,7 @@ def export_step_model(model: StepModel, path: Path, metadata: Mapping[str, Any])
     # torch.export sees ``forward(x, *states)`` as two arguments: x and the tuple of states.
     dynamic_shapes = ({0: batch}, tuple({0: batch} for _ in range(num_states)))
     input_names = [INPUT_NAME, *(state_in_name(i) for i in range(num_states))]
-    output_names = [LOGITS_NAME, *(state_out_name(i) for i in range(num_states))]
+    output_names = [LOGITS_NAME, *(state_out_name(i) for i in range(num_states)), SYNAPTIC_OPS_NAME]
     with torch.no_grad():
         program = torch.onnx.export(
             _OneStep(model).eval(),
@@ -130,7 +133,7 @@ def onnx_logits(session: ort.InferenceSession, frames: np.ndarray, batch_size: i
             feeds = {INPUT_NAME: np.ascontiguousarray(frames[t, start:stop], dtype=np.float32), **states}
             outputs = session.run(None, feeds)
             per_step.append(outputs[0])
-            states = {state_in_name(i): out for i, out in enumerate(outputs[1:])}
+            states = {state_in_name(i): out for i, out in enumerate(outputs[1 : 1 + len(state_inputs)])}
         chunks.append(np.stack(per_step))
     return np.concatenate(chunks, axis=1)
 

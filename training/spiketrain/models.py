@@ -22,6 +22,22 @@ class StepModel(nn.Module):
     def state_shapes(self) -> list[tuple[int, ...]]:
         raise NotImplementedError
 
+    def synaptic_fanout(self) -> list[float]:
+        """Per spiking layer, the synapses one of its spikes drives in the next weighted layer
+        (out channels x kernel area for a convolution, out features for a linear layer): a spike's
+        synaptic operations. Borders are ignored."""
+        raise NotImplementedError
+
+    def synaptic_ops(self) -> torch.Tensor:
+        """The last step's synaptic operations per sample: each layer's spikes times its fan-out."""
+        total = None
+        for layer, fanout in zip(self.spiking_layers(), self.synaptic_fanout(), strict=True):
+            ops = layer.last_spikes.flatten(1).sum(dim=1) * fanout
+            total = ops if total is None else total + ops
+        if total is None:
+            raise ValueError("a model without spiking layers has no synaptic operations")
+        return total
+
     def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         raise NotImplementedError
 
@@ -81,6 +97,10 @@ class DigitsCSNN(StepModel):
     def state_shapes(self) -> list[tuple[int, ...]]:
         return [(16, 8, 8), (32, 8, 8), (128,)]
 
+    def synaptic_fanout(self) -> list[float]:
+        # lif1 -> conv2 (32 x 3x3); lif2 -> avgpool -> fc1 (128); lif3 -> fc2 (classes)
+        return [32 * 9, 128, self.fc2.out_features]
+
     def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         u1, u2, u3 = states
         s1, u1 = self.lif1(self.conv1(x * self.input_scale), u1)
@@ -114,6 +134,10 @@ class EventCSNN(StepModel):
     def state_shapes(self) -> list[tuple[int, ...]]:
         half = (self.input_shape[1] + 1) // 2
         return [(16, half, half), (32, self._side, self._side), (128,)]
+
+    def synaptic_fanout(self) -> list[float]:
+        # lif1 -> conv2 (32 x 3x3); lif2 -> fc1 (128); lif3 -> fc2 (classes)
+        return [32 * 9, 128, self.fc2.out_features]
 
     def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         u1, u2, u3 = states

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import anytime
 from .cards import write_card
@@ -30,6 +31,9 @@ from .models import StepModel, build_model
 from .regularisers import regulariser_loss
 
 log = logging.getLogger("spiketrain")
+
+#: Training state saved after every epoch in the output directory; a rerun resumes from it.
+CHECKPOINT_FILE = "checkpoint.pt"
 
 #: Held-out samples of an event data set written out as raw events (for the server's tests).
 HELD_OUT_EVENT_SAMPLES = 24
@@ -51,7 +55,12 @@ class TrainConfig:
     limit: int | None = None  # cap on samples per split, for quick tests
 
 
-def train_model(config: TrainConfig, data: Dataset) -> StepModel:
+def train_model(
+    config: TrainConfig, data: Dataset, checkpoint: Path | None = None, stop_after: int | None = None
+) -> StepModel:
+    """Trains ``config.epochs`` epochs. With ``checkpoint``, saves the whole training state there
+    after every epoch and, if the file exists, resumes from it: a resumed run ends with the same
+    weights as an uninterrupted one. ``stop_after`` ends this call after that many epochs (in all)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     model = build_model(config.dataset, len(data.labels))
@@ -63,11 +72,25 @@ def train_model(config: TrainConfig, data: Dataset) -> StepModel:
     inputs = torch.from_numpy(data.train.inputs)
     targets = torch.from_numpy(data.train.targets)
     generator = torch.Generator().manual_seed(config.seed)
-    for epoch in range(config.epochs):
+    first_epoch = 0
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        if saved["config"] != asdict(config):
+            raise ValueError(f"{checkpoint} was written by another configuration: {saved['config']}")
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        schedule.load_state_dict(saved["schedule"])
+        generator.set_state(saved["generator"])
+        first_epoch = saved["epoch"]
+        log.info("resuming from %s after epoch %d", checkpoint, first_epoch)
+    last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    for epoch in range(first_epoch, last_epoch):
         model.train()
         order = torch.randperm(len(targets), generator=generator)
         total, correct, loss_sum = 0, 0, 0.0
-        for start in range(0, len(order), config.batch_size):
+        batches = range(0, len(order), config.batch_size)
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
+        for start in progress:
             index = order[start : start + config.batch_size]
             frames = torch.from_numpy(
                 np.ascontiguousarray(to_frames(inputs[index].numpy(), config.timesteps, data.input_kind))
@@ -83,6 +106,7 @@ def train_model(config: TrainConfig, data: Dataset) -> StepModel:
             loss_sum += loss.item() * len(index)
             correct += int((logits.mean(0).argmax(1) == targets[index]).sum())
             total += len(index)
+            progress.set_postfix(loss=f"{loss_sum / total:.4f}")
         log.info(
             "epoch %d/%d loss %.4f train-acc %.4f",
             epoch + 1,
@@ -90,6 +114,18 @@ def train_model(config: TrainConfig, data: Dataset) -> StepModel:
             loss_sum / total,
             correct / total,
         )
+        if checkpoint is not None:
+            state = {
+                "config": asdict(config),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+            }
+            partial = checkpoint.with_suffix(".partial")
+            torch.save(state, partial)
+            partial.replace(checkpoint)  # a crash mid-save never leaves a broken checkpoint
     return model.eval()
 
 
@@ -97,7 +133,8 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
     torch.set_num_threads(config.threads)
     data = load_dataset(config.dataset, config.limit, config.timesteps)
     started = time.perf_counter()
-    model = train_model(config, data)
+    out.mkdir(parents=True, exist_ok=True)
+    model = train_model(config, data, out / CHECKPOINT_FILE)
     train_seconds = time.perf_counter() - started
 
     model_path = out / "model.onnx"
@@ -181,6 +218,8 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
         }
     (out / "heldout.json").write_text(json.dumps(heldout, separators=(",", ":")) + "\n")
     write_card(out / "card.md", out.name, metadata, report)
+    # The run is complete: a checkpoint would only make the next run skip its training.
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return report
 
 

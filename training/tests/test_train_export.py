@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import onnx
+import pytest
 
 from spiketrain.data import load_dataset
 from spiketrain.export import onnx_logits, open_session
@@ -16,7 +17,7 @@ def test_export_follows_the_step_model_contract(tiny_model):
     inputs = [i.name for i in proto.graph.input]
     outputs = [o.name for o in proto.graph.output]
     assert inputs == ["x", "state_in.0", "state_in.1", "state_in.2"]
-    assert outputs == ["logits", "state_out.0", "state_out.1", "state_out.2"]
+    assert outputs == ["logits", "state_out.0", "state_out.1", "state_out.2", "synaptic_ops"]
     for value in list(proto.graph.input) + list(proto.graph.output):
         assert value.type.tensor_type.shape.dim[0].dim_param, f"{value.name} has a dynamic batch"
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -71,3 +72,35 @@ def test_the_server_accepts_the_exported_model(tiny_model, spikeserve_bin):
     assert contract["timesteps"] == 4
     assert contract["frame_shape"] == [1, 8, 8]
     assert [s["shape"] for s in contract["states"]] == [[16, 8, 8], [32, 8, 8], [128]]
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    import torch
+
+    from spiketrain.data import load_dataset
+    from spiketrain.train import TrainConfig, train_model
+
+    config = TrainConfig(epochs=2, limit=32, batch_size=16, timesteps=2, threads=1)
+    data = load_dataset("digits", limit=32)
+    straight = train_model(config, data)
+    checkpoint = tmp_path / "checkpoint.pt"
+    train_model(config, data, checkpoint, stop_after=1)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    resumed = train_model(config, data, checkpoint)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    other = TrainConfig(epochs=3, limit=32, batch_size=16, timesteps=2, threads=1)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_model(other, data, checkpoint)
+
+
+def test_the_exported_step_reports_its_synaptic_operations(tiny_model):
+    out, _ = tiny_model
+    session = open_session(out / "model.onnx")
+    assert session.get_outputs()[-1].name == "synaptic_ops"
+    inputs = load_dataset("digits", limit=4).held_out.inputs
+    feeds = {"x": inputs, **{i.name: np.zeros((4, *i.shape[1:]), np.float32) for i in session.get_inputs()[1:]}}
+    outputs = session.run(None, feeds)
+    ops = outputs[-1]
+    assert ops.shape == (4,)
+    assert (ops >= 0).all()
