@@ -140,7 +140,7 @@ def onnx_logits(session: ort.InferenceSession, frames: np.ndarray, batch_size: i
 
 def torch_logits(model: StepModel, frames: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return model.eval()(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))).numpy()
+        return model.eval().unroll(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)))[0].numpy()
 
 
 @dataclass(frozen=True)

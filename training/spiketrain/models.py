@@ -48,9 +48,13 @@ class StepModel(nn.Module):
         """The LIF layers, in the order of the states they own."""
         return [m for m in self.modules() if isinstance(m, LIF)]
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Unrolls over time. ``frames``: ``[T, B, *input_shape]``; returns logits ``[T, B, C]``."""
-        return self.unroll(frames)[0]
+    def forward(
+        self, frames: torch.Tensor, with_traces: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[LayerTrace]]:
+        """Unrolls over time. ``frames``: ``[T, B, *input_shape]``; returns logits ``[T, B, C]`` (and,
+        ``with_traces``, each spiking layer's trace, as :meth:`unroll`)."""
+        logits, traces = self.unroll(frames)
+        return (logits, traces) if with_traces else logits
 
     def unroll(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[LayerTrace]]:
         """Logits ``[T, B, C]`` and, per spiking layer, its spikes and post-reset membrane over time."""

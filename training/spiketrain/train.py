@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import anytime
 from .cards import write_card
 from .data import Dataset, load_dataset, to_frames
+from .distributed import World, init_world, shutdown
 from .export import export_step_model, onnx_logits, open_session, parity, update_metadata
 from .losses import TET_LAMBDA, tet_loss
 from .models import StepModel, build_model
@@ -56,14 +57,21 @@ class TrainConfig:
 
 
 def train_model(
-    config: TrainConfig, data: Dataset, checkpoint: Path | None = None, stop_after: int | None = None
+    config: TrainConfig,
+    data: Dataset,
+    checkpoint: Path | None = None,
+    stop_after: int | None = None,
+    world: World | None = None,
 ) -> StepModel:
     """Trains ``config.epochs`` epochs. With ``checkpoint``, saves the whole training state there
     after every epoch and, if the file exists, resumes from it: a resumed run ends with the same
-    weights as an uninterrupted one. ``stop_after`` ends this call after that many epochs (in all)."""
+    weights as an uninterrupted one. ``stop_after`` ends this call after that many epochs (in all).
+    Under ``torchrun`` (``world``), each process trains on its share of every batch."""
+    world = world or World()
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     model = build_model(config.dataset, len(data.labels))
+    net = world.wrap(model)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(data.train.targets) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -89,13 +97,15 @@ def train_model(
         order = torch.randperm(len(targets), generator=generator)
         total, correct, loss_sum = 0, 0, 0.0
         batches = range(0, len(order), config.batch_size)
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
+        progress = tqdm(
+            batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None if world.is_main else True
+        )
         for start in progress:
-            index = order[start : start + config.batch_size]
+            index = world.shard(order[start : start + config.batch_size])
             frames = torch.from_numpy(
                 np.ascontiguousarray(to_frames(inputs[index].numpy(), config.timesteps, data.input_kind))
             )
-            logits, traces = model.unroll(frames)
+            logits, traces = net(frames, with_traces=True)
             loss = tet_loss(logits, targets[index])
             if config.regulariser != "none":
                 loss = loss + config.alpha * regulariser_loss(config.regulariser, traces, logits, targets[index])
@@ -107,14 +117,16 @@ def train_model(
             correct += int((logits.mean(0).argmax(1) == targets[index]).sum())
             total += len(index)
             progress.set_postfix(loss=f"{loss_sum / total:.4f}")
-        log.info(
-            "epoch %d/%d loss %.4f train-acc %.4f",
-            epoch + 1,
-            config.epochs,
-            loss_sum / total,
-            correct / total,
-        )
-        if checkpoint is not None:
+        if world.is_main:
+            log.info(
+                "epoch %d/%d loss %.4f train-acc %.4f%s",
+                epoch + 1,
+                config.epochs,
+                loss_sum / total,
+                correct / total,
+                f" (process 0 of {world.size})" if world.distributed else "",
+            )
+        if checkpoint is not None and world.is_main:
             state = {
                 "config": asdict(config),
                 "epoch": epoch + 1,
@@ -126,15 +138,19 @@ def train_model(
             partial = checkpoint.with_suffix(".partial")
             torch.save(state, partial)
             partial.replace(checkpoint)  # a crash mid-save never leaves a broken checkpoint
+        world.barrier()
     return model.eval()
 
 
-def run(config: TrainConfig, out: Path) -> dict[str, object]:
+def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str, object]:
+    world = world or World()
     torch.set_num_threads(config.threads)
     data = load_dataset(config.dataset, config.limit, config.timesteps)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    model = train_model(config, data, out / CHECKPOINT_FILE)
+    model = train_model(config, data, out / CHECKPOINT_FILE, world=world)
+    if not world.is_main:
+        return {}
     train_seconds = time.perf_counter() - started
 
     model_path = out / "model.onnx"
@@ -149,6 +165,7 @@ def run(config: TrainConfig, out: Path) -> dict[str, object]:
         "lr": config.lr,
         "seed": config.seed,
         "train_samples": len(data.train.targets),
+        "processes": world.size,
         "held_out_samples": len(data.held_out.targets),
     }
     metadata: dict[str, object] = {
@@ -266,7 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     config, out = parse_args(argv)
-    report = run(config, out)
+    world = init_world()
+    try:
+        report = run(config, out, world)
+    finally:
+        shutdown(world)
+    if not world.is_main:
+        return
     at_default = report["anytime_at_default_threshold"]
     assert isinstance(at_default, dict)
     log.info(
