@@ -38,18 +38,27 @@ def accuracy_per_timestep(logits: np.ndarray, targets: np.ndarray) -> list[float
     return [float((predictions[t] == targets).mean()) for t in range(logits.shape[0])]
 
 
-def anytime(logits: np.ndarray, targets: np.ndarray, threshold: float) -> AnytimeResult:
-    probabilities = running_probabilities(logits)
-    steps = logits.shape[0]
+def _exit_where(confident: np.ndarray) -> np.ndarray:
+    """First confident timestep per sample (0-based), T - 1 where none is: ``confident [T, N]``."""
+    confident = confident.copy()
+    confident[-1] = True  # everyone stops at T
+    return confident.argmax(axis=0)
+
+
+def _confident(best: np.ndarray, threshold: float) -> np.ndarray:
     # A threshold of 1.0 disables the confidence exit (the server does the same): a saturated
     # softmax can round to exactly 1.0, and "1.0" is how a caller asks for all T steps.
-    confident = probabilities.max(axis=2) >= threshold if threshold < 1.0 else np.zeros(probabilities.shape[:2], bool)
-    confident[-1] = True  # everyone stops at T
-    exit_index = confident.argmax(axis=0)
+    if threshold < 1.0:
+        return best >= threshold
+    return np.zeros(best.shape, dtype=bool)
+
+
+def anytime(logits: np.ndarray, targets: np.ndarray, threshold: float) -> AnytimeResult:
+    probabilities = running_probabilities(logits)
+    exit_index = _exit_where(_confident(probabilities.max(axis=2), threshold))
     samples = np.arange(logits.shape[1])
     predictions = probabilities[exit_index, samples].argmax(axis=1)
     exits = exit_index + 1
-    assert exits.max() <= steps
     return AnytimeResult(
         threshold=threshold,
         exit_timesteps=exits,
@@ -57,6 +66,20 @@ def anytime(logits: np.ndarray, targets: np.ndarray, threshold: float) -> Anytim
         accuracy=float((predictions == targets).mean()),
         mean_timesteps=float(exits.mean()),
     )
+
+
+def summary(result: AnytimeResult, timesteps: int, with_samples: bool = False) -> dict[str, object]:
+    """The JSON form of a result, as ``eval.json`` stores it."""
+    out: dict[str, object] = {
+        "threshold": result.threshold,
+        "accuracy": result.accuracy,
+        "mean_timesteps": result.mean_timesteps,
+        "speedup": timesteps / result.mean_timesteps,
+    }
+    if with_samples:
+        out["exit_timesteps"] = result.exit_timesteps.tolist()
+        out["predictions"] = result.predictions.tolist()
+    return out
 
 
 @dataclass(frozen=True)
@@ -88,14 +111,10 @@ def anytime_ensemble(
     member_logits: np.ndarray, targets: np.ndarray, threshold: float, max_variance: float | None = None
 ) -> EnsembleAnytimeResult:
     mean, variance = ensemble_probabilities(member_logits)
-    if threshold < 1.0:
-        confident = mean.max(axis=2) >= threshold
-        if max_variance is not None:
-            confident &= variance <= max_variance
-    else:
-        confident = np.zeros(mean.shape[:2], dtype=bool)
-    confident[-1] = True
-    exit_index = confident.argmax(axis=0)
+    confident = _confident(mean.max(axis=2), threshold)
+    if max_variance is not None:
+        confident &= variance <= max_variance
+    exit_index = _exit_where(confident)
     samples = np.arange(mean.shape[1])
     predictions = mean[exit_index, samples].argmax(axis=1)
     exits = exit_index + 1

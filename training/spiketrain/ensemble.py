@@ -68,21 +68,10 @@ def build(out: Path, members: list[str], threads: int = 1) -> dict[str, object]:
         "member_accuracy_per_timestep": member_accuracy,
         "mean_variance_per_timestep": [float(v) for v in variance.mean(axis=1)],
         "variance_auroc_per_timestep": auroc,
-        "anytime_at_default_threshold": {
-            "accuracy": default.accuracy,
-            "mean_timesteps": default.mean_timesteps,
-            "speedup": timesteps / default.mean_timesteps,
-            "exit_timesteps": default.exit_timesteps.tolist(),
-            "predictions": default.predictions.tolist(),
-        },
+        "anytime_at_default_threshold": anytime.summary(default, timesteps, with_samples=True),
         "threshold_sweep": [
-            {
-                "threshold": r.threshold,
-                "accuracy": r.accuracy,
-                "mean_timesteps": r.mean_timesteps,
-                "speedup": timesteps / r.mean_timesteps,
-            }
-            for r in (anytime.anytime_ensemble(member_logits, targets, t) for t in anytime.DEFAULT_SWEEP)
+            anytime.summary(anytime.anytime_ensemble(member_logits, targets, t), timesteps)
+            for t in anytime.DEFAULT_SWEEP
         ],
     }
     spec = {

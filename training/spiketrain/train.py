@@ -197,22 +197,8 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
         "default_threshold": config.default_threshold,
         "held_out_samples": len(data.held_out.targets),
         "accuracy_per_timestep": per_step,
-        "anytime_at_default_threshold": {
-            "accuracy": default.accuracy,
-            "mean_timesteps": default.mean_timesteps,
-            "speedup": config.timesteps / default.mean_timesteps,
-            "exit_timesteps": default.exit_timesteps.tolist(),
-            "predictions": default.predictions.tolist(),
-        },
-        "threshold_sweep": [
-            {
-                "threshold": r.threshold,
-                "accuracy": r.accuracy,
-                "mean_timesteps": r.mean_timesteps,
-                "speedup": config.timesteps / r.mean_timesteps,
-            }
-            for r in sweep
-        ],
+        "anytime_at_default_threshold": anytime.summary(default, config.timesteps, with_samples=True),
+        "threshold_sweep": [anytime.summary(r, config.timesteps) for r in sweep],
         "parity": asdict(checked),
         "train_seconds": train_seconds,
         "training": training_info,
