@@ -54,18 +54,8 @@ def _confident(best: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def anytime(logits: np.ndarray, targets: np.ndarray, threshold: float) -> AnytimeResult:
-    probabilities = running_probabilities(logits)
-    exit_index = _exit_where(_confident(probabilities.max(axis=2), threshold))
-    samples = np.arange(logits.shape[1])
-    predictions = probabilities[exit_index, samples].argmax(axis=1)
-    exits = exit_index + 1
-    return AnytimeResult(
-        threshold=threshold,
-        exit_timesteps=exits,
-        predictions=predictions,
-        accuracy=float((predictions == targets).mean()),
-        mean_timesteps=float(exits.mean()),
-    )
+    """A single model is an ensemble of one: the same rule, the same arithmetic."""
+    return anytime_ensemble(logits[None], targets, threshold)
 
 
 def summary(result: AnytimeResult, timesteps: int, with_samples: bool = False) -> dict[str, object]:
