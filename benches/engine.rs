@@ -62,18 +62,18 @@ fn main() -> anyhow::Result<()> {
     let engine = engine_with(64)?;
     let mut floor = Vec::with_capacity(SEQUENTIAL_REQUESTS);
     let mut sequential = Vec::with_capacity(SEQUENTIAL_REQUESTS);
-    let mut states: Vec<Vec<f32>> = contract.states.iter().map(|s| vec![0.0; s.len()]).collect();
-    let mut logits = Vec::new();
+    session.reserve_slots(1)?;
     let mut floor_steps = 0;
     let rounds = 10;
     for round in 0..rounds {
         for i in round * SEQUENTIAL_REQUESTS / rounds..(round + 1) * SEQUENTIAL_REQUESTS / rounds {
             let started = Instant::now();
-            states.iter_mut().for_each(|s| s.fill(0.0));
+            session.zero_row(0);
             let mut prediction = RunningPrediction::new(contract.num_classes);
             loop {
-                session.step(1, &inputs[i % inputs.len()], &mut states, &mut logits)?;
-                let confidence = prediction.add(&logits);
+                session.frame_mut(0)?.copy_from_slice(&inputs[i % inputs.len()]);
+                session.step(1)?;
+                let confidence = prediction.add(session.logits(0));
                 if policy.decide(prediction.timesteps(), confidence, 0.0).is_some() {
                     break;
                 }

@@ -80,6 +80,15 @@ pub enum EngineError {
     Step(#[from] StepError),
 }
 
+/// Why a model's engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reserve the batch slots: {0}")]
+    Slots(#[from] StepError),
+    #[error("cannot start the scheduler thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// How a model's scheduler batches.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
@@ -126,13 +135,16 @@ pub struct Engine {
 impl Engine {
     /// Starts the scheduler thread that owns `sessions`: an ensemble's members, stepped in
     /// lockstep, or a single model's one session.
-    pub fn start(name: &str, sessions: Vec<StepSession>, config: EngineConfig) -> std::io::Result<Self> {
+    pub fn start(name: &str, sessions: Vec<StepSession>, config: EngineConfig) -> Result<Self, StartError> {
         let config = EngineConfig { max_batch: config.max_batch.max(1), ..config };
         let frame_len = sessions.first().map_or(0, |s| s.contract().frame_len());
         let (messages, receiver) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
-        let scheduler = scheduler::Scheduler::new(sessions, config, stats.clone());
-        std::thread::Builder::new().name(format!("step-{name}")).spawn(move || scheduler.run(receiver))?;
+        let scheduler = scheduler::Scheduler::new(sessions, config, stats.clone())?;
+        std::thread::Builder::new()
+            .name(format!("step-{name}"))
+            .spawn(move || scheduler.run(receiver))
+            .map_err(StartError::Thread)?;
         Ok(Self { messages, config, stats, frame_len })
     }
 

@@ -21,7 +21,7 @@ use super::frames::Readiness;
 use super::{
     AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job, Message, Partial,
 };
-use crate::backend::StepSession;
+use crate::backend::{StepError, StepSession};
 use crate::engine::EnsemblePrediction;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
@@ -71,55 +71,15 @@ impl Slot {
     }
 }
 
-/// One member of the model (a single model has one) with its slot-indexed state buffers.
-struct Member {
-    session: StepSession,
-    /// One buffer per state tensor, `max_batch` rows; row `i` belongs to `slots[i]`.
-    states: Vec<Vec<f32>>,
-    state_lens: Vec<usize>,
-    logits: Vec<f32>,
-}
-
-impl Member {
-    fn new(session: StepSession, slots: usize) -> Self {
-        let contract = session.contract();
-        let state_lens: Vec<usize> = contract.states.iter().map(|s| s.len()).collect();
-        let states = state_lens.iter().map(|len| vec![0.0; len * slots]).collect();
-        let logits = Vec::with_capacity(contract.num_classes * slots);
-        Self { session, states, state_lens, logits }
-    }
-
-    fn zero_row(&mut self, row: usize) {
-        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
-            buffer[row * len..(row + 1) * len].fill(0.0);
-        }
-    }
-
-    fn move_row(&mut self, from: usize, to: usize) {
-        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
-            buffer.copy_within(from * len..(from + 1) * len, to * len);
-        }
-    }
-
-    /// Swaps rows `a < b`.
-    fn swap_rows(&mut self, a: usize, b: usize) {
-        for (buffer, len) in self.states.iter_mut().zip(&self.state_lens) {
-            let (low, high) = buffer.split_at_mut(b * len);
-            low[a * len..(a + 1) * len].swap_with_slice(&mut high[..*len]);
-        }
-    }
-}
-
 pub(super) struct Scheduler {
     /// The members, stepped in lockstep on the same frames (K = 1 for a single model).
-    members: Vec<Member>,
+    /// Each owns its slot-indexed frame, state and output buffers: row `i` belongs to `slots[i]`.
+    members: Vec<StepSession>,
     config: EngineConfig,
     stats: Arc<EngineStats>,
     slots: Vec<Slot>,
     /// Requests received and waiting for a free slot, in arrival order.
     pending: VecDeque<Job>,
-    /// This timestep's frames, row `i` for `slots[i]`.
-    frames: Vec<f32>,
     frame_len: usize,
     classes: usize,
 }
@@ -127,20 +87,26 @@ pub(super) struct Scheduler {
 impl Scheduler {
     /// `sessions` are an ensemble's members (one for a single model); the registry has checked
     /// that they agree on frames and classes.
-    pub(super) fn new(sessions: Vec<StepSession>, config: EngineConfig, stats: Arc<EngineStats>) -> Self {
+    pub(super) fn new(
+        mut sessions: Vec<StepSession>,
+        config: EngineConfig,
+        stats: Arc<EngineStats>,
+    ) -> Result<Self, StepError> {
         let slots = config.max_batch;
         let (frame_len, classes) =
             sessions.first().map_or((0, 0), |s| (s.contract().frame_len(), s.contract().num_classes));
-        Self {
-            members: sessions.into_iter().map(|s| Member::new(s, slots)).collect(),
+        for session in &mut sessions {
+            session.reserve_slots(slots)?;
+        }
+        Ok(Self {
+            members: sessions,
             config,
             stats,
             slots: Vec::with_capacity(slots),
             pending: VecDeque::new(),
-            frames: vec![0.0; frame_len * slots],
             frame_len,
             classes,
-        }
+        })
     }
 
     pub(super) fn run(mut self, messages: Receiver<Message>) {
@@ -353,15 +319,14 @@ impl Scheduler {
     /// One batched timestep over the first `batch` slots (those ready), then the exit decisions.
     fn step(&mut self, batch: usize) {
         let frame_len = self.frame_len;
-        for (row, slot) in self.slots[..batch].iter().enumerate() {
-            let frame = slot.request.frames.frame(slot.prediction.timesteps(), frame_len, &slot.next_frame);
-            self.frames[row * frame_len..(row + 1) * frame_len].copy_from_slice(frame);
-        }
-        let frames = &self.frames[..batch * frame_len];
-        let stepped = self
-            .members
-            .iter_mut()
-            .try_for_each(|m| m.session.step(batch, frames, &mut m.states, &mut m.logits));
+        let stepped = self.members.iter_mut().try_for_each(|member| {
+            for (row, slot) in self.slots[..batch].iter().enumerate() {
+                let frame =
+                    slot.request.frames.frame(slot.prediction.timesteps(), frame_len, &slot.next_frame);
+                member.frame_mut(row)?.copy_from_slice(frame);
+            }
+            member.step(batch)
+        });
         if let Err(error) = stepped {
             tracing::error!(%error, batch, "step failed; failing every request in the batch");
             for row in (0..batch).rev() {
@@ -370,14 +335,13 @@ impl Scheduler {
             return;
         }
         self.stats.stepped(batch);
-        let classes = self.classes;
         for row in (0..batch).rev() {
             let slot = &mut self.slots[row];
             slot.next_frame = None;
             for (k, member) in self.members.iter().enumerate() {
-                slot.prediction.add(k, &member.logits[row * classes..(row + 1) * classes]);
-                if let Some(ops) = member.session.synaptic_ops().get(row) {
-                    *slot.synaptic_ops.get_or_insert(0.0) += f64::from(*ops);
+                slot.prediction.add(k, member.logits(row));
+                if let Some(ops) = member.synaptic_ops(row) {
+                    *slot.synaptic_ops.get_or_insert(0.0) += f64::from(ops);
                 }
             }
             let confidence = slot.prediction.combine();
@@ -452,7 +416,7 @@ mod tests {
 
     fn scheduler(max_batch: usize) -> Scheduler {
         let config = EngineConfig { max_batch, batch_wait: Duration::ZERO, queue_capacity: 8 };
-        Scheduler::new(vec![digits_session()], config, Arc::new(EngineStats::default()))
+        Scheduler::new(vec![digits_session()], config, Arc::new(EngineStats::default())).expect("slots")
     }
 
     type Answer = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;

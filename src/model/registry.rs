@@ -22,8 +22,8 @@ pub enum LoadError {
     Open(#[from] StepError),
     #[error("{path} breaks the step-model contract: {source}")]
     Contract { path: String, source: ContractError },
-    #[error("cannot start the model's scheduler thread: {0}")]
-    Worker(#[from] std::io::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::StartError),
     #[error("ensemble {path}: {reason}")]
     Ensemble { path: String, reason: String },
 }
