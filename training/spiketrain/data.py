@@ -9,7 +9,10 @@ trained on it, and the server's tests, see the same held-out set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -18,16 +21,21 @@ from sklearn.model_selection import train_test_split
 from . import event_digits
 from .events import EventBinning, bin_events
 
+if TYPE_CHECKING:
+    from .real_data import BinnedFrames
+
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
 class Split:
-    inputs: np.ndarray  # float32, [N, *input_shape] (static) or [N, T, *frame_shape] (events)
+    #: float32, [N, *input_shape] (static) or [N, T, *frame_shape] (events); the real event data sets
+    #: bin on access (:class:`spiketrain.real_data.BinnedFrames`), indexed like an array.
+    inputs: np.ndarray | BinnedFrames
     targets: np.ndarray  # int64, [N]
     #: Raw events per sample ([n, 4] int64: x, y, t, p), for event data sets.
-    events: list[np.ndarray] | None = None
+    events: Sequence[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,16 +115,25 @@ def load_event_digits(timesteps: int, limit: int | None = None) -> Dataset:
     )
 
 
-def load_dataset(name: str, limit: int | None = None, timesteps: int = 8) -> Dataset:
+#: Every data set ``--dataset`` takes; the last four are read from ``--data-dir`` (:mod:`spiketrain.real_data`).
+DATASETS = ("digits", "event-digits", "nmnist", "dvs-gesture", "cifar10-dvs", "cifar10")
+
+
+def load_dataset(name: str, limit: int | None = None, timesteps: int = 8, data_dir: Path | None = None) -> Dataset:
     if name == "digits":
         return load_digits_dataset(limit)
     if name == "event-digits":
         return load_event_digits(timesteps, limit)
-    raise ValueError(f"unknown dataset {name!r}; known: digits, event-digits")
+    if name in DATASETS:
+        from .real_data import load_real_dataset
+
+        return load_real_dataset(name, data_dir, timesteps, limit)
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 
-def to_frames(inputs: np.ndarray, timesteps: int, input_kind: str) -> np.ndarray:
-    """Per-timestep frames ``[T, N, *shape]`` for a batch of samples."""
+def to_frames(inputs: np.ndarray | Any, timesteps: int, input_kind: str) -> np.ndarray:
+    """Per-timestep frames ``[T, N, *shape]`` for a batch of samples (any array-like of them)."""
+    inputs = np.asarray(inputs)
     if input_kind == "static":
         return np.broadcast_to(inputs[None], (timesteps, *inputs.shape))
     if input_kind == "events":

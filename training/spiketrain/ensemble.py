@@ -33,7 +33,7 @@ def _metadata(path: Path) -> dict[str, str]:
     }
 
 
-def build(out: Path, members: list[str], threads: int = 1) -> dict[str, object]:
+def build(out: Path, members: list[str], threads: int = 1, data_dir: Path | None = None) -> dict[str, object]:
     member_files = [out / m / "model.onnx" for m in members]
     metadata = [_metadata(f) for f in member_files]
     timesteps = int(metadata[0]["timesteps"])
@@ -43,7 +43,7 @@ def build(out: Path, members: list[str], threads: int = 1) -> dict[str, object]:
             if meta[key] != metadata[0][key]:
                 raise ValueError(f"member {name} differs from {members[0]} in {key}")
     dataset = json.loads(metadata[0]["training"])["dataset"]
-    data = load_dataset(dataset, timesteps=timesteps)
+    data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir)
     targets = data.held_out.targets
     frames = to_frames(data.held_out.inputs, timesteps, data.input_kind)
     member_logits = np.stack([onnx_logits(open_session(f, threads), frames, batch_size=1) for f in member_files])
@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the ensemble's directory")
     parser.add_argument("--members", nargs="+", required=True, help="member directories, relative to --out")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", type=Path, default=None, help="local copy of a real data set (as for train)")
     args = parser.parse_args(argv)
-    report = build(args.out, args.members, args.threads)
+    report = build(args.out, args.members, args.threads, args.data_dir)
     at_default = report["anytime_at_default_threshold"]
     assert isinstance(at_default, dict)
     log.info(

@@ -1,6 +1,11 @@
 """Trains a spiking network with the TET loss, exports one timestep to ONNX and evaluates it.
 
     python -m spiketrain.train --dataset digits --timesteps 8 --epochs 40 --seed 0 --out models/digits
+    python -m spiketrain.train --dataset nmnist --data-dir data --timesteps 10 --out models/nmnist
+
+The real data sets (``nmnist``, ``dvs-gesture``, ``cifar10-dvs``, ``cifar10``) are read from
+``--data-dir`` only (:mod:`spiketrain.real_data`); when their files are missing the command says where it
+looked and what it expects, and exits with status 2.
 
 Writes into ``--out``: ``model.onnx`` (step-model contract, metadata included), ``eval.json`` (accuracy
 per timestep, a threshold sweep, exit timesteps at the default threshold, torch/ONNX parity),
@@ -14,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,11 +30,12 @@ from tqdm import tqdm
 
 from . import anytime
 from .cards import write_card
-from .data import Dataset, load_dataset, to_frames
+from .data import DATASETS, Dataset, load_dataset, to_frames
 from .distributed import World, init_world, shutdown
 from .export import export_step_model, onnx_logits, open_session, parity, update_metadata
 from .losses import TET_LAMBDA, tet_loss
-from .models import StepModel, build_model
+from .models import ARCHS, StepModel, build_model, resolve_arch
+from .real_data import DatasetError
 from .regularisers import regulariser_loss
 
 log = logging.getLogger("spiketrain")
@@ -38,6 +45,11 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 #: Held-out samples of an event data set written out as raw events (for the server's tests).
 HELD_OUT_EVENT_SAMPLES = 24
+#: ... and at most this many events in all (a DVS128 Gesture sample alone holds hundreds of thousands),
+#: though always at least one sample.
+HELD_OUT_EVENT_BUDGET = 1_000_000
+#: Held-out samples of a static data set written out (all of digits' 360; CIFAR-10's first 1,000).
+HELD_OUT_STATIC_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,9 @@ class TrainConfig:
     regulariser: str = "none"  # none | str | rcs
     alpha: float = 0.0
     limit: int | None = None  # cap on samples per split, for quick tests
+    arch: str = "auto"  # auto | csnn | vggsnn | resnet19 (auto: picked per data set)
+    width_multiplier: float = 1.0  # scales VGGSNN's and ResNet-19's channels (1.0: the papers' networks)
+    data_dir: str | None = None  # where the real data sets are read from
 
 
 def train_model(
@@ -70,14 +85,14 @@ def train_model(
     world = world or World()
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    model = build_model(config.dataset, len(data.labels))
+    model = build_model(config.dataset, len(data.labels), config.arch, config.width_multiplier, data.input_shape)
     net = world.wrap(model)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(data.train.targets) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
     )
-    inputs = torch.from_numpy(data.train.inputs)
+    inputs = data.train.inputs  # an array, or the real event sets' frames binned on access
     targets = torch.from_numpy(data.train.targets)
     generator = torch.Generator().manual_seed(config.seed)
     first_epoch = 0
@@ -103,7 +118,7 @@ def train_model(
         for start in progress:
             index = world.shard(order[start : start + config.batch_size])
             frames = torch.from_numpy(
-                np.ascontiguousarray(to_frames(inputs[index].numpy(), config.timesteps, data.input_kind))
+                np.ascontiguousarray(to_frames(inputs[index.numpy()], config.timesteps, data.input_kind))
             )
             logits, traces = net(frames, with_traces=True)
             loss = tet_loss(logits, targets[index])
@@ -145,7 +160,8 @@ def train_model(
 def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str, object]:
     world = world or World()
     torch.set_num_threads(config.threads)
-    data = load_dataset(config.dataset, config.limit, config.timesteps)
+    data_dir = None if config.data_dir is None else Path(config.data_dir)
+    data = load_dataset(config.dataset, config.limit, config.timesteps, data_dir)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model = train_model(config, data, out / CHECKPOINT_FILE, world=world)
@@ -156,6 +172,8 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
     model_path = out / "model.onnx"
     training_info = {
         "dataset": config.dataset,
+        "arch": resolve_arch(config.dataset, config.arch),
+        "width_multiplier": config.width_multiplier,
         "loss": "tet",
         "tet_lambda": TET_LAMBDA,
         "regulariser": config.regulariser,
@@ -206,18 +224,30 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
     if data.held_out.events is not None:
         # Raw events are large (thousands per sample): the first ones only, as the server takes them.
-        shown = min(HELD_OUT_EVENT_SAMPLES, len(data.held_out.events))
+        shown_events: list[list[list[int]]] = []
+        total = 0
+        for events in data.held_out.events[:HELD_OUT_EVENT_SAMPLES]:
+            if shown_events and total + len(events) > HELD_OUT_EVENT_BUDGET:
+                break
+            shown_events.append(events.tolist())
+            total += len(events)
+        shown = len(shown_events)
         heldout: dict[str, object] = {
             "description": f"The first {shown} held-out samples as raw events [x, y, t_us, p], never trained on.",
-            "events": [e.tolist() for e in data.held_out.events[:shown]],
+            "events": shown_events,
             "targets": data.held_out.targets[:shown].tolist(),
         }
     else:
+        static = np.asarray(data.held_out.inputs)
+        shown = min(HELD_OUT_STATIC_SAMPLES, len(static))
         heldout = {
-            "description": "Held-out samples, never used in training; inputs in the model's input units.",
+            "description": "Held-out samples, never used in training; inputs in the model's input units."
+            if shown == len(static)
+            else f"The first {shown} of {len(static)} held-out samples, never used in training; inputs in the "
+            "model's input units.",
             "input_shape": list(data.input_shape),
-            "inputs": data.held_out.inputs.astype(int).tolist(),
-            "targets": data.held_out.targets.tolist(),
+            "inputs": static[:shown].astype(int).tolist(),
+            "targets": data.held_out.targets[:shown].tolist(),
         }
     (out / "heldout.json").write_text(json.dumps(heldout, separators=(",", ":")) + "\n")
     write_card(out / "card.md", out.name, metadata, report)
@@ -229,7 +259,22 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
     parser = argparse.ArgumentParser(prog="python -m spiketrain.train", description=__doc__.split("\n")[0])
     defaults = TrainConfig()
-    parser.add_argument("--dataset", default=defaults.dataset, choices=["digits", "event-digits"])
+    parser.add_argument("--dataset", default=defaults.dataset, choices=list(DATASETS))
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="local copy of the real data sets (nmnist, dvs-gesture, ...)"
+    )
+    parser.add_argument(
+        "--arch",
+        default=defaults.arch,
+        choices=["auto", *ARCHS],
+        help="auto: csnn for digits/event-digits, vggsnn for the event data sets, resnet19 for cifar10",
+    )
+    parser.add_argument(
+        "--width-multiplier",
+        type=float,
+        default=defaults.width_multiplier,
+        help="scales vggsnn's and resnet19's channels (quick runs)",
+    )
     parser.add_argument("--timesteps", type=int, default=defaults.timesteps)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -247,6 +292,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         parser.error("--timesteps must be at least 1")
     if not 0.0 < args.default_threshold <= 1.0:
         parser.error("--default-threshold must be in (0, 1]")
+    if args.width_multiplier <= 0.0:
+        parser.error("--width-multiplier must be positive")
+    if args.width_multiplier != 1.0 and resolve_arch(args.dataset, args.arch) == "csnn":
+        parser.error("--width-multiplier applies to vggsnn and resnet19, not csnn")
+    if args.dataset not in ("digits", "event-digits") and args.data_dir is None:
+        parser.error(f"--dataset {args.dataset} is read from local files: give --data-dir")
     config = TrainConfig(
         dataset=args.dataset,
         timesteps=args.timesteps,
@@ -260,6 +311,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         regulariser=args.reg,
         alpha=args.alpha,
         limit=args.limit,
+        arch=args.arch,
+        width_multiplier=args.width_multiplier,
+        data_dir=None if args.data_dir is None else str(args.data_dir.expanduser().absolute()),
     )
     return config, args.out
 
@@ -272,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     world = init_world()
     try:
         report = run(config, out, world)
+    except DatasetError as error:
+        # Missing files are the user's to fix, not a bug: one line, no traceback.
+        print(f"spiketrain.train: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         shutdown(world)
     if not world.is_main:
