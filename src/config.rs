@@ -34,6 +34,13 @@ pub struct ServeConfig {
     /// Address of the HTTP API.
     #[arg(long, env = "SPIKESERVE_HTTP_ADDR", default_value = "0.0.0.0:8000", value_name = "ADDR")]
     pub http_addr: SocketAddr,
+    /// Address of the gRPC services (anytime API, KServe v2, health, reflection).
+    #[arg(long, env = "SPIKESERVE_GRPC_ADDR", default_value = "0.0.0.0:8001", value_name = "ADDR")]
+    pub grpc_addr: SocketAddr,
+    /// On SIGTERM/SIGINT: stop admitting, then wait at most this many seconds for the requests in
+    /// flight before exiting.
+    #[arg(long, env = "SPIKESERVE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Where models run: `cpu`, or `cuda` / `cuda:N` (needs the onnxruntime-gpu library; never
@@ -53,7 +60,7 @@ pub struct ServeConfig {
     /// fill the batch before the first step. 0 steps at once; under load batches fill anyway.
     #[arg(long, env = "SPIKESERVE_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body (HTTP) or message (gRPC) accepted, in bytes.
     #[arg(long, env = "SPIKESERVE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 }

@@ -5,9 +5,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::future::IntoFuture;
+use std::time::Duration;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use spikeserve::api::http::{router, AppState};
+use spikeserve::api::grpc::anytime::AnytimeService;
+use spikeserve::api::grpc::anytime_pb::anytime_server::AnytimeServer;
+use spikeserve::api::grpc::inference_pb::grpc_inference_service_server::GrpcInferenceServiceServer;
+use spikeserve::api::grpc::FILE_DESCRIPTOR_SET;
+use spikeserve::api::http::router;
+use spikeserve::api::kserve::grpc::KServeService;
+use spikeserve::api::ServerState;
 use spikeserve::backend::OrtRuntime;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
@@ -65,7 +74,47 @@ fn inspect(path: &std::path::Path, runtime: &RuntimeArgs) -> anyhow::Result<()> 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let runtime = OrtRuntime::load(config.runtime.ort_library.as_deref())?;
     config.device.check_available()?;
-    let registry = ModelRegistry::load_dir(&runtime, &config.models, config.load_options())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_servers(config, runtime))
+}
+
+/// Binds both ports, answers health checks ("not serving") while the models load, serves, and on
+/// SIGTERM/SIGINT drains: new requests are refused, those in flight get `--shutdown-grace-secs`.
+async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result<()> {
+    let state = ServerState::new();
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?;
+    let http_addr = http_listener.local_addr().context("reading the bound HTTP address")?;
+    let grpc_addr = grpc_listener.local_addr().context("reading the bound gRPC address")?;
+    tracing::info!(%http_addr, %grpc_addr, "bound; loading models");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let grpc = grpc_router(state.clone(), &config, health_service)?;
+    let grpc_server = tokio::spawn(tonic::transport::Server::builder().add_routes(grpc).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+        stopped(stop_rx.clone()),
+    ));
+    let app = router(state.clone(), config.max_body_bytes);
+    let http_server =
+        tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future());
+
+    let models = config.models.clone();
+    let options = config.load_options();
+    let registry = tokio::task::spawn_blocking(move || ModelRegistry::load_dir(&runtime, &models, options))
+        .await
+        .context("loading the models")??;
     if registry.is_empty() {
         bail!(
             "no model could be loaded from {} ({} refused); see the errors above",
@@ -73,27 +122,58 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             registry.refused().len()
         );
     }
-    let state = AppState { registry: Arc::new(registry) };
-    let app = router(state, config.max_body_bytes);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
-        let local = listener.local_addr().context("reading the bound address")?;
-        tracing::info!(http_addr = %local, "listening");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server failed")?;
-        tracing::info!("stopped");
-        anyhow::Ok(())
+    state.set_registry(registry);
+    for service in GRPC_SERVICES {
+        health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;
+    }
+    tracing::info!(%http_addr, %grpc_addr, "listening");
+
+    shutdown_signal().await;
+    state.start_draining();
+    for service in GRPC_SERVICES {
+        health.set_service_status(*service, tonic_health::ServingStatus::NotServing).await;
+    }
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async {
+        let (http, grpc) = tokio::join!(http_server, grpc_server);
+        if let Ok(Err(error)) = http {
+            tracing::error!(%error, "HTTP server failed");
+        }
+        if let Ok(Err(error)) = grpc {
+            tracing::error!(%error, "gRPC server failed");
+        }
     })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("stopped: every request in flight was answered"),
+        Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "stopped: the grace period ran out"),
+    }
+    Ok(())
 }
 
+/// Services whose health is reported (the empty name is the whole server).
+const GRPC_SERVICES: &[&str] = &["", "spikeserve.anytime.v1.Anytime", "inference.GRPCInferenceService"];
+
+fn grpc_router(
+    state: Arc<ServerState>,
+    config: &ServeConfig,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> anyhow::Result<tonic::service::Routes> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let limit = config.max_body_bytes;
+    let anytime = AnytimeServer::new(AnytimeService::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let kserve = GrpcInferenceServiceServer::new(KServeService::new(state))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    Ok(tonic::service::Routes::new(health).add_service(reflection).add_service(anytime).add_service(kserve))
+}
 async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {

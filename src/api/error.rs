@@ -1,4 +1,4 @@
-//! One error type for every API, and its mapping to HTTP status codes, in one place.
+//! One error type for every door, and its mapping to HTTP status codes and gRPC codes, in one place.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +28,18 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("cannot read the request body: {0}")]
     BadBody(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the server is still loading its models")]
+    NotReady,
+    #[error("the server is shutting down and takes no new requests")]
+    ShuttingDown,
+    #[error("missing or wrong bearer token")]
+    Unauthenticated,
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -54,6 +66,11 @@ impl ApiError {
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Self::Unsupported(_) => StatusCode::BAD_REQUEST,
+            Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +91,12 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BadBody(_) => "bad_body",
+            Self::NotAcceptable(_) => "not_acceptable",
+            Self::Unsupported(_) => "unsupported",
+            Self::NotReady => "not_ready",
+            Self::ShuttingDown => "shutting_down",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Internal(_) => "internal",
             Self::Engine(EngineError::Overloaded(_)) => "overloaded",
             Self::Engine(EngineError::Stopped) => "unavailable",
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => "deadline_exceeded",
@@ -81,16 +104,58 @@ impl ApiError {
             Self::Engine(EngineError::Step(_)) => "inference_failed",
         }
     }
+
+    /// The gRPC status code for the same error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::ModelNotFound { .. } | Self::RouteNotFound(_) => Code::NotFound,
+            Self::MalformedJson(_)
+            | Self::InvalidField(_)
+            | Self::InvalidInput(_)
+            | Self::InvalidEvents(_)
+            | Self::BadBody(_)
+            | Self::UnsupportedMediaType(_)
+            | Self::NotAcceptable(_)
+            | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
+            Self::Unsupported(_) => Code::Unimplemented,
+            Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
+            Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => Code::DeadlineExceeded,
+            Self::Internal(_) | Self::Engine(EngineError::Step(_)) => Code::Internal,
+        }
+    }
+
+    /// The JSON error body every HTTP door uses: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } })
+    }
+
+    fn log(&self) {
+        if self.status().is_server_error() && !matches!(self, Self::NotReady | Self::ShuttingDown) {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, code = self.code(), "request refused");
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        error.log();
+        let mut status = tonic::Status::new(error.grpc_code(), error.to_string());
+        if let Ok(code) = error.code().parse() {
+            status.metadata_mut().insert("spikeserve-error-code", code);
+        }
+        status
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
-        }
+        self.log();
         let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
         (status, Json(body)).into_response()
     }

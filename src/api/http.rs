@@ -1,24 +1,35 @@
-//! The HTTP API (axum): health, model listing and anytime inference.
+//! The `/v1` HTTP API (axum): health, model listing, anytime inference as JSON or as Server-Sent
+//! Events, and the OpenAPI document with a page to browse it. The KServe v2 routes
+//! ([`super::kserve_http`]) are merged in.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+use utoipa::OpenApi;
 
 use super::error::ApiError;
 use super::request::anytime_request;
-use super::schema::{Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats};
-use crate::model::{LoadedModel, ModelRegistry};
+use super::request_id::{request_id, request_span, HEADER as REQUEST_ID};
+use super::schema::{
+    ErrorResponse, Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats, PartialResponse,
+};
+use super::state::ServerState;
+use super::streaming::{stream_request, StreamEvent};
+use crate::model::LoadedModel;
 
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Arc<ModelRegistry>,
-}
+pub type AppState = Arc<ServerState>;
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -27,40 +38,91 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/stats", get(model_stats))
         .route("/v1/models/{name}/infer", post(infer))
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs_page))
+        .merge(super::kserve::http::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "spikeserve",
+        description = "Anytime inference for spiking neural networks: every request stops as soon as the \
+softmax of the running mean of logits reaches its threshold, its timestep bound or its latency budget. \
+The KServe v2 (Open Inference Protocol) routes under /v2 follow the public specification and are not \
+repeated here."
+    ),
+    paths(health, list_models, get_model, model_stats, infer),
+    components(schemas(InferRequest, InferResponse, PartialResponse, ErrorResponse, ModelInfo, ModelList, ModelStats, Health))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document, as served at `/openapi.json` (and committed as `docs/openapi.json`).
+pub fn openapi_document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_document()).into_response()
+}
+
+async fn docs_page() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}
+
+/// Liveness and readiness of the whole server.
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "Serving", body = Health),
+    (status = 503, description = "Loading, no model loaded, or draining for shutdown", body = Health)
+))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let models: Vec<String> = state.registry.names().into_iter().map(str::to_owned).collect();
-    let (status, word) = if models.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "no_models")
-    } else {
-        (StatusCode::OK, "ok")
+    let (models, refused) = match state.registry() {
+        Ok(registry) => (registry.names().into_iter().map(str::to_owned).collect(), registry.refused().len()),
+        Err(_) => (Vec::new(), 0),
     };
-    (status, Json(Health { status: word, models, refused: state.registry.refused().len() }))
+    let word = if state.registry().is_err() {
+        "loading"
+    } else if state.is_draining() {
+        "draining"
+    } else if models.is_empty() {
+        "no_models"
+    } else {
+        "ok"
+    };
+    let status = if word == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Health { status: word, models, refused }))
 }
 
-async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
-    Json(ModelList {
-        models: state.registry.models().map(|m| ModelInfo::from(m.as_ref())).collect(),
-        refused: state.registry.refused().to_vec(),
-    })
+/// Every model served, and those refused at load with the reason.
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
+async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let registry = state.registry()?;
+    Ok(Json(ModelList {
+        models: registry.models().map(|m| ModelInfo::from(m.as_ref())).collect(),
+        refused: registry.refused().to_vec(),
+    }))
 }
 
-async fn get_model(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<ModelInfo>, ApiError> {
-    Ok(Json(ModelInfo::from(lookup(&state, &name)?.as_ref())))
+/// One model's contract: timesteps, labels, input kind and shape, defaults, held-out accuracy.
+#[utoipa::path(get, path = "/v1/models/{name}", params(("name" = String, Path)), responses(
+    (status = 200, body = ModelInfo), (status = 404, body = ErrorResponse)
+))]
+async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+    Ok(Json(ModelInfo::from(state.model_info(&name)?.as_ref())))
 }
 
+/// The model's scheduler: configuration, gauges and counters.
+#[utoipa::path(get, path = "/v1/models/{name}/stats", params(("name" = String, Path)), responses(
+    (status = 200, body = ModelStats), (status = 404, body = ErrorResponse)
+))]
 async fn model_stats(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelStats>, ApiError> {
-    let model = lookup(&state, &name)?;
+    let model = state.model_info(&name)?;
     Ok(Json(ModelStats::new(&name, model.engine.config(), model.engine.stats())))
 }
 
@@ -68,59 +130,124 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::RouteNotFound(uri.path().to_owned())
 }
 
-fn lookup<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<LoadedModel>, ApiError> {
-    state.registry.get(name).ok_or_else(|| ApiError::ModelNotFound {
-        name: name.to_owned(),
-        loaded: state.registry.names().join(", "),
-    })
-}
-
+/// Anytime inference. With `Accept: text/event-stream` the answer streams as Server-Sent Events:
+/// a `partial` event after every timestep, then one `final` event (or an `error` event when the
+/// request fails after the stream began), with keep-alive comments while it waits.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{name}/infer",
+    params(("name" = String, Path), ("x-request-id" = Option<String>, Header, description = "Echoed back; made when absent")),
+    request_body = InferRequest,
+    responses(
+        (status = 200, description = "The answer (JSON), or a text/event-stream of `partial` events and one `final` event", body = InferResponse),
+        (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 413, body = ErrorResponse), (status = 415, body = ErrorResponse),
+        (status = 429, description = "The model's queue is full", body = ErrorResponse),
+        (status = 503, body = ErrorResponse),
+        (status = 504, description = "The latency budget ran out before the first timestep", body = ErrorResponse)
+    )
+)]
 async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<InferResponse>, ApiError> {
-    let started = Instant::now();
-    let model = lookup(&state, &name)?;
-    require_json(&headers)?;
-    let body = body.map_err(|rejection| {
+) -> Response {
+    let arrived = Instant::now();
+    let id = request_id(headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+    let span = request_span("http", &id, &name);
+    let mut response = async {
+        match answer(&state, &name, &headers, body, arrived, id.clone()).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+    .instrument(span)
+    .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn answer(
+    state: &ServerState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    arrived: Instant,
+    id: String,
+) -> Result<Response, ApiError> {
+    let model = state.model(name)?;
+    require_json(headers)?;
+    let body = read_body(body)?;
+    let spec = parse_json::<InferRequest>(&body)?.into_spec()?;
+    let request = anytime_request(&model, spec, arrived)?;
+    let max_timesteps = request.policy.max_timesteps;
+    if wants_event_stream(headers) {
+        let events = stream_request(&model.engine, request)?;
+        return Ok(sse_response(model, events, id, max_timesteps));
+    }
+    let answer = model.engine.infer(request).await?;
+    record_exit(answer.timesteps, answer.exit_reason.as_str());
+    Ok(Json(InferResponse::new(&model, id, answer, max_timesteps)).into_response())
+}
+
+/// Records the answer on the request's span and logs it.
+pub fn record_exit(timesteps: usize, exit_reason: &str) {
+    let span = tracing::Span::current();
+    span.record("timesteps", timesteps);
+    span.record("exit_reason", exit_reason);
+    tracing::debug!(timesteps, exit_reason, "answered");
+}
+
+fn sse_response(
+    model: Arc<LoadedModel>,
+    events: tokio::sync::mpsc::Receiver<StreamEvent>,
+    id: String,
+    max_timesteps: usize,
+) -> Response {
+    let span = tracing::Span::current();
+    let stream = ReceiverStream::new(events).map(move |event| {
+        let _entered = span.enter();
+        let encoded = match event {
+            StreamEvent::Partial(partial) => {
+                Event::default().event("partial").json_data(PartialResponse::new(&model, partial))
+            }
+            StreamEvent::Final(answer) => {
+                record_exit(answer.timesteps, answer.exit_reason.as_str());
+                let response = InferResponse::new(&model, id.clone(), answer, max_timesteps);
+                Event::default().event("final").json_data(response)
+            }
+            StreamEvent::Failed(error) => Event::default().event("error").json_data(error.body()),
+        };
+        Ok::<_, Infallible>(encoded.unwrap_or_else(|e| {
+            Event::default().event("error").data(format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}"))
+        }))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")))
+}
+
+pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(rejection.body_text())
         } else {
             ApiError::BadBody(rejection.body_text())
         }
-    })?;
-    let request = parse_body(&body)?;
-    let anytime = anytime_request(model, request, started)?;
-    let max_timesteps = anytime.policy.max_timesteps;
-    let answer = model.engine.infer(anytime).await?;
-    tracing::debug!(
-        model = %name,
-        timesteps = answer.timesteps,
-        exit_reason = ?answer.exit_reason,
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "answered"
-    );
-    let label = model.contract.labels.get(answer.class_index).cloned().unwrap_or_default();
-    Ok(Json(InferResponse {
-        model: name,
-        label,
-        class_index: answer.class_index,
-        confidence: answer.confidence,
-        uncertainty: answer.uncertainty,
-        probabilities: answer.probabilities,
-        timesteps: answer.timesteps,
-        max_timesteps,
-        exit_reason: answer.exit_reason,
-        synaptic_ops: answer.synaptic_ops,
-        confidences: answer.confidences,
-        compute_ms: answer.compute_time.as_secs_f64() * 1e3,
-        queue_ms: answer.queue_time.as_secs_f64() * 1e3,
-    }))
+    })
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
     match content_type {
         Some(value)
@@ -133,9 +260,10 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse_body(body: &[u8]) -> Result<InferRequest, ApiError> {
+/// Parses a JSON body, naming the path of a field that does not fit.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: InferRequest = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let request: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {

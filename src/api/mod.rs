@@ -1,8 +1,15 @@
-//! The server's doors. HTTP today; gRPC joins it behind the same error type.
+//! The server's doors: HTTP (`/v1` JSON and SSE, KServe v2 under `/v2`) and gRPC (our anytime
+//! service, KServe v2, health, reflection), behind one error type.
 
 pub mod error;
+pub mod grpc;
 pub mod http;
+pub mod kserve;
 pub mod request;
+pub mod request_id;
 pub mod schema;
+pub mod state;
+pub mod streaming;
 
 pub use error::ApiError;
+pub use state::ServerState;

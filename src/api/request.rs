@@ -1,26 +1,80 @@
 //! Turns a request's parameters into what the engine runs, checked against the model. Shared by
-//! every door, so that each validates the same way and says the same thing when a value is wrong.
+//! every door (JSON, SSE, gRPC, KServe), so that each validates the same way and says the same
+//! thing when a value is wrong.
 
 use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 use super::schema::InferRequest;
 use crate::engine::{AnytimeRequest, CutoffPolicy, RequestFrames};
-use crate::input::{decode_json_events, decode_json_tensor, into_frames};
+use crate::input::events::Event;
+use crate::input::{decode_json_events, decode_json_tensor, into_frames, DenseTensor};
 use crate::model::{LoadedModel, ModelContract};
 
 /// The longest latency budget accepted (one hour): beyond it a budget is surely a unit mistake.
 const MAX_BUDGET_MS: f64 = 3_600_000.0;
 
-/// Validates the request's parameters against the model and builds what the engine runs.
+/// When to stop, as a client asked; unset fields take the model's defaults.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct PolicyParams {
+    pub threshold: Option<f64>,
+    pub min_timesteps: Option<usize>,
+    pub max_timesteps: Option<usize>,
+    pub latency_budget_ms: Option<f64>,
+    pub max_variance: Option<f64>,
+}
+
+/// What a request feeds the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestInput {
+    /// The model's frame (static models) or `[n, *frame]` frames.
+    Tensor(DenseTensor),
+    /// Raw events, for event models.
+    Events(Vec<Event>),
+}
+
+/// A request from any door, decoded but not yet checked against the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpec {
+    pub input: RequestInput,
+    pub policy: PolicyParams,
+    pub return_confidences: bool,
+}
+
+impl InferRequest {
+    /// Decodes the JSON body's input; the rest is checked by [`anytime_request`].
+    pub fn into_spec(self) -> Result<RequestSpec, ApiError> {
+        let input = match (&self.input, &self.events) {
+            (Some(input), None) => RequestInput::Tensor(decode_json_tensor(input, self.shape.as_deref())?),
+            (None, Some(events)) => RequestInput::Events(decode_json_events(events)?),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidField("give either \"input\" or \"events\", not both".into()))
+            }
+            (None, None) => return Err(ApiError::InvalidField("missing field `input` (or `events`)".into())),
+        };
+        Ok(RequestSpec {
+            input,
+            policy: PolicyParams {
+                threshold: self.threshold,
+                min_timesteps: self.min_timesteps,
+                max_timesteps: self.max_timesteps,
+                latency_budget_ms: self.latency_budget_ms,
+                max_variance: self.max_variance,
+            },
+            return_confidences: self.return_confidences,
+        })
+    }
+}
+
+/// Validates the request against the model and builds what the engine runs.
 pub fn anytime_request(
     model: &LoadedModel,
-    request: InferRequest,
+    spec: RequestSpec,
     arrived: Instant,
 ) -> Result<AnytimeRequest, ApiError> {
-    let mut policy = cutoff_policy(&request, &model.contract)?;
-    let deadline = deadline(request.latency_budget_ms, arrived)?;
-    let frames = request_frames(&request, model)?;
+    let mut policy = cutoff_policy(&spec.policy, &model.contract)?;
+    let deadline = deadline(spec.policy.latency_budget_ms, arrived)?;
+    let frames = request_frames(spec.input, model)?;
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
     if let RequestFrames::Sequence { count, .. } = &frames {
         policy.max_timesteps = policy.max_timesteps.min(*count);
@@ -30,31 +84,31 @@ pub fn anytime_request(
         frames,
         policy,
         deadline,
-        record_confidences: request.return_confidences,
+        record_confidences: spec.return_confidences,
         partials: None,
     })
 }
 
 /// The threshold, timestep bounds and variance bound, with the model's defaults.
-pub fn cutoff_policy(request: &InferRequest, contract: &ModelContract) -> Result<CutoffPolicy, ApiError> {
-    let threshold = request.threshold.unwrap_or(contract.default_threshold);
+pub fn cutoff_policy(params: &PolicyParams, contract: &ModelContract) -> Result<CutoffPolicy, ApiError> {
+    let threshold = params.threshold.unwrap_or(contract.default_threshold);
     if !(threshold > 0.0 && threshold <= 1.0) {
         return Err(ApiError::InvalidField(format!("threshold: must be in (0, 1], found {threshold}")));
     }
-    let max_timesteps = request.max_timesteps.unwrap_or(contract.timesteps);
+    let max_timesteps = params.max_timesteps.unwrap_or(contract.timesteps);
     if max_timesteps == 0 || max_timesteps > contract.timesteps {
         return Err(ApiError::InvalidField(format!(
             "max_timesteps: must be between 1 and the model's {} timesteps, found {max_timesteps}",
             contract.timesteps
         )));
     }
-    let min_timesteps = request.min_timesteps.unwrap_or(1);
+    let min_timesteps = params.min_timesteps.unwrap_or(1);
     if min_timesteps == 0 || min_timesteps > max_timesteps {
         return Err(ApiError::InvalidField(format!(
             "min_timesteps: must be between 1 and max_timesteps ({max_timesteps}), found {min_timesteps}"
         )));
     }
-    let max_variance = request.max_variance.or(contract.default_max_variance);
+    let max_variance = params.max_variance.or(contract.default_max_variance);
     if let Some(bound) = max_variance {
         if !(bound.is_finite() && bound >= 0.0) {
             return Err(ApiError::InvalidField(format!(
@@ -78,26 +132,25 @@ pub fn deadline(budget_ms: Option<f64>, arrived: Instant) -> Result<Option<Insta
     }
 }
 
-/// The request's frames: a tensor (`input`) or raw events (`events`, for event models).
-fn request_frames(request: &InferRequest, model: &LoadedModel) -> Result<RequestFrames, ApiError> {
+/// The request's frames: a tensor, or raw events binned as in training (event models only).
+fn request_frames(input: RequestInput, model: &LoadedModel) -> Result<RequestFrames, ApiError> {
     let contract = &model.contract;
-    match (&request.input, &request.events) {
-        (Some(input), None) => {
-            Ok(into_frames(decode_json_tensor(input, request.shape.as_deref())?, contract)?)
-        }
-        (None, Some(events)) => {
-            let Some(binning) = contract.events else {
-                return Err(ApiError::InvalidField(format!(
-                    "events: model \"{}\" takes input kind {:?}, not raw events; send \"input\"",
-                    model.name, contract.input_kind
-                )));
-            };
-            let data = binning.bin(&decode_json_events(events)?)?;
+    match input {
+        RequestInput::Tensor(tensor) => Ok(into_frames(tensor, contract)?),
+        RequestInput::Events(events) => {
+            let binning = event_binning(model)?;
+            let data = binning.bin(&events)?;
             Ok(RequestFrames::Sequence { data, count: binning.bins })
         }
-        (Some(_), Some(_)) => {
-            Err(ApiError::InvalidField("give either \"input\" or \"events\", not both".into()))
-        }
-        (None, None) => Err(ApiError::InvalidField("missing field `input` (or `events`)".into())),
     }
+}
+
+/// The model's event binning, or the error for sending events to a model that takes frames.
+pub fn event_binning(model: &LoadedModel) -> Result<crate::input::EventBinning, ApiError> {
+    model.contract.events.ok_or_else(|| {
+        ApiError::InvalidField(format!(
+            "events: model \"{}\" takes input kind {:?}, not raw events; send a tensor",
+            model.name, model.contract.input_kind
+        ))
+    })
 }

@@ -3,19 +3,23 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{EngineConfig, ExitReason, StatsSnapshot};
+use utoipa::ToSchema;
+
+use crate::engine::{AnytimeAnswer, EngineConfig, ExitReason, Partial, StatsSnapshot};
 use crate::model::{LoadedModel, ModelContract, RefusedModel};
 
 /// `POST /v1/models/{name}/infer`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferRequest {
     /// Nested arrays in the model's input shape, or a flat array together with `shape`.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub input: Option<Value>,
     /// For `events` models instead of `input`: raw events `[[x, y, t_us, p], ...]`, binned by the
     /// server exactly as the model was trained.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Vec<i64>>>)]
     pub events: Option<Value>,
     /// The shape of a flat `input`.
     #[serde(default)]
@@ -43,9 +47,11 @@ pub struct InferRequest {
     pub return_confidences: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InferResponse {
     pub model: String,
+    /// The request's id: the client's `x-request-id` when given, else one made by the server.
+    pub request_id: String,
     pub label: String,
     pub class_index: usize,
     pub confidence: f64,
@@ -67,7 +73,66 @@ pub struct InferResponse {
     pub queue_ms: f64,
 }
 
-#[derive(Debug, Serialize)]
+impl InferResponse {
+    pub fn new(model: &LoadedModel, request_id: String, answer: AnytimeAnswer, max_timesteps: usize) -> Self {
+        Self {
+            model: model.name.clone(),
+            request_id,
+            label: model.contract.labels.get(answer.class_index).cloned().unwrap_or_default(),
+            class_index: answer.class_index,
+            confidence: answer.confidence,
+            uncertainty: answer.uncertainty,
+            probabilities: answer.probabilities,
+            timesteps: answer.timesteps,
+            max_timesteps,
+            exit_reason: answer.exit_reason,
+            synaptic_ops: answer.synaptic_ops,
+            confidences: answer.confidences,
+            compute_ms: answer.compute_time.as_secs_f64() * 1e3,
+            queue_ms: answer.queue_time.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+/// One Server-Sent Event `partial`: the prediction after a timestep.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartialResponse {
+    pub timestep: usize,
+    pub label: String,
+    pub class_index: usize,
+    pub confidence: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<f64>,
+    pub probabilities: Vec<f64>,
+}
+
+impl PartialResponse {
+    pub fn new(model: &LoadedModel, partial: Partial) -> Self {
+        Self {
+            timestep: partial.timestep,
+            label: model.contract.labels.get(partial.class_index).cloned().unwrap_or_default(),
+            class_index: partial.class_index,
+            confidence: partial.confidence,
+            uncertainty: partial.uncertainty,
+            probabilities: partial.probabilities,
+        }
+    }
+}
+
+/// `{"error": {"code", "message"}}`, the body of every error (and the SSE `error` event).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable name: `invalid_input`, `overloaded`, `model_not_found`, ...
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelInfo {
     pub name: String,
     #[serde(flatten)]
@@ -80,23 +145,23 @@ impl From<&LoadedModel> for ModelInfo {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelInfo>,
     /// Models found in the models directory but refused at load, with the reason.
     pub refused: Vec<RefusedModel>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` when at least one model is loaded, `no_models` otherwise.
+    /// `ok` when at least one model is loaded; `loading`, `no_models` or `draining` otherwise.
     pub status: &'static str,
     pub models: Vec<String>,
     pub refused: usize,
 }
 
 /// `GET /v1/models/{name}/stats`: the scheduler's configuration, gauges and counters.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelStats {
     pub name: String,
     pub max_batch: usize,

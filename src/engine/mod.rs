@@ -155,6 +155,12 @@ impl Engine {
         answer.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Queues `request` and returns its pending answer at once, so that a refusal (overload) is
+    /// known before a caller commits to a streamed response. Dropping the answer cancels.
+    pub fn enqueue(&self, request: AnytimeRequest) -> Result<PendingAnswer, EngineError> {
+        Ok(PendingAnswer(self.submit(request)?))
+    }
+
     /// Starts a request whose frames arrive over time: push them through the returned sender (at
     /// most `policy.max_timesteps`), and await the answer. The request steps each frame as it
     /// comes; the budget keeps running while it waits for one.

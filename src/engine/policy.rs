@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// Why a request stopped stepping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
     /// The softmax confidence reached the threshold.

@@ -248,6 +248,7 @@ impl Scheduler {
         let slot = self.remove(row);
         self.stats.exited(reason);
         let (reply, answer) = slot.answer(reason);
+        self.stats.answered(answer.queue_time, answer.compute_time);
         // An error here means the caller left during this very step; nothing to do.
         let _ = reply.send(Ok(answer));
     }
@@ -319,6 +320,7 @@ impl Scheduler {
     /// One batched timestep over the first `batch` slots (those ready), then the exit decisions.
     fn step(&mut self, batch: usize) {
         let frame_len = self.frame_len;
+        let started = Instant::now();
         let stepped = self.members.iter_mut().try_for_each(|member| {
             for (row, slot) in self.slots[..batch].iter().enumerate() {
                 let frame =
@@ -335,6 +337,7 @@ impl Scheduler {
             return;
         }
         self.stats.stepped(batch);
+        self.stats.step_took(started.elapsed());
         for row in (0..batch).rev() {
             let slot = &mut self.slots[row];
             slot.next_frame = None;

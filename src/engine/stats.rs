@@ -16,10 +16,14 @@ pub struct EngineStats {
     refused: AtomicU64,
     failed: AtomicU64,
     exits: [AtomicU64; 4],
+    queue_ns: AtomicU64,
+    compute_ns: AtomicU64,
+    step_ns: AtomicU64,
+    last_answer_unix_ms: AtomicU64,
 }
 
 /// A point-in-time copy of the stats, as the API reports them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     /// Requests waiting for a slot.
     pub queued: usize,
@@ -35,9 +39,17 @@ pub struct StatsSnapshot {
     /// Requests that failed in ONNX Runtime or hit their deadline before the first step.
     pub failed: u64,
     pub exits: ExitCounts,
+    /// Total time answered requests waited for a slot, in nanoseconds.
+    pub queue_ns: u64,
+    /// Total time answered requests held a slot, in nanoseconds.
+    pub compute_ns: u64,
+    /// Total time spent in batched steps, in nanoseconds.
+    pub step_ns: u64,
+    /// When the last answer was sent, in milliseconds since the Unix epoch (0: never).
+    pub last_answer_unix_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExitCounts {
     pub confident: u64,
     pub max_timesteps: u64,
@@ -96,6 +108,17 @@ impl EngineStats {
         self.exits[index(reason)].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn answered(&self, queue: std::time::Duration, compute: std::time::Duration) {
+        self.queue_ns.fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
+        self.compute_ns.fetch_add(compute.as_nanos() as u64, Ordering::Relaxed);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_answer_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn step_took(&self, elapsed: std::time::Duration) {
+        self.step_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let exit = |r| self.exits[index(r)].load(Ordering::Relaxed);
         StatsSnapshot {
@@ -112,6 +135,10 @@ impl EngineStats {
                 deadline: exit(ExitReason::Deadline),
                 cancelled: exit(ExitReason::Cancelled),
             },
+            queue_ns: self.queue_ns.load(Ordering::Relaxed),
+            compute_ns: self.compute_ns.load(Ordering::Relaxed),
+            step_ns: self.step_ns.load(Ordering::Relaxed),
+            last_answer_unix_ms: self.last_answer_unix_ms.load(Ordering::Relaxed),
         }
     }
 }

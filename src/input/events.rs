@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// How a model's events become frames; stored in the model's metadata as `spikeserve.events`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBinning {
     pub width: usize,
@@ -98,6 +98,64 @@ impl EventBinning {
     }
 }
 
+/// Bins events that arrive in chunks (a live event camera): a bin's frame is complete, and handed
+/// out, once an event past its time window arrives, or when the stream ends. The frames equal
+/// [`EventBinning::bin`] over all the events at once.
+#[derive(Debug)]
+pub struct StreamingBinner {
+    binning: EventBinning,
+    /// The bin being filled.
+    bin: usize,
+    frame: Vec<f32>,
+    /// Events taken so far (for error messages) and the last timestamp (for the order check).
+    seen: usize,
+    last_t: i64,
+}
+
+impl StreamingBinner {
+    pub fn new(binning: EventBinning) -> Self {
+        Self { binning, bin: 0, frame: vec![0.0; binning.frame_len()], seen: 0, last_t: 0 }
+    }
+
+    /// Takes the next chunk; returns the frames it completed. Event indices in errors count from
+    /// the start of the stream.
+    pub fn push(&mut self, events: &[Event]) -> Result<Vec<Vec<f32>>, EventError> {
+        let shift = |e: EventError| match e {
+            EventError::OutOfRange { index, field, value, what } => {
+                EventError::OutOfRange { index: index + self.seen, field, value, what }
+            }
+            EventError::OutOfOrder { index, t } => EventError::OutOfOrder { index: index + self.seen, t },
+            other => other,
+        };
+        self.binning.validate(events).map_err(shift)?;
+        if let Some(first) = events.first() {
+            if first[2] < self.last_t {
+                return Err(EventError::OutOfOrder { index: self.seen, t: first[2] });
+            }
+        }
+        let b = &self.binning;
+        let mut done = Vec::new();
+        for &[x, y, t, p] in events {
+            let bin = (t as u64 * b.bins as u64 / b.window_us) as usize;
+            while self.bin < bin {
+                done.push(std::mem::replace(&mut self.frame, vec![0.0; b.frame_len()]));
+                self.bin += 1;
+            }
+            let pixel = (p as usize * b.height + y as usize) * b.width + x as usize;
+            self.frame[pixel] += 1.0;
+            self.last_t = t;
+        }
+        self.seen += events.len();
+        Ok(done)
+    }
+
+    /// The stream ended: the bin being filled is its last frame. Later bins are not stepped (a
+    /// client that stops sending ends the request early, with the best answer so far).
+    pub fn finish(self) -> Option<Vec<f32>> {
+        (self.seen > 0).then_some(self.frame)
+    }
+}
+
 /// Reads `[[x, y, t, p], ...]` from a request.
 pub fn decode_json_events(value: &Value) -> Result<Vec<Event>, EventError> {
     let kind = match value {
@@ -163,6 +221,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chunks_bin_like_the_whole_stream() {
+        let binning = EventBinning { width: 4, height: 3, polarities: 2, window_us: 1000, bins: 5 };
+        let events: Vec<Event> =
+            (0..40).map(|i| [i % 4, (i / 4) % 3, i * 24, i % 2]).filter(|e| e[2] < 1000).collect();
+        let whole = binning.bin(&events).expect("bins");
+        for chunk in [1, 3, 7, 40] {
+            let mut streaming = StreamingBinner::new(binning);
+            let mut frames: Vec<f32> = Vec::new();
+            for part in events.chunks(chunk) {
+                frames.extend(streaming.push(part).expect("chunk").into_iter().flatten());
+            }
+            frames.extend(streaming.finish().expect("last frame"));
+            assert_eq!(frames, whole, "chunks of {chunk}");
+        }
+        let mut streaming = StreamingBinner::new(binning);
+        streaming.push(&[[0, 0, 500, 0], [1, 1, 600, 1]]).expect("in order");
+        assert_eq!(streaming.push(&[[0, 0, 100, 0]]), Err(EventError::OutOfOrder { index: 2, t: 100 }));
+        let err = streaming.push(&[[9, 0, 700, 0]]).unwrap_err();
+        assert_eq!(err.to_string(), "events[2]: x = 9 is outside the sensor's 4 columns");
     }
 
     #[test]

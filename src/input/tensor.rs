@@ -15,6 +15,25 @@ pub struct DenseTensor {
     pub data: Vec<f32>,
 }
 
+impl DenseTensor {
+    /// A tensor from a shape and row-major values that arrived as binary or typed contents (not
+    /// JSON): checks that they agree and that every value is finite. `name` is the input's name in
+    /// error messages.
+    pub fn from_parts(name: &str, shape: Vec<usize>, data: Vec<f32>) -> Result<Self, InputError> {
+        let expected = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d)).unwrap_or(usize::MAX);
+        if expected != data.len() {
+            return Err(InputError::ShapeElementCount { shape, expected, found: data.len() });
+        }
+        if expected == 0 {
+            return Err(InputError::Empty { path: name.to_owned() });
+        }
+        if let Some((index, value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(InputError::NotFinite { path: format!("{name}[{index}]"), value: f64::from(*value) });
+        }
+        Ok(Self { shape, data })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
     #[error("{path}: expected a number, found {found}")]
@@ -25,7 +44,7 @@ pub enum InputError {
     Ragged { path: String, expected: usize, found: usize },
     #[error("{path}: is empty")]
     Empty { path: String },
-    #[error("{path}: {value:e} is outside the float32 range")]
+    #[error("{path}: {value:e} is not a finite float32")]
     NotFinite { path: String, value: f64 },
     #[error("shape: {shape:?} holds {expected} elements but input has {found}")]
     ShapeElementCount { shape: Vec<usize>, expected: usize, found: usize },
@@ -181,9 +200,20 @@ mod tests {
         let err = decode_json_tensor(&json!([[]]), None).unwrap_err();
         assert_eq!(err.to_string(), "input[0]: is empty");
         let err = decode_json_tensor(&json!([1e39]), None).unwrap_err();
-        assert!(err.to_string().starts_with("input[0]: 1e39 is outside the float32 range"), "{err}");
+        assert!(err.to_string().starts_with("input[0]: 1e39 is not a finite float32"), "{err}");
         let err = decode_json_tensor(&json!({"a": 1}), Some(&[1])).unwrap_err();
         assert_eq!(err.to_string(), "input: expected an array, found an object");
+    }
+
+    #[test]
+    fn binary_tensors_must_match_their_shape_and_be_finite() {
+        assert!(DenseTensor::from_parts("x", vec![2, 2], vec![0.0; 4]).is_ok());
+        let err = DenseTensor::from_parts("x", vec![2, 2], vec![0.0; 3]).unwrap_err();
+        assert_eq!(err.to_string(), "shape: [2, 2] holds 4 elements but input has 3");
+        let err = DenseTensor::from_parts("x", vec![3], vec![0.0, f32::NAN, 1.0]).unwrap_err();
+        assert_eq!(err.to_string(), "x[1]: NaN is not a finite float32");
+        let err = DenseTensor::from_parts("x", vec![0], vec![]).unwrap_err();
+        assert_eq!(err.to_string(), "x: is empty");
     }
 
     #[test]

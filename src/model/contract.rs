@@ -51,7 +51,7 @@ pub struct ModelSignature {
 }
 
 /// How a request's input becomes one frame per timestep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InputKind {
     /// One frame, fed at every timestep (a static image).
@@ -77,7 +77,7 @@ impl InputKind {
 }
 
 /// One recurrent state tensor: fed back from `state_out.i` to `state_in.i` every timestep.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StateSpec {
     pub input: String,
     pub output: String,
@@ -96,7 +96,7 @@ impl StateSpec {
 }
 
 /// A model that satisfies the contract, with everything the engine and the API need to know.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelContract {
     pub contract_version: String,
     pub timesteps: usize,
@@ -110,6 +110,7 @@ pub struct ModelContract {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_description: Option<String>,
     /// How the model was trained, as the training job wrote it (free-form JSON).
+    #[schema(value_type = Object)]
     pub training: Value,
     pub states: Vec<StateSpec>,
     /// How raw events become frames, for `events` models.

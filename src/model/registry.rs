@@ -73,7 +73,7 @@ pub struct LoadedModel {
     pub engine: Engine,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RefusedModel {
     pub name: String,
     pub path: String,
