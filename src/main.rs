@@ -102,10 +102,11 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let grpc = grpc_router(state.clone(), &config, health_service)?;
-    let grpc_server = tokio::spawn(tonic::transport::Server::builder().add_routes(grpc).serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-        stopped(stop_rx.clone()),
-    ));
+    let grpc_server =
+        tokio::spawn(tonic::transport::Server::builder().add_routes(grpc).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        ));
     let app = router(state.clone(), config.max_body_bytes);
     let http_server =
         tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future());
@@ -147,7 +148,9 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
     .await;
     match drained {
         Ok(()) => tracing::info!("stopped: every request in flight was answered"),
-        Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "stopped: the grace period ran out"),
+        Err(_) => {
+            tracing::warn!(grace_secs = config.shutdown_grace_secs, "stopped: the grace period ran out")
+        }
     }
     Ok(())
 }

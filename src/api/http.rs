@@ -56,7 +56,16 @@ The KServe v2 (Open Inference Protocol) routes under /v2 follow the public speci
 repeated here."
     ),
     paths(health, list_models, get_model, model_stats, infer),
-    components(schemas(InferRequest, InferResponse, PartialResponse, ErrorResponse, ModelInfo, ModelList, ModelStats, Health))
+    components(schemas(
+        InferRequest,
+        InferResponse,
+        PartialResponse,
+        ErrorResponse,
+        ModelInfo,
+        ModelList,
+        ModelStats,
+        Health
+    ))
 )]
 pub struct ApiDoc;
 
@@ -110,7 +119,10 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, A
 #[utoipa::path(get, path = "/v1/models/{name}", params(("name" = String, Path)), responses(
     (status = 200, body = ModelInfo), (status = 404, body = ErrorResponse)
 ))]
-async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+async fn get_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelInfo>, ApiError> {
     Ok(Json(ModelInfo::from(state.model_info(&name)?.as_ref())))
 }
 
@@ -222,19 +234,18 @@ fn sse_response(
             StreamEvent::Failed(error) => Event::default().event("error").json_data(error.body()),
         };
         Ok::<_, Infallible>(encoded.unwrap_or_else(|e| {
-            Event::default().event("error").data(format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}"))
+            Event::default()
+                .event("error")
+                .data(format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}"))
         }))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")))
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")),
+    )
 }
 
 pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {

@@ -31,15 +31,26 @@ pub fn read_json(path: &Path) -> Value {
 
 /// A running server, killed when dropped.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the gRPC services.
+    pub grpc: String,
     pub log: mpsc::Receiver<String>,
 }
 
 impl Server {
     pub fn start(models: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spikeserve"))
-            .args(["--log-format", "json", "serve", "--http-addr", "127.0.0.1:0", "--models"])
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--models")
             .arg(models)
             .args(extra)
             .env("ORT_DYLIB_PATH", ort_library())
@@ -61,8 +72,13 @@ impl Server {
         loop {
             match log.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
-                    if let Some(addr) = listening_address(&line) {
-                        return Self { child, base: format!("http://{addr}"), log };
+                    if let Some((http, grpc)) = listening_addresses(&line) {
+                        return Self {
+                            child,
+                            base: format!("http://{http}"),
+                            grpc: format!("http://{grpc}"),
+                            log,
+                        };
                     }
                     seen.push(line);
                 }
@@ -87,11 +103,15 @@ impl Drop for Server {
     }
 }
 
-fn listening_address(line: &str) -> Option<String> {
+/// The HTTP and gRPC addresses from the "listening" log line (written once the models are loaded).
+fn listening_addresses(line: &str) -> Option<(String, String)> {
     let record: Value = serde_json::from_str(line).ok()?;
     let fields = record.get("fields")?;
-    (fields.get("message")?.as_str()? == "listening")
-        .then(|| fields.get("http_addr")?.as_str().map(str::to_owned))?
+    if fields.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    let field = |name: &str| fields.get(name)?.as_str().map(str::to_owned);
+    Some((field("http_addr")?, field("grpc_addr")?))
 }
 
 /// Runs the binary to completion (for start-up failures and `inspect`).

@@ -1,0 +1,364 @@
+//! `spikeserve.anytime.v1.Anytime`: unary, server-streaming and bidirectional anytime inference.
+
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::anytime_pb as pb;
+use super::{budget_ms, grpc_request_id};
+use crate::api::error::ApiError;
+use crate::api::http::{record_exit, AppState};
+use crate::api::request::{
+    anytime_request, cutoff_policy, deadline, event_binning, PolicyParams, RequestInput, RequestSpec,
+};
+use crate::api::request_id::request_span;
+use crate::api::streaming::{forward, stream_request, StreamEvent};
+use crate::engine::{AnytimeAnswer, ExitReason, FrameSender, Partial};
+use crate::input::events::{Event, StreamingBinner};
+use crate::input::{DenseTensor, EventError};
+use crate::model::LoadedModel;
+
+pub struct AnytimeService {
+    state: AppState,
+}
+
+impl AnytimeService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::InferStreamResponse, Status>> + Send>>;
+
+/// How many streamed messages may wait for a slow client.
+const OUTBOUND_BUFFER: usize = 64;
+
+#[tonic::async_trait]
+impl pb::anytime_server::Anytime for AnytimeService {
+    async fn infer(&self, request: Request<pb::InferRequest>) -> Result<Response<pb::InferResponse>, Status> {
+        let arrived = Instant::now();
+        let metadata = request.metadata().clone();
+        let message = request.into_inner();
+        let id = grpc_request_id(&message.request_id, &metadata);
+        let span = request_span("grpc", &id, &message.model);
+        async move {
+            let model = self.state.model(&message.model)?;
+            let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
+            let max_timesteps = request.policy.max_timesteps;
+            let answer = model.engine.infer(request).await.map_err(ApiError::from)?;
+            record_exit(answer.timesteps, answer.exit_reason.as_str());
+            Ok(Response::new(final_response(&model, id, answer, max_timesteps)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    type InferStreamStream = ResponseStream;
+
+    async fn infer_stream(
+        &self,
+        request: Request<pb::InferRequest>,
+    ) -> Result<Response<Self::InferStreamStream>, Status> {
+        let arrived = Instant::now();
+        let metadata = request.metadata().clone();
+        let message = request.into_inner();
+        let id = grpc_request_id(&message.request_id, &metadata);
+        let span = request_span("grpc", &id, &message.model);
+        let _entered = span.enter();
+        let model = self.state.model(&message.model)?;
+        let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
+        let max_timesteps = request.policy.max_timesteps;
+        let events = stream_request(&model.engine, request)?;
+        drop(_entered);
+        let stream = ReceiverStream::new(events).map(move |event| {
+            let _entered = span.enter();
+            stream_message(&model, &id, max_timesteps, event)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type SessionStream = ResponseStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let arrived = Instant::now();
+        let metadata = request.metadata().clone();
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            ApiError::InvalidField("session: the stream ended before its `start` message".into())
+        })?;
+        let start = match first.message {
+            Some(pb::session_request::Message::Start(start)) => start,
+            Some(_) => {
+                return Err(ApiError::InvalidField(
+                    "session: the first message must be `start` (model and policy), found a frame or events"
+                        .into(),
+                )
+                .into())
+            }
+            None => return Err(ApiError::InvalidField("session: the first message is empty".into()).into()),
+        };
+        let id = grpc_request_id(&start.request_id, &metadata);
+        let span = request_span("grpc-session", &id, &start.model);
+        let _entered = span.enter();
+        let model = self.state.model(&start.model)?;
+        let params = policy_params(start.policy, &metadata);
+        let policy = cutoff_policy(&params, &model.contract)?;
+        let deadline = deadline(params.latency_budget_ms, arrived)?;
+        let (partials_tx, partials) = mpsc::unbounded_channel();
+        let (sender, answer) = model
+            .engine
+            .open_stream(policy, deadline, start.return_confidences, Some(partials_tx))
+            .map_err(ApiError::from)?;
+        let binner = model.contract.events.map(StreamingBinner::new);
+        drop(_entered);
+
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
+        // Answers: partials as the request steps, then the final one.
+        let mut events = forward(answer, partials);
+        let pump_out = outbound.clone();
+        let pump_model = model.clone();
+        let max_timesteps = policy.max_timesteps;
+        tokio::spawn(
+            async move {
+                while let Some(event) = events.recv().await {
+                    if pump_out.send(stream_message(&pump_model, &id, max_timesteps, event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+        // Frames: pushed as they come; a bad one ends the call with its error.
+        tokio::spawn(
+            async move {
+                if let Err(error) = feed(&mut inbound, &sender, binner, &model).await {
+                    let _ = outbound.send(Err(error.into())).await;
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let registry = self.state.registry()?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: registry.models().map(|m| model_info(m)).collect(),
+        }))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        let model = self.state.model_info(&request.get_ref().model)?;
+        Ok(Response::new(model_info(&model)))
+    }
+}
+
+/// Reads a session's frames or event chunks until the client half-closes, the request is over, or
+/// an input is wrong (the error to end the call with).
+async fn feed(
+    inbound: &mut Streaming<pb::SessionRequest>,
+    sender: &FrameSender,
+    mut binner: Option<StreamingBinner>,
+    model: &LoadedModel,
+) -> Result<(), ApiError> {
+    use pb::session_request::Message;
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            // Half-closed: no more input; the request answers after what it has.
+            Ok(None) => break,
+            // The client reset the call: dropping the sender ends the stream; the answer goes nowhere.
+            Err(_) => return Ok(()),
+        };
+        let frames = match message.message {
+            Some(Message::Frame(tensor)) => vec![frame_from_pb(tensor, model, sender.frames_sent())?],
+            Some(Message::Events(chunk)) => {
+                let Some(binner) = binner.as_mut() else {
+                    // A model without event binning: this says so, naming the model.
+                    event_binning(model)?;
+                    return Ok(());
+                };
+                binner.push(&events_from_pb(chunk)?)?
+            }
+            Some(Message::Start(_)) => {
+                return Err(ApiError::InvalidField("session: `start` may only be the first message".into()))
+            }
+            None => return Err(ApiError::InvalidField("session: a message is empty".into())),
+        };
+        for frame in frames {
+            if !push(sender, frame)? {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(frame) = binner.and_then(StreamingBinner::finish) {
+        push(sender, frame)?;
+    }
+    sender.finish();
+    Ok(())
+}
+
+/// Pushes one frame; `false` once the request is over (it answered, or ran out of time).
+fn push(sender: &FrameSender, frame: Vec<f32>) -> Result<bool, ApiError> {
+    use crate::engine::StreamError;
+    match sender.push(frame) {
+        Ok(()) => Ok(true),
+        Err(StreamError::Gone | StreamError::Finished) => Ok(false),
+        Err(error) => Err(ApiError::InvalidField(format!("session: {error}"))),
+    }
+}
+
+fn frame_from_pb(tensor: pb::Tensor, model: &LoadedModel, index: usize) -> Result<Vec<f32>, ApiError> {
+    let frame_shape = &model.contract.frame_shape;
+    let shape: Vec<usize> = tensor.shape.iter().map(|&d| d as usize).collect();
+    if !shape.is_empty() && shape != *frame_shape {
+        return Err(ApiError::InvalidField(format!(
+            "session: frame {index}: has shape {shape:?}, the model's frame is {frame_shape:?}"
+        )));
+    }
+    Ok(tensor.values)
+}
+
+/// A unary or server-streaming request, decoded.
+fn spec(message: pb::InferRequest, metadata: &MetadataMap) -> Result<RequestSpec, ApiError> {
+    use pb::infer_request::Input;
+    let input = match message.input {
+        Some(Input::Tensor(tensor)) => {
+            let shape = tensor.shape.iter().map(|&d| d as usize).collect();
+            RequestInput::Tensor(DenseTensor::from_parts("tensor", shape, tensor.values)?)
+        }
+        Some(Input::Events(events)) => RequestInput::Events(events_from_pb(events)?),
+        None => return Err(ApiError::InvalidField("input: missing; set `tensor` or `events`".into())),
+    };
+    Ok(RequestSpec {
+        input,
+        policy: policy_params(message.policy, metadata),
+        return_confidences: message.return_confidences,
+    })
+}
+
+fn policy_params(policy: Option<pb::Policy>, metadata: &MetadataMap) -> PolicyParams {
+    let policy = policy.unwrap_or_default();
+    PolicyParams {
+        threshold: policy.threshold,
+        min_timesteps: policy.min_timesteps.map(|n| n as usize),
+        max_timesteps: policy.max_timesteps.map(|n| n as usize),
+        latency_budget_ms: budget_ms(policy.latency_budget_ms, metadata),
+        max_variance: policy.max_variance,
+    }
+}
+
+fn events_from_pb(events: pb::Events) -> Result<Vec<Event>, ApiError> {
+    let lengths = [events.x.len(), events.y.len(), events.t_us.len(), events.p.len()];
+    if lengths.iter().any(|&n| n != lengths[0]) {
+        return Err(ApiError::InvalidField(format!(
+            "events: columns x, y, t_us, p have {lengths:?} values; they must be equal"
+        )));
+    }
+    if lengths[0] == 0 {
+        return Err(EventError::Empty.into());
+    }
+    Ok((0..lengths[0]).map(|i| [events.x[i], events.y[i], events.t_us[i], events.p[i]]).collect())
+}
+
+fn stream_message(
+    model: &LoadedModel,
+    id: &str,
+    max_timesteps: usize,
+    event: StreamEvent,
+) -> Result<pb::InferStreamResponse, Status> {
+    use pb::infer_stream_response::Message;
+    match event {
+        StreamEvent::Partial(partial) => {
+            Ok(pb::InferStreamResponse { message: Some(Message::Partial(partial_message(model, partial))) })
+        }
+        StreamEvent::Final(answer) => {
+            record_exit(answer.timesteps, answer.exit_reason.as_str());
+            let response = final_response(model, id.to_owned(), answer, max_timesteps);
+            Ok(pb::InferStreamResponse { message: Some(Message::Final(response)) })
+        }
+        StreamEvent::Failed(error) => Err(error.into()),
+    }
+}
+
+fn label(model: &LoadedModel, class_index: usize) -> String {
+    model.contract.labels.get(class_index).cloned().unwrap_or_default()
+}
+
+fn partial_message(model: &LoadedModel, partial: Partial) -> pb::Partial {
+    pb::Partial {
+        timestep: partial.timestep as u32,
+        class_index: partial.class_index as u32,
+        label: label(model, partial.class_index),
+        confidence: partial.confidence,
+        uncertainty: partial.uncertainty,
+        probabilities: partial.probabilities,
+    }
+}
+
+pub fn exit_reason(reason: ExitReason) -> pb::ExitReason {
+    match reason {
+        ExitReason::Confident => pb::ExitReason::Confident,
+        ExitReason::MaxTimesteps => pb::ExitReason::MaxTimesteps,
+        ExitReason::Deadline => pb::ExitReason::Deadline,
+        ExitReason::Cancelled => pb::ExitReason::Cancelled,
+    }
+}
+
+fn final_response(
+    model: &LoadedModel,
+    request_id: String,
+    answer: AnytimeAnswer,
+    max_timesteps: usize,
+) -> pb::InferResponse {
+    pb::InferResponse {
+        model: model.name.clone(),
+        request_id,
+        class_index: answer.class_index as u32,
+        label: label(model, answer.class_index),
+        confidence: answer.confidence,
+        uncertainty: answer.uncertainty,
+        probabilities: answer.probabilities,
+        timesteps: answer.timesteps as u32,
+        max_timesteps: max_timesteps as u32,
+        exit_reason: exit_reason(answer.exit_reason).into(),
+        synaptic_ops: answer.synaptic_ops,
+        confidences: answer.confidences.unwrap_or_default(),
+        compute_ms: answer.compute_time.as_secs_f64() * 1e3,
+        queue_ms: answer.queue_time.as_secs_f64() * 1e3,
+    }
+}
+
+fn model_info(model: &LoadedModel) -> pb::ModelInfo {
+    let contract = &model.contract;
+    let kind = serde_json::to_value(contract.input_kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+    pb::ModelInfo {
+        name: model.name.clone(),
+        timesteps: contract.timesteps as u32,
+        num_classes: contract.num_classes as u32,
+        labels: contract.labels.clone(),
+        input_kind: kind.unwrap_or_default(),
+        frame_shape: contract.frame_shape.iter().map(|&d| d as u64).collect(),
+        default_threshold: contract.default_threshold,
+        accuracy_per_timestep: contract.accuracy_per_timestep.clone(),
+        members: contract.members as u32,
+        input_description: contract.input_description.clone().unwrap_or_default(),
+        contract_json: serde_json::to_string(contract.as_ref()).unwrap_or_default(),
+    }
+}

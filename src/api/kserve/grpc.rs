@@ -1,0 +1,451 @@
+//! KServe v2 over gRPC (`inference.GRPCInferenceService`), with Triton's streaming, configuration
+//! and statistics extensions. `ModelStreamInfer` answers each request with one response per
+//! timestep; the last carries the parameter `triton_final_response = true`, as Triton's decoupled
+//! models do. Outputs travel in `raw_output_contents`, as Triton sends them (its Python client reads
+//! only those).
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::{
+    answer_outputs, config_parameters, decode_binary, input_metadata, output_metadata, partial_outputs,
+    request_spec, select_outputs, InputTensor, OutputTensor, Parameter, EXTENSIONS, MODEL_VERSION,
+};
+use crate::api::error::ApiError;
+use crate::api::grpc::inference_pb as pb;
+use crate::api::grpc::{budget_ms, grpc_request_id};
+use crate::api::http::{record_exit, AppState};
+use crate::api::request::anytime_request;
+use crate::api::request_id::request_span;
+use crate::api::streaming::{stream_request, StreamEvent};
+use crate::engine::AnytimeRequest;
+use crate::model::LoadedModel;
+
+pub struct KServeService {
+    state: AppState,
+}
+
+impl KServeService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn model(
+        &self,
+        name: &str,
+        version: &str,
+        for_request: bool,
+    ) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+        if !version.is_empty() && version != MODEL_VERSION {
+            return Err(ApiError::ModelNotFound {
+                name: format!("{name}/versions/{version}"),
+                loaded: format!("{name} has version {MODEL_VERSION} only"),
+            });
+        }
+        if for_request {
+            self.state.model(name)
+        } else {
+            self.state.model_info(name)
+        }
+    }
+
+    /// Decodes a request into what the engine runs, and the outputs the client asked for.
+    fn prepare(
+        &self,
+        request: pb::ModelInferRequest,
+        metadata: &MetadataMap,
+        arrived: Instant,
+    ) -> Result<(std::sync::Arc<LoadedModel>, AnytimeRequest, Vec<String>), ApiError> {
+        let model = self.model(&request.model_name, &request.model_version, true)?;
+        let mut parameters = parameters(&request.parameters);
+        if !parameters.contains_key("timeout") {
+            if let Some(ms) = budget_ms(None, metadata) {
+                parameters.insert("timeout".to_owned(), Parameter::Float(ms * 1e3));
+            }
+        }
+        let requested = request.outputs.iter().map(|o| o.name.clone()).collect();
+        let inputs = inputs(request.inputs, request.raw_input_contents)?;
+        let spec = request_spec(&model, inputs, &parameters)?;
+        let anytime = anytime_request(&model, spec, arrived)?;
+        Ok((model, anytime, requested))
+    }
+}
+
+type StreamResponses = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.is_ready() }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let ready = self.model(&request.name, &request.version, false).is_ok() && !self.state.is_draining();
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "spikeserve".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let model = self.model(&request.name, &request.version, false)?;
+        let tensors = |list: Vec<(String, &str, Vec<i64>)>| {
+            list.into_iter()
+                .map(|(name, datatype, shape)| pb::model_metadata_response::TensorMetadata {
+                    name,
+                    datatype: datatype.to_owned(),
+                    shape,
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: model.name.clone(),
+            versions: vec![MODEL_VERSION.to_owned()],
+            platform: "spikeserve_step_onnx".to_owned(),
+            inputs: tensors(input_metadata(&model)),
+            outputs: tensors(output_metadata(&model)),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let arrived = Instant::now();
+        let metadata = request.metadata().clone();
+        let request = request.into_inner();
+        let id = grpc_request_id(&request.id, &metadata);
+        let span = request_span("kserve-grpc", &id, &request.model_name);
+        async move {
+            let (model, anytime, requested) = self.prepare(request, &metadata, arrived)?;
+            let answer = model.engine.infer(anytime).await.map_err(ApiError::from)?;
+            record_exit(answer.timesteps, answer.exit_reason.as_str());
+            let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
+            Ok(Response::new(response(&model, &id, outputs, None)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    type ModelStreamInferStream = StreamResponses;
+
+    /// Each request on the stream runs on its own (they may overlap); every response carries its
+    /// request's id. A request that fails gets a response with `error_message`; the stream goes on.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let metadata = request.metadata().clone();
+        let mut inbound = request.into_inner();
+        let (outbound, outbound_rx) = mpsc::channel::<Result<pb::ModelStreamInferResponse, Status>>(64);
+        let service = KServeService { state: self.state.clone() };
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = inbound.message().await {
+                let arrived = Instant::now();
+                let id = grpc_request_id(&request.id, &metadata);
+                let span = request_span("kserve-grpc-stream", &id, &request.model_name);
+                let prepared = span.in_scope(|| {
+                    let (model, anytime, requested) = service.prepare(request, &metadata, arrived)?;
+                    select_outputs(Vec::new(), &requested)?;
+                    let events = stream_request(&model.engine, anytime)?;
+                    Ok::<_, ApiError>((model, events, requested))
+                });
+                match prepared {
+                    Ok((model, events, requested)) => {
+                        tokio::spawn(
+                            stream_one(model, id, requested, events, outbound.clone()).instrument(span),
+                        );
+                    }
+                    Err(error) => {
+                        let failed = stream_error(&id, &error);
+                        if outbound.send(Ok(failed)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let request = request.into_inner();
+        let model = self.model(&request.name, &request.version, false)?;
+        let data_type = |datatype: &str| match datatype {
+            "FP32" => pb::DataType::TypeFp32,
+            "INT64" => pb::DataType::TypeInt64,
+            "BYTES" => pb::DataType::TypeString,
+            _ => pb::DataType::TypeInvalid,
+        };
+        let config = pb::ModelConfig {
+            name: model.name.clone(),
+            platform: "spikeserve_step_onnx".to_owned(),
+            backend: "spikeserve".to_owned(),
+            max_batch_size: 0,
+            input: input_metadata(&model)
+                .into_iter()
+                .map(|(name, datatype, dims)| pb::ModelInput {
+                    name,
+                    data_type: data_type(datatype).into(),
+                    dims,
+                    ..Default::default()
+                })
+                .collect(),
+            output: output_metadata(&model)
+                .into_iter()
+                .map(|(name, datatype, dims)| pb::ModelOutput {
+                    name,
+                    data_type: data_type(datatype).into(),
+                    dims,
+                    ..Default::default()
+                })
+                .collect(),
+            parameters: config_parameters(&model)
+                .into_iter()
+                .map(|(k, v)| (k, pb::ModelParameter { string_value: v }))
+                .collect(),
+            model_transaction_policy: Some(pb::ModelTransactionPolicy { decoupled: true }),
+            ..Default::default()
+        };
+        Ok(Response::new(pb::ModelConfigResponse { config: Some(config) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let registry = self.state.registry()?;
+        let models: Vec<_> = if request.name.is_empty() {
+            registry.models().cloned().collect()
+        } else {
+            vec![self.model(&request.name, &request.version, false)?]
+        };
+        let duration = |count: u64, ns: u64| Some(pb::StatisticDuration { count, ns });
+        let model_stats = models
+            .iter()
+            .map(|model| {
+                let s = model.engine.stats();
+                let success = s.exits.confident + s.exits.max_timesteps + s.exits.deadline;
+                pb::ModelStatistics {
+                    name: model.name.clone(),
+                    version: MODEL_VERSION.to_owned(),
+                    last_inference: s.last_answer_unix_ms,
+                    inference_count: success,
+                    execution_count: s.steps,
+                    inference_stats: Some(pb::InferStatistics {
+                        success: duration(success, s.queue_ns + s.compute_ns),
+                        fail: duration(s.failed + s.refused, 0),
+                        queue: duration(success, s.queue_ns),
+                        compute_input: duration(success, 0),
+                        compute_infer: duration(success, s.compute_ns),
+                        compute_output: duration(success, 0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+}
+
+/// Streams one request's partials and answer into the shared outbound stream.
+async fn stream_one(
+    model: std::sync::Arc<LoadedModel>,
+    id: String,
+    requested: Vec<String>,
+    mut events: mpsc::Receiver<StreamEvent>,
+    outbound: mpsc::Sender<Result<pb::ModelStreamInferResponse, Status>>,
+) {
+    while let Some(event) = events.recv().await {
+        let message = match event {
+            StreamEvent::Partial(partial) => {
+                let outputs =
+                    select_outputs(partial_outputs(&model, &partial), &requested).unwrap_or_default();
+                pb::ModelStreamInferResponse {
+                    error_message: String::new(),
+                    infer_response: Some(response(&model, &id, outputs, Some(false))),
+                }
+            }
+            StreamEvent::Final(answer) => {
+                record_exit(answer.timesteps, answer.exit_reason.as_str());
+                let outputs = select_outputs(answer_outputs(&model, &answer), &requested).unwrap_or_default();
+                pb::ModelStreamInferResponse {
+                    error_message: String::new(),
+                    infer_response: Some(response(&model, &id, outputs, Some(true))),
+                }
+            }
+            StreamEvent::Failed(error) => stream_error(&id, &error),
+        };
+        if outbound.send(Ok(message)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn stream_error(id: &str, error: &ApiError) -> pb::ModelStreamInferResponse {
+    tracing::debug!(%error, code = error.code(), "stream request refused");
+    pb::ModelStreamInferResponse {
+        error_message: error.to_string(),
+        infer_response: Some(pb::ModelInferResponse { id: id.to_owned(), ..Default::default() }),
+    }
+}
+
+fn parameters(raw: &HashMap<String, pb::InferParameter>) -> BTreeMap<String, Parameter> {
+    use pb::infer_parameter::ParameterChoice;
+    raw.iter()
+        .filter_map(|(key, value)| {
+            let parameter = match value.parameter_choice.as_ref()? {
+                ParameterChoice::BoolParam(b) => Parameter::Bool(*b),
+                ParameterChoice::Int64Param(v) => Parameter::Int(*v),
+                ParameterChoice::Uint64Param(v) => Parameter::Int(i64::try_from(*v).unwrap_or(i64::MAX)),
+                ParameterChoice::DoubleParam(v) => Parameter::Float(*v),
+                ParameterChoice::StringParam(s) => Parameter::Text(s.clone()),
+            };
+            Some((key.clone(), parameter))
+        })
+        .collect()
+}
+
+/// Each input's values from its typed contents or, when the request uses them, its raw bytes
+/// (then every input has one, in order).
+fn inputs(
+    inputs: Vec<pb::model_infer_request::InferInputTensor>,
+    raw: Vec<Vec<u8>>,
+) -> Result<Vec<InputTensor>, ApiError> {
+    if !raw.is_empty() && raw.len() != inputs.len() {
+        return Err(ApiError::InvalidField(format!(
+            "raw_input_contents: {} entries for {} inputs; give one per input or none",
+            raw.len(),
+            inputs.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    inputs
+        .into_iter()
+        .map(|input| {
+            let place = format!("inputs[{}]", input.name);
+            let values = match raw.next() {
+                Some(bytes) => {
+                    if input.contents.is_some() {
+                        return Err(ApiError::InvalidField(format!(
+                            "{place}: has both contents and raw_input_contents"
+                        )));
+                    }
+                    let expected = input
+                        .shape
+                        .iter()
+                        .try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+                        .zip(super::element_size(&input.datatype))
+                        .map(|(n, s)| n.saturating_mul(s));
+                    if expected.is_some_and(|e| e != bytes.len()) {
+                        return Err(ApiError::InvalidField(format!(
+                            "{place}: raw_input_contents holds {} bytes, shape {:?} of {} needs {}",
+                            bytes.len(),
+                            input.shape,
+                            input.datatype,
+                            expected.unwrap_or(0)
+                        )));
+                    }
+                    decode_binary(&place, &input.datatype, &bytes)?
+                }
+                None => typed_contents(&place, &input.datatype, input.contents.unwrap_or_default())?,
+            };
+            Ok(InputTensor { name: input.name, datatype: input.datatype, shape: input.shape, values })
+        })
+        .collect()
+}
+
+fn typed_contents(
+    place: &str,
+    datatype: &str,
+    contents: pb::InferTensorContents,
+) -> Result<Vec<f64>, ApiError> {
+    Ok(match datatype {
+        "FP32" => contents.fp32_contents.into_iter().map(f64::from).collect(),
+        "FP64" => contents.fp64_contents,
+        "INT64" => contents.int64_contents.into_iter().map(|v| v as f64).collect(),
+        "INT32" | "INT16" | "INT8" => contents.int_contents.into_iter().map(f64::from).collect(),
+        "UINT64" => contents.uint64_contents.into_iter().map(|v| v as f64).collect(),
+        "UINT32" | "UINT16" | "UINT8" => contents.uint_contents.into_iter().map(f64::from).collect(),
+        "BOOL" => contents.bool_contents.into_iter().map(|b| f64::from(u8::from(b))).collect(),
+        other => {
+            return Err(ApiError::InvalidField(format!(
+                "{place}: datatype {other} is not supported; send FP32"
+            )))
+        }
+    })
+}
+
+/// A response with `outputs` in raw form; `final_response` marks streamed responses.
+fn response(
+    model: &LoadedModel,
+    id: &str,
+    outputs: Vec<OutputTensor>,
+    final_response: Option<bool>,
+) -> pb::ModelInferResponse {
+    let raw_output_contents = outputs.iter().map(OutputTensor::to_bytes).collect();
+    let mut parameters = HashMap::new();
+    if let Some(last) = final_response {
+        parameters.insert(
+            "triton_final_response".to_owned(),
+            pb::InferParameter {
+                parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(last)),
+            },
+        );
+    }
+    pb::ModelInferResponse {
+        model_name: model.name.clone(),
+        model_version: MODEL_VERSION.to_owned(),
+        id: id.to_owned(),
+        parameters,
+        outputs: outputs
+            .into_iter()
+            .map(|o| pb::model_infer_response::InferOutputTensor {
+                name: o.name.to_owned(),
+                datatype: o.datatype().to_owned(),
+                shape: o.shape.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        raw_output_contents,
+    }
+}

@@ -1,0 +1,485 @@
+//! KServe v2 over HTTP/REST: health, server and model metadata, configuration, statistics and
+//! inference, with the binary tensor data extension (`Inference-Header-Content-Length`). Errors
+//! use the protocol's body, `{"error": "<message>"}`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use super::{
+    answer_outputs, config_parameters, decode_binary, element_size, input_metadata, output_metadata,
+    request_spec, select_outputs, InputTensor, OutputData, OutputTensor, Parameter, EXTENSIONS,
+    MODEL_VERSION,
+};
+use crate::api::error::ApiError;
+use crate::api::http::{read_body, record_exit, AppState};
+use crate::api::request::anytime_request;
+use crate::api::request_id::{request_id, request_span, HEADER as REQUEST_ID};
+use crate::model::LoadedModel;
+
+/// The binary tensor data extension's header: the length of the JSON part of the body.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_version))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_version))
+        .route("/v2/models/{name}/config", get(model_config))
+        .route("/v2/models/{name}/versions/{version}/config", get(model_config_version))
+        .route("/v2/models/{name}/stats", get(model_stats))
+        .route("/v2/models/{name}/versions/{version}/stats", get(model_stats_version))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+}
+
+/// An error in the protocol's form.
+struct V2Error(ApiError);
+
+impl From<ApiError> for V2Error {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        } else {
+            tracing::debug!(error = %self.0, code = self.0.code(), "request refused");
+        }
+        (status, Json(json!({ "error": self.0.to_string() }))).into_response()
+    }
+}
+
+type V2Result<T> = Result<T, V2Error>;
+
+fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
+    if version == MODEL_VERSION {
+        Ok(())
+    } else {
+        Err(ApiError::ModelNotFound {
+            name: format!("{name}/versions/{version}"),
+            loaded: format!("{name} has version {MODEL_VERSION} only"),
+        })
+    }
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({ "name": "spikeserve", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// Ready once the models have loaded (and not while draining). The protocol answers "not ready"
+/// with a 4xx status.
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = state.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    (status, Json(json!({ "ready": ready })))
+}
+
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> V2Result<(StatusCode, Json<Value>)> {
+    state.model_info(&name)?;
+    let ready = !state.is_draining();
+    let status = if ready { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    Ok((status, Json(json!({ "name": name, "ready": ready }))))
+}
+
+async fn model_ready_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> V2Result<(StatusCode, Json<Value>)> {
+    check_version(&name, &version)?;
+    model_ready(state, Path(name)).await
+}
+
+fn tensors_json(tensors: Vec<(String, &'static str, Vec<i64>)>) -> Value {
+    tensors
+        .into_iter()
+        .map(|(name, datatype, shape)| json!({ "name": name, "datatype": datatype, "shape": shape }))
+        .collect()
+}
+
+async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> V2Result<Json<Value>> {
+    let model = state.model_info(&name)?;
+    Ok(Json(json!({
+        "name": model.name,
+        "versions": [MODEL_VERSION],
+        "platform": "spikeserve_step_onnx",
+        "inputs": tensors_json(input_metadata(&model)),
+        "outputs": tensors_json(output_metadata(&model)),
+    })))
+}
+
+async fn model_metadata_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> V2Result<Json<Value>> {
+    check_version(&name, &version)?;
+    model_metadata(state, Path(name)).await
+}
+
+/// Triton's model configuration, in its JSON form.
+async fn model_config(State(state): State<AppState>, Path(name): Path<String>) -> V2Result<Json<Value>> {
+    let model = state.model_info(&name)?;
+    let dims = |(name, datatype, shape): (String, &str, Vec<i64>)| json!({ "name": name, "data_type": format!("TYPE_{}", datatype.replace("BYTES", "STRING")), "dims": shape });
+    let parameters: BTreeMap<String, Value> =
+        config_parameters(&model).into_iter().map(|(k, v)| (k, json!({ "string_value": v }))).collect();
+    Ok(Json(json!({
+        "name": model.name,
+        "platform": "spikeserve_step_onnx",
+        "backend": "spikeserve",
+        "max_batch_size": 0,
+        "input": input_metadata(&model).into_iter().map(dims).collect::<Vec<_>>(),
+        "output": output_metadata(&model).into_iter().map(dims).collect::<Vec<_>>(),
+        "model_transaction_policy": { "decoupled": true },
+        "parameters": parameters,
+    })))
+}
+
+async fn model_config_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> V2Result<Json<Value>> {
+    check_version(&name, &version)?;
+    model_config(state, Path(name)).await
+}
+
+/// Triton's statistics extension.
+async fn model_stats(State(state): State<AppState>, Path(name): Path<String>) -> V2Result<Json<Value>> {
+    let model = state.model_info(&name)?;
+    let s = model.engine.stats();
+    let success = s.exits.confident + s.exits.max_timesteps + s.exits.deadline;
+    let duration = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+    Ok(Json(json!({ "model_stats": [{
+        "name": model.name,
+        "version": MODEL_VERSION,
+        "last_inference": s.last_answer_unix_ms,
+        "inference_count": success,
+        "execution_count": s.steps,
+        "inference_stats": {
+            "success": duration(success, s.queue_ns + s.compute_ns),
+            "fail": duration(s.failed + s.refused, 0),
+            "queue": duration(success, s.queue_ns),
+            "compute_input": duration(success, 0),
+            "compute_infer": duration(success, s.compute_ns),
+            "compute_output": duration(success, 0),
+        },
+        "batch_stats": [],
+    }]})))
+}
+
+async fn model_stats_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> V2Result<Json<Value>> {
+    check_version(&name, &version)?;
+    model_stats(state, Path(name)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V2Request {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, Value>,
+    inputs: Vec<V2Input>,
+    #[serde(default)]
+    outputs: Vec<V2RequestedOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V2Input {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: BTreeMap<String, Value>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V2RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: BTreeMap<String, Value>,
+}
+
+async fn infer_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(error) = check_version(&name, &version) {
+        return V2Error(error).into_response();
+    }
+    infer(state, Path(name), headers, body).await
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrived = Instant::now();
+    let header_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let span = request_span("kserve-http", header_id.as_deref().unwrap_or(""), &name);
+    let result =
+        async { run(&state, &name, &headers, body, arrived, header_id).await }.instrument(span).await;
+    match result {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn run(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    arrived: Instant,
+    header_id: Option<String>,
+) -> V2Result<Response> {
+    let model = state.model(name)?;
+    let body = read_body(body)?;
+    let (request, binary) = split_body(headers, &body)?;
+    let id = request_id(request.id.as_deref().or(header_id.as_deref()));
+    tracing::Span::current().record("id", id.as_str());
+    let parameters = parameters(&request.parameters, "parameters")?;
+    let binary_output = parameters.get("binary_data_output").and_then(Parameter::as_bool).unwrap_or(false);
+    let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+    let mut binary_outputs = BTreeMap::new();
+    for output in &request.outputs {
+        if let Some(value) = output.parameters.get("binary_data") {
+            let flag = value.as_bool().ok_or_else(|| {
+                ApiError::InvalidField(format!(
+                    "outputs[{}].parameters.binary_data: must be a boolean",
+                    output.name
+                ))
+            })?;
+            binary_outputs.insert(output.name.clone(), flag);
+        }
+    }
+    let inputs = inputs(request.inputs, binary)?;
+    let spec = request_spec(&model, inputs, &parameters)?;
+    let anytime = anytime_request(&model, spec, arrived)?;
+    let answer = model.engine.infer(anytime).await.map_err(ApiError::from)?;
+    record_exit(answer.timesteps, answer.exit_reason.as_str());
+    let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
+    let binary_for = |o: &OutputTensor| binary_outputs.get(o.name).copied().unwrap_or(binary_output);
+    Ok(response(&model, &id, outputs, binary_for))
+}
+
+/// The JSON part and the binary part of the body.
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(V2Request, &'a [u8]), ApiError> {
+    let header_length = headers
+        .get(HEADER_LENGTH)
+        .map(|v| {
+            v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
+                ApiError::InvalidField(format!("{HEADER_LENGTH}: must be a number of bytes, found {v:?}"))
+            })
+        })
+        .transpose()?;
+    let (json_part, binary) = match header_length {
+        Some(length) if length > body.len() => {
+            return Err(ApiError::InvalidField(format!(
+                "{HEADER_LENGTH}: {length} is longer than the {}-byte body",
+                body.len()
+            )))
+        }
+        Some(length) => body.split_at(length),
+        None => {
+            if let Some(value) = headers.get(header::CONTENT_TYPE) {
+                let text = value.to_str().unwrap_or("<not text>");
+                if !text.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+                {
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "{text:?} (send application/json, or binary data with {HEADER_LENGTH})"
+                    )));
+                }
+            }
+            (body, &body[body.len()..])
+        }
+    };
+    Ok((crate::api::http::parse_json(json_part)?, binary))
+}
+
+fn parameters(raw: &BTreeMap<String, Value>, place: &str) -> Result<BTreeMap<String, Parameter>, ApiError> {
+    raw.iter()
+        .map(|(key, value)| {
+            let parameter = match value {
+                Value::Bool(b) => Parameter::Bool(*b),
+                Value::Number(n) if n.is_i64() || n.is_u64() => {
+                    Parameter::Int(n.as_i64().unwrap_or(i64::MAX))
+                }
+                Value::Number(n) => Parameter::Float(n.as_f64().unwrap_or(f64::NAN)),
+                Value::String(s) => Parameter::Text(s.clone()),
+                other => {
+                    return Err(ApiError::InvalidField(format!(
+                        "{place}.{key}: must be a boolean, number or string, found {other}"
+                    )))
+                }
+            };
+            Ok((key.clone(), parameter))
+        })
+        .collect()
+}
+
+/// Each input's values, from its JSON `data` or its slice of the binary part.
+fn inputs(raw: Vec<V2Input>, mut binary: &[u8]) -> Result<Vec<InputTensor>, ApiError> {
+    let mut inputs = Vec::with_capacity(raw.len());
+    for input in raw {
+        let place = format!("inputs[{}]", input.name);
+        let size = match input.parameters.get("binary_data_size") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                ApiError::InvalidField(format!(
+                    "{place}.parameters.binary_data_size: must be a byte count, found {v}"
+                ))
+            })? as usize),
+        };
+        let values = match (size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidField(format!(
+                    "{place}: has both `data` and `binary_data_size`"
+                )))
+            }
+            (None, None) => return Err(ApiError::InvalidField(format!("{place}: has no `data`"))),
+            (None, Some(data)) => {
+                let mut values = Vec::new();
+                flatten(data, &place, &mut values)?;
+                values
+            }
+            (Some(size), None) => {
+                if size > binary.len() {
+                    return Err(ApiError::InvalidField(format!(
+                        "{place}.parameters.binary_data_size: {size} bytes, but only {} bytes of binary data are left",
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                let expected = element_count(&input.shape)
+                    .zip(element_size(&input.datatype))
+                    .map(|(n, s)| n.saturating_mul(s));
+                if expected.is_some_and(|e| e != size) {
+                    return Err(ApiError::InvalidField(format!(
+                        "{place}.parameters.binary_data_size: {size} bytes, but shape {:?} of {} needs {}",
+                        input.shape,
+                        input.datatype,
+                        expected.unwrap_or(0)
+                    )));
+                }
+                decode_binary(&place, &input.datatype, mine)?
+            }
+        };
+        inputs.push(InputTensor { name: input.name, datatype: input.datatype, shape: input.shape, values });
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::InvalidField(format!(
+            "binary data: {} bytes are left over after every input's binary_data_size",
+            binary.len()
+        )));
+    }
+    Ok(inputs)
+}
+
+fn element_count(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+}
+
+fn flatten(value: &Value, place: &str, out: &mut Vec<f64>) -> Result<(), ApiError> {
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|item| flatten(item, place, out)),
+        Value::Number(n) => {
+            out.push(n.as_f64().unwrap_or(f64::NAN));
+            Ok(())
+        }
+        Value::Bool(b) => {
+            out.push(f64::from(u8::from(*b)));
+            Ok(())
+        }
+        other => Err(ApiError::InvalidField(format!(
+            "{place}.data[{}]: expected a number, found {}",
+            out.len(),
+            match other {
+                Value::String(_) => "a string",
+                Value::Object(_) => "an object",
+                _ => "null",
+            }
+        ))),
+    }
+}
+
+fn response(
+    model: &LoadedModel,
+    id: &str,
+    outputs: Vec<OutputTensor>,
+    binary_for: impl Fn(&OutputTensor) -> bool,
+) -> Response {
+    let mut binary = Vec::new();
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .map(|o| {
+            let mut entry = json!({ "name": o.name, "datatype": o.datatype(), "shape": o.shape });
+            if binary_for(o) {
+                let bytes = o.to_bytes();
+                entry["parameters"] = json!({ "binary_data_size": bytes.len() });
+                binary.extend(bytes);
+            } else {
+                entry["data"] = match &o.data {
+                    OutputData::Fp32(v) => json!(v),
+                    OutputData::Int64(v) => json!(v),
+                    OutputData::Bytes(v) => json!(v),
+                };
+            }
+            entry
+        })
+        .collect();
+    let body =
+        json!({ "model_name": model.name, "model_version": MODEL_VERSION, "id": id, "outputs": outputs });
+    let mut response = if binary.is_empty() {
+        Json(body).into_response()
+    } else {
+        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let json_length = bytes.len();
+        bytes.extend(binary);
+        let mut response = bytes.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        headers.insert(HEADER_LENGTH, HeaderValue::from(json_length));
+        response
+    };
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}

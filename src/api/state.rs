@@ -1,0 +1,63 @@
+//! What every door shares: the models being served (none until they have loaded), and whether the
+//! server is draining for shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::error::ApiError;
+use crate::model::{LoadedModel, ModelRegistry};
+
+#[derive(Default)]
+pub struct ServerState {
+    registry: RwLock<Option<Arc<ModelRegistry>>>,
+    draining: AtomicBool,
+}
+
+impl ServerState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Starts serving `registry` (the server answers "not ready" until this is called).
+    pub fn set_registry(&self, registry: ModelRegistry) {
+        if let Ok(mut slot) = self.registry.write() {
+            *slot = Some(Arc::new(registry));
+        }
+    }
+
+    /// The models, once loaded.
+    pub fn registry(&self) -> Result<Arc<ModelRegistry>, ApiError> {
+        self.registry.read().ok().and_then(|r| r.clone()).ok_or(ApiError::NotReady)
+    }
+
+    /// Loaded, with at least one model, and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.registry().is_ok_and(|r| !r.is_empty())
+    }
+
+    /// A model by name, for a request: refused while draining.
+    pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::ShuttingDown);
+        }
+        self.model_info(name)
+    }
+
+    /// A model by name, for metadata (answered while draining too).
+    pub fn model_info(&self, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        let registry = self.registry()?;
+        registry.get(name).cloned().ok_or_else(|| ApiError::ModelNotFound {
+            name: name.to_owned(),
+            loaded: registry.names().join(", "),
+        })
+    }
+
+    /// Stop admitting requests; those in flight finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
