@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run openapi test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -53,6 +53,10 @@ test-python: venv build
 	cd training && SPIKESERVE_BIN=../$(BIN) ORT_DYLIB_PATH="$(ORT_LIBRARY)" ../$(PY) -m pytest
 
 test: lint test-rust test-python
+
+# Regenerates docs/openapi.json from the running code (a test keeps the two in step).
+openapi: venv
+	UPDATE_OPENAPI=1 ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS) --test sse_openapi the_openapi_document
 
 # Engine benchmark: the raw ort loop, the engine alone, and 1..256 clients with batching on and off.
 bench: venv

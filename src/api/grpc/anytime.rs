@@ -123,15 +123,33 @@ impl pb::anytime_server::Anytime for AnytimeService {
         drop(_entered);
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
-        // Answers: partials as the request steps, then the final one.
+        let (input_error_tx, mut input_error) = tokio::sync::oneshot::channel::<ApiError>();
+        // Answers: partials as the request steps, then the final one; or the input's error. The
+        // call ends with either (this task holds the only sender of the response stream).
         let mut events = forward(answer, partials);
-        let pump_out = outbound.clone();
         let pump_model = model.clone();
         let max_timesteps = policy.max_timesteps;
         tokio::spawn(
             async move {
-                while let Some(event) = events.recv().await {
-                    if pump_out.send(stream_message(&pump_model, &id, max_timesteps, event)).await.is_err() {
+                let mut input_open = true;
+                loop {
+                    let message = tokio::select! {
+                        event = events.recv() => match event {
+                            Some(event) => stream_message(&pump_model, &id, max_timesteps, event),
+                            None => return,
+                        },
+                        input = &mut input_error, if input_open => match input {
+                            Ok(error) => Err(error.into()),
+                            // The input ended cleanly: only answers are left to send.
+                            Err(_) => {
+                                input_open = false;
+                                continue;
+                            }
+                        },
+                    };
+                    let last = message.is_err()
+                        || matches!(&message, Ok(m) if matches!(m.message, Some(pb::infer_stream_response::Message::Final(_))));
+                    if outbound.send(message).await.is_err() || last {
                         return;
                     }
                 }
@@ -142,7 +160,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         tokio::spawn(
             async move {
                 if let Err(error) = feed(&mut inbound, &sender, binner, &model).await {
-                    let _ = outbound.send(Err(error.into())).await;
+                    let _ = input_error_tx.send(error);
                 }
             }
             .instrument(span),

@@ -71,7 +71,8 @@ impl KServeService {
                 parameters.insert("timeout".to_owned(), Parameter::Float(ms * 1e3));
             }
         }
-        let requested = request.outputs.iter().map(|o| o.name.clone()).collect();
+        let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+        select_outputs(Vec::new(), &requested)?;
         let inputs = inputs(request.inputs, request.raw_input_contents)?;
         let spec = request_spec(&model, inputs, &parameters)?;
         let anytime = anytime_request(&model, spec, arrived)?;
@@ -180,7 +181,6 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                 let span = request_span("kserve-grpc-stream", &id, &request.model_name);
                 let prepared = span.in_scope(|| {
                     let (model, anytime, requested) = service.prepare(request, &metadata, arrived)?;
-                    select_outputs(Vec::new(), &requested)?;
                     let events = stream_request(&model.engine, anytime)?;
                     Ok::<_, ApiError>((model, events, requested))
                 });

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_version))
         .route("/v2/models/{name}/config", get(model_config))
         .route("/v2/models/{name}/versions/{version}/config", get(model_config_version))
+        .route("/v2/models/stats", get(all_model_stats))
         .route("/v2/models/{name}/stats", get(model_stats))
         .route("/v2/models/{name}/versions/{version}/stats", get(model_stats_version))
         .route("/v2/models/{name}/infer", post(infer))
@@ -167,13 +168,25 @@ async fn model_config_version(
     model_config(state, Path(name)).await
 }
 
-/// Triton's statistics extension.
+/// Triton's statistics extension: one model.
 async fn model_stats(State(state): State<AppState>, Path(name): Path<String>) -> V2Result<Json<Value>> {
     let model = state.model_info(&name)?;
+    Ok(Json(json!({ "model_stats": [statistics(&model)] })))
+}
+
+/// Triton's statistics extension: every model (`GET /v2/models/stats`, what Triton's clients ask
+/// for when no model is named).
+async fn all_model_stats(State(state): State<AppState>) -> V2Result<Json<Value>> {
+    let registry = state.registry()?;
+    let stats: Vec<Value> = registry.models().map(|model| statistics(model)).collect();
+    Ok(Json(json!({ "model_stats": stats })))
+}
+
+fn statistics(model: &LoadedModel) -> Value {
     let s = model.engine.stats();
     let success = s.exits.confident + s.exits.max_timesteps + s.exits.deadline;
     let duration = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
-    Ok(Json(json!({ "model_stats": [{
+    json!({
         "name": model.name,
         "version": MODEL_VERSION,
         "last_inference": s.last_answer_unix_ms,
@@ -188,7 +201,7 @@ async fn model_stats(State(state): State<AppState>, Path(name): Path<String>) ->
             "compute_output": duration(success, 0),
         },
         "batch_stats": [],
-    }]})))
+    })
 }
 
 async fn model_stats_version(
@@ -288,6 +301,7 @@ async fn run(
             binary_outputs.insert(output.name.clone(), flag);
         }
     }
+    select_outputs(Vec::new(), &requested)?;
     let inputs = inputs(request.inputs, binary)?;
     let spec = request_spec(&model, inputs, &parameters)?;
     let anytime = anytime_request(&model, spec, arrived)?;
@@ -358,6 +372,12 @@ fn inputs(raw: Vec<V2Input>, mut binary: &[u8]) -> Result<Vec<InputTensor>, ApiE
     let mut inputs = Vec::with_capacity(raw.len());
     for input in raw {
         let place = format!("inputs[{}]", input.name);
+        if element_size(&input.datatype).is_none() {
+            return Err(ApiError::InvalidField(format!(
+                "{place}: datatype {} is not supported; send FP32 (or INT64 for events)",
+                input.datatype
+            )));
+        }
         let size = match input.parameters.get("binary_data_size") {
             None => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {

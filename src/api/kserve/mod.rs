@@ -133,6 +133,10 @@ pub fn request_spec(
     let input = match input.name.as_str() {
         INPUT_NAME => {
             numeric(&input)?;
+            check_count(
+                &input,
+                shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX),
+            )?;
             let shape = strip_batch(shape, model);
             let data: Vec<f32> = input.values.iter().map(|&v| v as f32).collect();
             RequestInput::Tensor(DenseTensor::from_parts(INPUT_NAME, shape, data)?)
@@ -234,6 +238,11 @@ fn policy_params(parameters: &BTreeMap<String, Parameter>) -> Result<PolicyParam
         }
     };
     let timeout_us = number("timeout")?;
+    if let Some(us) = timeout_us.filter(|us| !(us.is_finite() && *us > 0.0)) {
+        return Err(ApiError::InvalidField(format!(
+            "parameters.timeout: must be a positive number of microseconds, found {us}"
+        )));
+    }
     Ok(PolicyParams {
         threshold: number("threshold")?,
         min_timesteps: count("min_timesteps")?,
