@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run openapi test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -40,17 +40,28 @@ build:
 run: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(BIN) serve --models $(MODELS) --http-addr $(HTTP_ADDR)
 
+PY_TEST_DIRS := deploy benchmarks/python tests/clients
+
 lint: venv
 	cargo fmt --check
 	cargo clippy --all-targets $(CARGO_FLAGS) -- -D warnings
 	cd training && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS)
+	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS)
+
+# Debian's prometheus package: promtool for the deploy checks, and a real Prometheus for the metrics test.
+tools:
+	scripts/ensure-prometheus.sh
 
 test-rust: venv
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS)
 
 # The Python tests drive the release binary too (contract refusals), so they run after the Rust build.
-test-python: venv build
+# The training job's tests, then the deploy manifests, the Python benchmark peers, and Triton's own
+# client against the server.
+test-python: venv build tools
 	cd training && SPIKESERVE_BIN=../$(BIN) ORT_DYLIB_PATH="$(ORT_LIBRARY)" ../$(PY) -m pytest
+	SPIKESERVE_BIN=$(BIN) ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) -m pytest -q $(PY_TEST_DIRS)
 
 test: lint test-rust test-python
 

@@ -18,6 +18,7 @@ use spikeserve::api::http::router;
 use spikeserve::api::kserve::grpc::KServeService;
 use spikeserve::api::ServerState;
 use spikeserve::backend::OrtRuntime;
+use spikeserve::cli::infer::InferArgs;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::model::ModelRegistry;
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Serve every model in the models directory.
     Serve(ServeConfig),
+    /// Send one request to a running server over gRPC and print each timestep's partial prediction.
+    Infer(InferArgs),
     /// Check one model (a directory holding model.onnx, or the .onnx file) and print its contract as JSON.
     Inspect {
         path: PathBuf,
@@ -51,6 +54,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => serve(config),
         Command::Inspect { path, runtime } => inspect(&path, &runtime),
+        Command::Infer(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(spikeserve::cli::infer::run(args)),
     }
 }
 

@@ -407,3 +407,103 @@ async fn health_and_reflection_are_served() {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }
+
+#[tokio::test]
+async fn the_infer_subcommand_prints_a_line_per_timestep_then_the_answer() {
+    let server = Server::start(&shipped_models(), &[]);
+    let http = reqwest::Client::new();
+    let (inputs, _) = heldout_digits();
+    let body = json!({ "input": inputs[3], "threshold": 0.999 });
+    let (_, expected) = infer(&http, &server.base, "digits", &body).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("digit.json");
+    std::fs::write(&file, body.to_string()).expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+        .args([
+            "infer",
+            "--model",
+            "digits",
+            "--threshold",
+            "0.999",
+            "--json",
+            "--server",
+            &server.grpc,
+            "--input",
+        ])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let (last, partials) = lines.split_last().expect("lines");
+    assert_eq!(last["final"]["label"], expected["label"]);
+    assert_eq!(last["final"]["timesteps"], expected["timesteps"]);
+    assert_eq!(last["final"]["exit_reason"], expected["exit_reason"]);
+    assert_eq!(partials.len() as u64, expected["timesteps"].as_u64().expect("timesteps"));
+    // A wrong model is an error message and a failing exit status, not a panic.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+        .args(["infer", "--model", "nope", "--server", &server.grpc, "--input"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_resource_exhausted_over_grpc_and_429_over_http() {
+    let server = Server::start(&shipped_models(), &["--max-batch", "1", "--queue-capacity", "1"]);
+    let mut grpc = client(&server).await;
+    let (inputs, _) = heldout_digits();
+    // A session holds the only slot while it waits for frames...
+    let start = pb::SessionStart {
+        model: "digits".into(),
+        policy: Some(pb::Policy { threshold: Some(1.0), ..Default::default() }),
+        ..Default::default()
+    };
+    let (frames, mut answers) = open_session(&mut grpc, start, None).await;
+    frames.send(frame(digit_tensor(&inputs[0]))).await.expect("frame");
+    assert!(answers.message().await.expect("partial").is_some());
+    // ...one request waits in the queue...
+    let mut queued_client = grpc.clone();
+    let waiting = tokio::spawn(async move {
+        let request = infer_request(
+            "digits",
+            pb::infer_request::Input::Tensor(digit_tensor(&inputs[1])),
+            pb::Policy::default(),
+        );
+        queued_client.infer(request).await
+    });
+    let stats_url = server.url("/v1/models/digits/stats");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let stats: Value = http.get(&stats_url).send().await.expect("stats").json().await.expect("json");
+        if stats["queued"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...so the next one is refused at once, on either door.
+    let (inputs, _) = heldout_digits();
+    let refused = infer_request(
+        "digits",
+        pb::infer_request::Input::Tensor(digit_tensor(&inputs[2])),
+        pb::Policy::default(),
+    );
+    expect_code(grpc.infer(refused).await, Code::ResourceExhausted, "queue is full").await;
+    let (status, body) = infer(&http, &server.base, "digits", &json!({ "input": inputs[2] })).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    // Ending the session frees the slot; the waiting request is answered.
+    drop(frames);
+    while answers.message().await.expect("message").is_some() {}
+    let answer = waiting.await.expect("task").expect("the queued request is answered");
+    assert!(answer.into_inner().timesteps >= 1);
+}

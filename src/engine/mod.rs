@@ -40,6 +40,10 @@ pub struct Partial {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uncertainty: Option<f64>,
     pub probabilities: Vec<f64>,
+    /// The request stops at this timestep (its answer follows). Requests that stop between steps
+    /// (deadline, end of a stream) get their answer after a partial not marked last.
+    #[serde(skip)]
+    pub last: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -351,6 +351,8 @@ impl Scheduler {
             if let Some(c) = slot.confidences.as_mut() {
                 c.push(confidence);
             }
+            let variance = slot.prediction.variance();
+            let decision = slot.request.policy.decide(slot.prediction.timesteps(), confidence, variance);
             if let Some(partials) = &slot.request.partials {
                 let partial = Partial {
                     timestep: slot.prediction.timesteps(),
@@ -358,14 +360,12 @@ impl Scheduler {
                     confidence,
                     uncertainty: (slot.prediction.members() > 1).then(|| slot.prediction.variance()),
                     probabilities: slot.prediction.probabilities().to_vec(),
+                    last: decision.is_some(),
                 };
                 // A closed partial stream means the caller left; its reply will say so too.
                 let _ = partials.send(partial);
             }
-            let variance = slot.prediction.variance();
-            if let Some(reason) =
-                slot.request.policy.decide(slot.prediction.timesteps(), confidence, variance)
-            {
+            if let Some(reason) = decision {
                 self.finish(row, reason);
             }
         }

@@ -320,7 +320,7 @@ def test_grpc_stream_sends_one_response_per_timestep(
             x = grpcclient.InferInput("x", [1, 1, 8, 8], "FP32")
             x.set_data_from_numpy(_image(heldout, index))
             grpc.async_stream_infer(MODEL, [x], request_id=f"sample-{index}")
-            partial_steps = []
+            steps = []
             while True:
                 result, error = responses.get(timeout=30)
                 assert error is None, f"sample {index}: {error}"
@@ -328,13 +328,14 @@ def test_grpc_stream_sends_one_response_per_timestep(
                 response = result.get_response()
                 assert response.id == f"sample-{index}"
                 final = response.parameters["triton_final_response"].bool_param
-                if final:
-                    break
-                partial_steps.append(_scalar(result, "timesteps"))
+                steps.append(_scalar(result, "timesteps"))
                 probabilities = result.as_numpy("probabilities")
                 assert probabilities.shape == (1, 10)
-            # The partials count the timesteps 1..n; the final answer is the one infer gives.
-            assert partial_steps == list(range(1, exits + 1)), f"sample {index}"
+                if final:
+                    break
+                assert result.as_numpy("exit_reason") is None, "only the last response has an exit reason"
+            # One response per timestep 1..n; the last is flagged final and is the answer infer gives.
+            assert steps == list(range(1, exits + 1)), f"sample {index}"
             _check_offline(result, offline, index)
         assert responses.empty()
     finally:

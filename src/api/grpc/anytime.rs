@@ -134,10 +134,8 @@ impl pb::anytime_server::Anytime for AnytimeService {
                 let mut input_open = true;
                 loop {
                     let message = tokio::select! {
-                        event = events.recv() => match event {
-                            Some(event) => stream_message(&pump_model, &id, max_timesteps, event),
-                            None => return,
-                        },
+                        // An input error first: it is the cause of whatever the engine says next.
+                        biased;
                         input = &mut input_error, if input_open => match input {
                             Ok(error) => Err(error.into()),
                             // The input ended cleanly: only answers are left to send.
@@ -145,6 +143,10 @@ impl pb::anytime_server::Anytime for AnytimeService {
                                 input_open = false;
                                 continue;
                             }
+                        },
+                        event = events.recv() => match event {
+                            Some(event) => stream_message(&pump_model, &id, max_timesteps, event),
+                            None => return,
                         },
                     };
                     let last = message.is_err()

@@ -297,6 +297,9 @@ async fn stream_one(
 ) {
     while let Some(event) = events.recv().await {
         let message = match event {
+            // The answer that follows carries this timestep, with the exit reason and the final flag:
+            // one response per timestep.
+            StreamEvent::Partial(partial) if partial.last => continue,
             StreamEvent::Partial(partial) => {
                 let outputs =
                     select_outputs(partial_outputs(&model, &partial), &requested).unwrap_or_default();

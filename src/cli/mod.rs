@@ -1,0 +1,3 @@
+//! Subcommands that talk to a running server (the binary's edge: errors are `anyhow`).
+
+pub mod infer;
