@@ -53,7 +53,7 @@ lint: venv
 tools:
 	scripts/ensure-prometheus.sh
 
-test-rust: venv
+test-rust: venv tools
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS)
 
 # The Python tests drive the release binary too (contract refusals), so they run after the Rust build.

@@ -37,6 +37,9 @@ pub struct ServeConfig {
     /// Address of the gRPC services (anytime API, KServe v2, health, reflection).
     #[arg(long, env = "SPIKESERVE_GRPC_ADDR", default_value = "0.0.0.0:8001", value_name = "ADDR")]
     pub grpc_addr: SocketAddr,
+    /// Serve `/metrics` on this address instead of the HTTP API's.
+    #[arg(long, env = "SPIKESERVE_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// On SIGTERM/SIGINT: stop admitting, then wait at most this many seconds for the requests in
     /// flight before exiting.
     #[arg(long, env = "SPIKESERVE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]

@@ -13,4 +13,5 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod input;
+pub mod metrics;
 pub mod model;

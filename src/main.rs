@@ -93,6 +93,15 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
 /// SIGTERM/SIGINT drains: new requests are refused, those in flight get `--shutdown-grace-secs`.
 async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result<()> {
     let state = ServerState::new();
+    state.set_metrics(spikeserve::metrics::install().context("installing the metrics recorder")?);
+    let upkeep = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.metrics_upkeep();
+        }
+    });
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
@@ -115,7 +124,16 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
             stopped(stop_rx.clone()),
         ));
-    let app = router(state.clone(), config.max_body_bytes);
+    let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        let bound = listener.local_addr().context("reading the bound metrics address")?;
+        tracing::info!(metrics_addr = %bound, "serving /metrics on its own address");
+        let metrics_app = spikeserve::api::http::metrics_router(state.clone());
+        tokio::spawn(axum::serve(listener, metrics_app).into_future());
+    }
     let http_server =
         tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future());
 

@@ -97,11 +97,7 @@ impl ApiError {
             Self::ShuttingDown => "shutting_down",
             Self::Unauthenticated => "unauthenticated",
             Self::Internal(_) => "internal",
-            Self::Engine(EngineError::Overloaded(_)) => "overloaded",
-            Self::Engine(EngineError::Stopped) => "unavailable",
-            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => "deadline_exceeded",
-            Self::Engine(EngineError::NoFrames) => "no_frames",
-            Self::Engine(EngineError::Step(_)) => "inference_failed",
+            Self::Engine(error) => error.code(),
         }
     }
 
@@ -125,6 +121,17 @@ impl ApiError {
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => Code::DeadlineExceeded,
             Self::Internal(_) | Self::Engine(EngineError::Step(_)) => Code::Internal,
         }
+    }
+
+    /// Counts this failure of a request for `model` in the metrics, unless the engine already did
+    /// (its own errors are counted where they happen). Unknown model names share one label, so
+    /// that clients cannot grow the metrics without bound.
+    pub fn count_for(&self, model: &str) {
+        if matches!(self, Self::Engine(_)) {
+            return;
+        }
+        let model = if matches!(self, Self::ModelNotFound { .. }) { "_unknown" } else { model };
+        crate::metrics::failed(model, self.code());
     }
 
     /// The JSON error body every HTTP door uses: `{"error": {"code", "message"}}`.

@@ -31,8 +31,27 @@ use crate::model::LoadedModel;
 
 pub type AppState = Arc<ServerState>;
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+/// `/metrics` alone, for `--metrics-addr`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.render_metrics() {
+        Some(text) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+        }
+        None => {
+            ApiError::RouteNotFound("/metrics (no metrics recorder in this process)".into()).into_response()
+        }
+    }
+}
+
+/// Every HTTP route; `/metrics` too unless it has its own address.
+pub fn router(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Router {
+    let routes = if with_metrics { Router::new().route("/metrics", get(metrics)) } else { Router::new() };
+    routes
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
@@ -171,7 +190,10 @@ async fn infer(
     let mut response = async {
         match answer(&state, &name, &headers, body, arrived, id.clone()).await {
             Ok(response) => response,
-            Err(error) => error.into_response(),
+            Err(error) => {
+                error.count_for(&name);
+                error.into_response()
+            }
         }
     }
     .instrument(span)
@@ -205,12 +227,13 @@ async fn answer(
     Ok(Json(InferResponse::new(&model, id, answer, max_timesteps)).into_response())
 }
 
-/// Records the answer on the request's span and logs it.
+/// Records the answer on the request's span and logs it: one line per request, under the target
+/// `spikeserve::request` (silence it with `RUST_LOG=info,spikeserve::request=warn`).
 pub fn record_exit(timesteps: usize, exit_reason: &str) {
     let span = tracing::Span::current();
     span.record("timesteps", timesteps);
     span.record("exit_reason", exit_reason);
-    tracing::debug!(timesteps, exit_reason, "answered");
+    tracing::info!(target: "spikeserve::request", timesteps, exit_reason, "answered");
 }
 
 fn sse_response(

@@ -2,7 +2,9 @@
 //! server is draining for shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::error::ApiError;
 use crate::model::{LoadedModel, ModelRegistry};
@@ -11,6 +13,7 @@ use crate::model::{LoadedModel, ModelRegistry};
 pub struct ServerState {
     registry: RwLock<Option<Arc<ModelRegistry>>>,
     draining: AtomicBool,
+    metrics: OnceLock<PrometheusHandle>,
 }
 
 impl ServerState {
@@ -50,6 +53,23 @@ impl ServerState {
             name: name.to_owned(),
             loaded: registry.names().join(", "),
         })
+    }
+
+    /// Where `/metrics` reads from (set once, at start-up).
+    pub fn set_metrics(&self, handle: PrometheusHandle) {
+        let _ = self.metrics.set(handle);
+    }
+
+    /// The Prometheus text exposition of every metric, if a recorder is installed.
+    pub fn render_metrics(&self) -> Option<String> {
+        self.metrics.get().map(PrometheusHandle::render)
+    }
+
+    /// Drains histogram data and prunes; run periodically.
+    pub fn metrics_upkeep(&self) {
+        if let Some(handle) = self.metrics.get() {
+            handle.run_upkeep();
+        }
     }
 
     /// Stop admitting requests; those in flight finish.

@@ -84,6 +84,19 @@ pub enum EngineError {
     Step(#[from] StepError),
 }
 
+impl EngineError {
+    /// A stable, machine-readable name (the API's error code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Overloaded(_) => "overloaded",
+            Self::Stopped => "unavailable",
+            Self::DeadlineBeforeFirstStep { .. } => "deadline_exceeded",
+            Self::NoFrames => "no_frames",
+            Self::Step(_) => "inference_failed",
+        }
+    }
+}
+
 /// Why a model's engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -143,7 +156,8 @@ impl Engine {
         let config = EngineConfig { max_batch: config.max_batch.max(1), ..config };
         let frame_len = sessions.first().map_or(0, |s| s.contract().frame_len());
         let (messages, receiver) = mpsc::channel();
-        let stats = Arc::new(EngineStats::default());
+        let stats =
+            Arc::new(EngineStats::with_metrics(crate::metrics::ModelMetrics::new(name, config.max_batch)));
         let scheduler = scheduler::Scheduler::new(sessions, config, stats.clone())?;
         std::thread::Builder::new()
             .name(format!("step-{name}"))

@@ -248,14 +248,14 @@ impl Scheduler {
         let slot = self.remove(row);
         self.stats.exited(reason);
         let (reply, answer) = slot.answer(reason);
-        self.stats.answered(answer.queue_time, answer.compute_time);
+        self.stats.answered(&answer);
         // An error here means the caller left during this very step; nothing to do.
         let _ = reply.send(Ok(answer));
     }
 
     fn fail(&mut self, row: usize, error: EngineError) {
         let slot = self.remove(row);
-        self.stats.failed();
+        self.stats.failed(error.code());
         let _ = slot.reply.send(Err(error));
     }
 
@@ -292,7 +292,7 @@ impl Scheduler {
                 self.stats.exited(ExitReason::Cancelled);
             } else if job.request.deadline.is_some_and(|deadline| now >= deadline) {
                 self.stats.dequeued();
-                self.stats.failed();
+                self.stats.failed(EngineError::DeadlineBeforeFirstStep { waited_ms: 0.0 }.code());
                 let waited_ms = job.enqueued.elapsed().as_secs_f64() * 1e3;
                 let _ = job.reply.send(Err(EngineError::DeadlineBeforeFirstStep { waited_ms }));
             } else {
@@ -337,7 +337,7 @@ impl Scheduler {
             return;
         }
         self.stats.stepped(batch);
-        self.stats.step_took(started.elapsed());
+        self.stats.step_took(batch, started.elapsed());
         for row in (0..batch).rev() {
             let slot = &mut self.slots[row];
             slot.next_frame = None;
@@ -350,6 +350,9 @@ impl Scheduler {
             let confidence = slot.prediction.combine();
             if let Some(c) = slot.confidences.as_mut() {
                 c.push(confidence);
+            }
+            if slot.prediction.timesteps() == 1 {
+                self.stats.first_step(slot.queue_time + slot.admitted.elapsed());
             }
             let variance = slot.prediction.variance();
             let decision = slot.request.policy.decide(slot.prediction.timesteps(), confidence, variance);

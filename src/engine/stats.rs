@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::ExitReason;
+use super::{AnytimeAnswer, ExitReason};
+use crate::metrics::ModelMetrics;
 
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -20,6 +21,8 @@ pub struct EngineStats {
     compute_ns: AtomicU64,
     step_ns: AtomicU64,
     last_answer_unix_ms: AtomicU64,
+    /// The same events for Prometheus (absent when the engine runs without a model name).
+    metrics: Option<ModelMetrics>,
 }
 
 /// A point-in-time copy of the stats, as the API reports them.
@@ -67,6 +70,16 @@ fn index(reason: ExitReason) -> usize {
 }
 
 impl EngineStats {
+    pub fn with_metrics(metrics: ModelMetrics) -> Self {
+        Self { metrics: Some(metrics), ..Self::default() }
+    }
+
+    fn occupancy(&self) {
+        if let Some(m) = &self.metrics {
+            m.occupancy(self.queued.load(Ordering::Relaxed), self.active_slots.load(Ordering::Relaxed));
+        }
+    }
+
     /// Counts a request as queued unless `capacity` are queued already.
     pub(super) fn try_enqueue(&self, capacity: usize) -> bool {
         let before = self.queued.fetch_add(1, Ordering::AcqRel);
@@ -74,6 +87,7 @@ impl EngineStats {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
+        self.occupancy();
         true
     }
 
@@ -84,18 +98,34 @@ impl EngineStats {
 
     pub(super) fn dequeued(&self) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.occupancy();
     }
 
     pub(super) fn refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.failed("overloaded");
+        }
     }
 
-    pub(super) fn failed(&self) {
+    /// A request the engine could not answer; `code` is the error's stable name.
+    pub(super) fn failed(&self, code: &'static str) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.failed(code);
+        }
     }
 
     pub(super) fn set_active_slots(&self, slots: usize) {
         self.active_slots.store(slots, Ordering::Relaxed);
+        self.occupancy();
+    }
+
+    /// The first timestep of a request is done, `since_arrival` after it was queued.
+    pub(super) fn first_step(&self, since_arrival: std::time::Duration) {
+        if let Some(m) = &self.metrics {
+            m.first_partial(since_arrival);
+        }
     }
 
     pub(super) fn stepped(&self, batch: usize) {
@@ -106,17 +136,37 @@ impl EngineStats {
 
     pub(super) fn exited(&self, reason: ExitReason) {
         self.exits[index(reason)].fetch_add(1, Ordering::Relaxed);
+        if reason == ExitReason::Cancelled {
+            if let Some(m) = &self.metrics {
+                m.cancelled();
+            }
+        }
     }
 
-    pub(super) fn answered(&self, queue: std::time::Duration, compute: std::time::Duration) {
+    pub(super) fn answered(&self, answer: &AnytimeAnswer) {
+        let (queue, compute) = (answer.queue_time, answer.compute_time);
+        if let Some(m) = &self.metrics {
+            let reason = index(answer.exit_reason);
+            m.answered(
+                reason,
+                answer.timesteps,
+                queue,
+                queue + compute,
+                answer.synaptic_ops,
+                answer.uncertainty,
+            );
+        }
         self.queue_ns.fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
         self.compute_ns.fetch_add(compute.as_nanos() as u64, Ordering::Relaxed);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.last_answer_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub(super) fn step_took(&self, elapsed: std::time::Duration) {
+    pub(super) fn step_took(&self, batch: usize, elapsed: std::time::Duration) {
         self.step_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.stepped(batch, elapsed);
+        }
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -48,16 +48,18 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let message = request.into_inner();
         let id = grpc_request_id(&message.request_id, &metadata);
         let span = request_span("grpc", &id, &message.model);
+        let name = message.model.clone();
         async move {
             let model = self.state.model(&message.model)?;
             let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
             let max_timesteps = request.policy.max_timesteps;
-            let answer = model.engine.infer(request).await.map_err(ApiError::from)?;
+            let answer = model.engine.infer(request).await?;
             record_exit(answer.timesteps, answer.exit_reason.as_str());
             Ok(Response::new(final_response(&model, id, answer, max_timesteps)))
         }
         .instrument(span)
         .await
+        .map_err(|error: ApiError| counted(error, &name))
     }
 
     type InferStreamStream = ResponseStream;
@@ -72,10 +74,15 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let id = grpc_request_id(&message.request_id, &metadata);
         let span = request_span("grpc", &id, &message.model);
         let _entered = span.enter();
-        let model = self.state.model(&message.model)?;
-        let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
-        let max_timesteps = request.policy.max_timesteps;
-        let events = stream_request(&model.engine, request)?;
+        let name = message.model.clone();
+        let started = (|| {
+            let model = self.state.model(&message.model)?;
+            let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
+            let max_timesteps = request.policy.max_timesteps;
+            let events = stream_request(&model.engine, request)?;
+            Ok::<_, ApiError>((model, max_timesteps, events))
+        })();
+        let (model, max_timesteps, events) = started.map_err(|error| counted(error, &name))?;
         drop(_entered);
         let stream = ReceiverStream::new(events).map(move |event| {
             let _entered = span.enter();
@@ -110,15 +117,18 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let id = grpc_request_id(&start.request_id, &metadata);
         let span = request_span("grpc-session", &id, &start.model);
         let _entered = span.enter();
-        let model = self.state.model(&start.model)?;
-        let params = policy_params(start.policy, &metadata);
-        let policy = cutoff_policy(&params, &model.contract)?;
-        let deadline = deadline(params.latency_budget_ms, arrived)?;
-        let (partials_tx, partials) = mpsc::unbounded_channel();
-        let (sender, answer) = model
-            .engine
-            .open_stream(policy, deadline, start.return_confidences, Some(partials_tx))
-            .map_err(ApiError::from)?;
+        let opened = (|| {
+            let model = self.state.model(&start.model)?;
+            let params = policy_params(start.policy, &metadata);
+            let policy = cutoff_policy(&params, &model.contract)?;
+            let deadline = deadline(params.latency_budget_ms, arrived)?;
+            let (partials_tx, partials) = mpsc::unbounded_channel();
+            let (sender, answer) =
+                model.engine.open_stream(policy, deadline, start.return_confidences, Some(partials_tx))?;
+            Ok::<_, ApiError>((model, policy, partials, sender, answer))
+        })();
+        let (model, policy, partials, sender, answer) =
+            opened.map_err(|error| counted(error, &start.model))?;
         let binner = model.contract.events.map(StreamingBinner::new);
         drop(_entered);
 
@@ -162,6 +172,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         tokio::spawn(
             async move {
                 if let Err(error) = feed(&mut inbound, &sender, binner, &model).await {
+                    error.count_for(&model.name);
                     let _ = input_error_tx.send(error);
                 }
             }
@@ -187,6 +198,12 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let model = self.state.model_info(&request.get_ref().model)?;
         Ok(Response::new(model_info(&model)))
     }
+}
+
+/// Counts a refused request in the metrics and turns it into its gRPC status.
+fn counted(error: ApiError, model: &str) -> Status {
+    error.count_for(model);
+    error.into()
 }
 
 /// Reads a session's frames or event chunks until the client half-closes, the request is over, or

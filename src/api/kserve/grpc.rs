@@ -151,15 +151,20 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         let request = request.into_inner();
         let id = grpc_request_id(&request.id, &metadata);
         let span = request_span("kserve-grpc", &id, &request.model_name);
+        let name = request.model_name.clone();
         async move {
             let (model, anytime, requested) = self.prepare(request, &metadata, arrived)?;
-            let answer = model.engine.infer(anytime).await.map_err(ApiError::from)?;
+            let answer = model.engine.infer(anytime).await?;
             record_exit(answer.timesteps, answer.exit_reason.as_str());
             let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
             Ok(Response::new(response(&model, &id, outputs, None)))
         }
         .instrument(span)
         .await
+        .map_err(|error: ApiError| {
+            error.count_for(&name);
+            Status::from(error)
+        })
     }
 
     type ModelStreamInferStream = StreamResponses;
@@ -179,6 +184,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                 let arrived = Instant::now();
                 let id = grpc_request_id(&request.id, &metadata);
                 let span = request_span("kserve-grpc-stream", &id, &request.model_name);
+                let name = request.model_name.clone();
                 let prepared = span.in_scope(|| {
                     let (model, anytime, requested) = service.prepare(request, &metadata, arrived)?;
                     let events = stream_request(&model.engine, anytime)?;
@@ -191,6 +197,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                         );
                     }
                     Err(error) => {
+                        error.count_for(&name);
                         let failed = stream_error(&id, &error);
                         if outbound.send(Ok(failed)).await.is_err() {
                             return;

@@ -269,7 +269,10 @@ async fn infer(
         async { run(&state, &name, &headers, body, arrived, header_id).await }.instrument(span).await;
     match result {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            error.0.count_for(&name);
+            error.into_response()
+        }
     }
 }
 

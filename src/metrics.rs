@@ -1,0 +1,218 @@
+//! Prometheus metrics: every name, help text and bucket set in one place.
+//!
+//! Per model: requests by status and exit reason, a histogram of timesteps used (the average is
+//! `_sum / _count`), request, queue, time-to-first-partial and step durations, batch size per step,
+//! gauges of queue depth, slots and requests in flight, synaptic operations and ensemble
+//! uncertainty; plus Triton's `nv_inference_*` series where they map, so that existing dashboards
+//! and autoscaling recipes keep working. Without an installed recorder (the engine used as a
+//! library) every call is a no-op.
+
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "spikeserve_requests_total";
+pub const TIMESTEPS: &str = "spikeserve_timesteps_used";
+pub const REQUEST_DURATION: &str = "spikeserve_request_duration_seconds";
+pub const QUEUE_DURATION: &str = "spikeserve_queue_duration_seconds";
+pub const FIRST_PARTIAL: &str = "spikeserve_time_to_first_partial_seconds";
+pub const STEP_DURATION: &str = "spikeserve_step_duration_seconds";
+pub const BATCH_SIZE: &str = "spikeserve_batch_size";
+pub const QUEUE_DEPTH: &str = "spikeserve_queue_depth";
+pub const SLOTS_IN_USE: &str = "spikeserve_slots_in_use";
+pub const SLOTS_CAPACITY: &str = "spikeserve_slots_capacity";
+pub const IN_FLIGHT: &str = "spikeserve_requests_in_flight";
+pub const SYNAPTIC_OPS: &str = "spikeserve_synaptic_ops";
+pub const UNCERTAINTY: &str = "spikeserve_ensemble_uncertainty";
+pub const NV_SUCCESS: &str = "nv_inference_request_success";
+pub const NV_FAILURE: &str = "nv_inference_request_failure";
+pub const NV_COUNT: &str = "nv_inference_count";
+pub const NV_EXEC_COUNT: &str = "nv_inference_exec_count";
+pub const NV_QUEUE_US: &str = "nv_inference_queue_duration_us";
+pub const NV_REQUEST_US: &str = "nv_inference_request_duration_us";
+
+/// Timestep buckets: every step up to 10, then coarser up to 32 (T of the paper's models).
+const TIMESTEP_BUCKETS: &[f64] =
+    &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0];
+/// Seconds, from 50 µs (one small step) to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+const SYNAPTIC_OPS_BUCKETS: &[f64] = &[1e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8, 1e9];
+const UNCERTAINTY_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+
+/// The only model version served (KServe's and Triton's `version` label).
+const VERSION: &str = "1";
+
+/// Installs the global recorder with our buckets and describes every metric.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in [
+        (TIMESTEPS, TIMESTEP_BUCKETS),
+        (REQUEST_DURATION, DURATION_BUCKETS),
+        (QUEUE_DURATION, DURATION_BUCKETS),
+        (FIRST_PARTIAL, DURATION_BUCKETS),
+        (STEP_DURATION, DURATION_BUCKETS),
+        (BATCH_SIZE, BATCH_BUCKETS),
+        (SYNAPTIC_OPS, SYNAPTIC_OPS_BUCKETS),
+        (UNCERTAINTY, UNCERTAINTY_BUCKETS),
+    ] {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)?;
+    }
+    let handle = builder.install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests finished, by model, status (ok or an error code) and exit reason");
+    describe_histogram!(TIMESTEPS, "Timesteps each answered request used; the average is _sum / _count");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "From arrival at the engine to the answer");
+    describe_histogram!(QUEUE_DURATION, Unit::Seconds, "Time a request waited for a batch slot");
+    describe_histogram!(
+        FIRST_PARTIAL,
+        Unit::Seconds,
+        "From arrival at the engine to the first timestep's prediction"
+    );
+    describe_histogram!(STEP_DURATION, Unit::Seconds, "One batched timestep (all ensemble members)");
+    describe_histogram!(BATCH_SIZE, "Requests stepped together in one timestep");
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting for a batch slot");
+    describe_gauge!(SLOTS_IN_USE, "Batch slots holding a request");
+    describe_gauge!(SLOTS_CAPACITY, "Batch slots of the model's scheduler");
+    describe_gauge!(IN_FLIGHT, "Requests queued or holding a slot");
+    describe_histogram!(
+        SYNAPTIC_OPS,
+        "Synaptic operations spent per answered request (models that report them)"
+    );
+    describe_histogram!(UNCERTAINTY, "Ensembles: variance across members of the answer's probability");
+    describe_counter!(NV_SUCCESS, "Triton-compatible: successful inference requests");
+    describe_counter!(NV_FAILURE, "Triton-compatible: failed inference requests");
+    describe_counter!(NV_COUNT, "Triton-compatible: inferences performed (one per request)");
+    describe_counter!(NV_EXEC_COUNT, "Triton-compatible: model executions (batched timesteps)");
+    describe_counter!(NV_QUEUE_US, Unit::Microseconds, "Triton-compatible: cumulative queue time");
+    describe_counter!(NV_REQUEST_US, Unit::Microseconds, "Triton-compatible: cumulative request time");
+}
+
+/// One model's metric handles, made once so that the hot path only updates atomics.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    model: String,
+    ok: [Counter; 4],
+    timesteps: Histogram,
+    request_duration: Histogram,
+    queue_duration: Histogram,
+    first_partial: Histogram,
+    step_duration: Histogram,
+    batch_size: Histogram,
+    queue_depth: Gauge,
+    slots_in_use: Gauge,
+    in_flight: Gauge,
+    synaptic_ops: Histogram,
+    uncertainty: Histogram,
+    nv_success: Counter,
+    nv_count: Counter,
+    nv_exec_count: Counter,
+    nv_queue_us: Counter,
+    nv_request_us: Counter,
+}
+
+impl std::fmt::Debug for ModelMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelMetrics").field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+impl ModelMetrics {
+    pub fn new(model: &str, slots: usize) -> Self {
+        let m = || [("model", model.to_owned())];
+        let nv = || [("model", model.to_owned()), ("version", VERSION.to_owned())];
+        let ok = |reason: &'static str| metrics::counter!(REQUESTS, "model" => model.to_owned(), "status" => "ok", "exit_reason" => reason);
+        metrics::gauge!(SLOTS_CAPACITY, &m()).set(slots as f64);
+        Self {
+            model: model.to_owned(),
+            ok: [ok("confident"), ok("max_timesteps"), ok("deadline"), ok("cancelled")],
+            timesteps: metrics::histogram!(TIMESTEPS, &m()),
+            request_duration: metrics::histogram!(REQUEST_DURATION, &m()),
+            queue_duration: metrics::histogram!(QUEUE_DURATION, &m()),
+            first_partial: metrics::histogram!(FIRST_PARTIAL, &m()),
+            step_duration: metrics::histogram!(STEP_DURATION, &m()),
+            batch_size: metrics::histogram!(BATCH_SIZE, &m()),
+            queue_depth: metrics::gauge!(QUEUE_DEPTH, &m()),
+            slots_in_use: metrics::gauge!(SLOTS_IN_USE, &m()),
+            in_flight: metrics::gauge!(IN_FLIGHT, &m()),
+            synaptic_ops: metrics::histogram!(SYNAPTIC_OPS, &m()),
+            uncertainty: metrics::histogram!(UNCERTAINTY, &m()),
+            nv_success: metrics::counter!(NV_SUCCESS, &nv()),
+            nv_count: metrics::counter!(NV_COUNT, &nv()),
+            nv_exec_count: metrics::counter!(NV_EXEC_COUNT, &nv()),
+            nv_queue_us: metrics::counter!(NV_QUEUE_US, &nv()),
+            nv_request_us: metrics::counter!(NV_REQUEST_US, &nv()),
+        }
+    }
+
+    /// A request answered (any exit reason but `cancelled`, which [`Self::cancelled`] counts).
+    #[allow(clippy::too_many_arguments)]
+    pub fn answered(
+        &self,
+        reason_index: usize,
+        timesteps: usize,
+        queue: Duration,
+        total: Duration,
+        synaptic_ops: Option<f64>,
+        uncertainty: Option<f64>,
+    ) {
+        if let Some(counter) = self.ok.get(reason_index) {
+            counter.increment(1);
+        }
+        self.timesteps.record(timesteps as f64);
+        self.queue_duration.record(queue.as_secs_f64());
+        self.request_duration.record(total.as_secs_f64());
+        if let Some(ops) = synaptic_ops {
+            self.synaptic_ops.record(ops);
+        }
+        if let Some(u) = uncertainty {
+            self.uncertainty.record(u);
+        }
+        self.nv_success.increment(1);
+        self.nv_count.increment(1);
+        self.nv_queue_us.increment(queue.as_micros() as u64);
+        self.nv_request_us.increment(total.as_micros() as u64);
+    }
+
+    /// A request whose caller left before its answer.
+    pub fn cancelled(&self) {
+        if let Some(counter) = self.ok.get(3) {
+            counter.increment(1);
+        }
+    }
+
+    pub fn first_partial(&self, since_arrival: Duration) {
+        self.first_partial.record(since_arrival.as_secs_f64());
+    }
+
+    pub fn stepped(&self, batch: usize, took: Duration) {
+        self.batch_size.record(batch as f64);
+        self.step_duration.record(took.as_secs_f64());
+        self.nv_exec_count.increment(1);
+    }
+
+    pub fn occupancy(&self, queued: usize, slots: usize) {
+        self.queue_depth.set(queued as f64);
+        self.slots_in_use.set(slots as f64);
+        self.in_flight.set((queued + slots) as f64);
+    }
+
+    /// A request that failed, at any door or in the engine, with its error code.
+    pub fn failed(&self, code: &'static str) {
+        failed(&self.model, code);
+    }
+}
+
+/// Counts a failed request of `model` (by name: doors know the name even when the model is unknown).
+pub fn failed(model: &str, code: &'static str) {
+    metrics::counter!(REQUESTS, "model" => model.to_owned(), "status" => code, "exit_reason" => "none")
+        .increment(1);
+    metrics::counter!(NV_FAILURE, "model" => model.to_owned(), "version" => VERSION).increment(1);
+}
