@@ -9,6 +9,7 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use spikeserve::api::grpc::anytime::AnytimeService;
 use spikeserve::api::grpc::anytime_pb::anytime_server::AnytimeServer;
@@ -18,6 +19,7 @@ use spikeserve::api::http::router;
 use spikeserve::api::kserve::grpc::KServeService;
 use spikeserve::api::ServerState;
 use spikeserve::backend::OrtRuntime;
+use spikeserve::cli::bench::BenchArgs;
 use spikeserve::cli::infer::InferArgs;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
@@ -40,6 +42,8 @@ enum Command {
     Serve(ServeConfig),
     /// Send one request to a running server over gRPC and print each timestep's partial prediction.
     Infer(InferArgs),
+    /// Load-test a running server (or, with --floor, step the model in this process).
+    Bench(BenchArgs),
     /// Check one model (a directory holding model.onnx, or the .onnx file) and print its contract as JSON.
     Inspect {
         path: PathBuf,
@@ -59,6 +63,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("starting the async runtime")?
             .block_on(spikeserve::cli::infer::run(args)),
+        Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(spikeserve::cli::bench::run(args)),
     }
 }
 
@@ -119,11 +128,14 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let grpc = grpc_router(state.clone(), &config, health_service)?;
-    let grpc_server =
-        tokio::spawn(tonic::transport::Server::builder().add_routes(grpc).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            stopped(stop_rx.clone()),
-        ));
+    // No Nagle: a streamed partial is a few hundred bytes and must leave at once, not wait for
+    // the client's delayed ACK (40 ms).
+    let grpc_incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(grpc)
+            .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone())),
+    );
     let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
     if let Some(addr) = config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -134,6 +146,11 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
         let metrics_app = spikeserve::api::http::metrics_router(state.clone());
         tokio::spawn(axum::serve(listener, metrics_app).into_future());
     }
+    let http_listener = http_listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let http_server =
         tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future());
 

@@ -1,3 +1,4 @@
 //! Subcommands that talk to a running server (the binary's edge: errors are `anyhow`).
 
+pub mod bench;
 pub mod infer;
