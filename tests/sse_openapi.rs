@@ -126,3 +126,52 @@ async fn the_openapi_document_matches_the_committed_copy_and_has_a_page() {
     assert!(page.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
     assert!(page.text().await.expect("text").contains("fetch('/openapi.json')"));
 }
+
+/// Reads an event stream chunk by chunk, noting when each event arrived.
+async fn timed_events(response: reqwest::Response) -> Vec<(String, std::time::Instant)> {
+    let mut arrivals = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+        let now = std::time::Instant::now();
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if let Some(name) = block.lines().find_map(|l| l.strip_prefix("event:")) {
+                arrivals.push((name.trim().to_owned(), now));
+            }
+        }
+    }
+    arrivals
+}
+
+#[tokio::test]
+async fn partials_arrive_before_the_request_finishes() {
+    let server = Server::start(&shipped_models(), &[]);
+    let client = reqwest::Client::new();
+    let heldout = common::read_json(&shipped_models().join("event-digits-str/heldout.json"));
+    let events = &heldout["events"][0];
+    // An ensemble of three stepping all ten timesteps: the first partial exists long before the end.
+    // The client reads incrementally; over a few tries at least one must show the first partial
+    // in an earlier read than the final answer (a buffered response never would).
+    let mut streamed = false;
+    for _ in 0..5 {
+        let response = client
+            .post(server.url("/v1/models/event-digits-str/infer"))
+            .header("accept", "text/event-stream")
+            .json(&json!({ "events": events, "threshold": 1.0 }))
+            .send()
+            .await
+            .expect("sent");
+        let arrivals = timed_events(response).await;
+        assert_eq!(arrivals.iter().filter(|(n, _)| n == "partial").count(), 10);
+        let first = arrivals.first().expect("events");
+        let last = arrivals.last().expect("events");
+        assert_eq!((first.0.as_str(), last.0.as_str()), ("partial", "final"));
+        if first.1 < last.1 {
+            streamed = true;
+            break;
+        }
+    }
+    assert!(streamed, "the first partial never arrived before the final answer");
+}
