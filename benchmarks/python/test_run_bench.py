@@ -1,0 +1,88 @@
+"""Smoke test of the side-by-side benchmark: ``benchmarks/run_bench.py --quick`` on digits.
+
+It starts every server in turn on free loopback ports (spikeserve with batching on and off, the
+Python peer), runs both floors and a few closed- and open-loop points with ``spikeserve bench``, and
+writes its JSON, markdown and plots into a temporary directory. Needs the release binary with the
+``bench`` subcommand (``cargo build --release --locked``); skipped with the reason otherwise.
+
+    cd /work/main && .venv/bin/python -m pytest benchmarks/python/test_run_bench.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RUN_BENCH = REPO / "benchmarks" / "run_bench.py"
+BIN = Path(os.environ.get("SPIKESERVE_BIN", REPO / "target" / "release" / "spikeserve"))
+if not BIN.is_absolute():
+    BIN = REPO / BIN
+TIMEOUT_S = 85
+
+
+def bench_subcommand_missing() -> str | None:
+    """Why ``spikeserve bench`` cannot run here, or None when it can."""
+    if not BIN.exists():
+        return f"{BIN} is not built (cargo build --release --locked)"
+    try:
+        done = subprocess.run([str(BIN), "bench", "--help"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"`{BIN} bench --help` could not run: {err}"
+    if done.returncode != 0:
+        return f"`spikeserve bench --help` failed (the bench subcommand is not built yet): {done.stderr.strip()[:200]}"
+    return None
+
+
+def test_quick_run_covers_every_server_without_errors(tmp_path: Path) -> None:
+    missing = bench_subcommand_missing()
+    if missing:
+        pytest.skip(missing)
+    done = subprocess.run(
+        [sys.executable, str(RUN_BENCH), "--quick", "--out", str(tmp_path), "--bin", str(BIN)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "bench-quick.json").read_text())
+
+    assert set(result["floors"]) == {"rust", "python"}
+    for floor in result["floors"].values():
+        assert floor["errors"] == {} and floor["ok"] == floor["requests"] > 0
+        assert floor["throughput_rps"] > 0
+
+    runs = result["closed"] + result["open"]
+    servers = {r["server"] for r in runs}
+    assert servers == {"python-peer", "spikeserve-batch-off", "spikeserve-batch-on"}
+    for server in servers:
+        for clients in result["plan"]["clients"]:
+            assert any(
+                r["server"] == server and r["protocol"] == "http" and r["clients"] == clients for r in result["closed"]
+            ), (server, clients)
+    protocols = {r["protocol"] for r in result["closed"] if r["server"] == "spikeserve-batch-on"}
+    assert protocols == {"http", "grpc-unary", "grpc-stream", "sse"}
+    assert {r["mode"] for r in result["open"]} == {"open"}
+    assert {r["server"] for r in result["open"]} == {"python-peer", "spikeserve-batch-on"}
+
+    for r in runs:
+        where = f"{r['server']} {r['protocol']} clients={r['clients']} rate={r['rate']}"
+        assert r["errors"] == {}, where
+        assert r["ok"] == r["requests"] > 0, where
+        assert r["model"] == "digits" and 1.0 <= r["mean_timesteps"] <= 8.0, where
+        if r["protocol"] in ("grpc-stream", "sse"):
+            assert r["ttfp_ms"] is not None, where
+
+    assert result["ratios"], "no ratios computed"
+    markdown = (tmp_path / "bench-quick.md").read_text()
+    assert "## Ratios" in markdown and "Python peer" in markdown
+    assert (tmp_path / "bench-quick-throughput.png").stat().st_size > 0
+    assert (tmp_path / "bench-quick-latency.png").stat().st_size > 0
