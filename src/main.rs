@@ -206,11 +206,14 @@ fn grpc_router(
     config: &ServeConfig,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> anyhow::Result<tonic::service::Routes> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
+    // Both reflection versions: v1alpha is what older tools (evans, older Postman) still ask for.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1().context("building gRPC reflection")?;
+    let reflection_alpha = reflection_builder().build_v1alpha().context("building gRPC reflection")?;
     let limit = config.max_body_bytes;
     let anytime = AnytimeServer::new(AnytimeService::new(state.clone()))
         .max_decoding_message_size(limit)
@@ -218,7 +221,11 @@ fn grpc_router(
     let kserve = GrpcInferenceServiceServer::new(KServeService::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
-    Ok(tonic::service::Routes::new(health).add_service(reflection).add_service(anytime).add_service(kserve))
+    Ok(tonic::service::Routes::new(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(anytime)
+        .add_service(kserve))
 }
 async fn shutdown_signal() {
     let interrupt = async {

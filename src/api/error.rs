@@ -28,18 +28,10 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("cannot read the request body: {0}")]
     BadBody(String),
-    #[error("{0}")]
-    NotAcceptable(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("the server is still loading its models")]
     NotReady,
     #[error("the server is shutting down and takes no new requests")]
     ShuttingDown,
-    #[error("missing or wrong bearer token")]
-    Unauthenticated,
-    #[error("{0}")]
-    Internal(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -66,11 +58,7 @@ impl ApiError {
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
@@ -91,12 +79,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BadBody(_) => "bad_body",
-            Self::NotAcceptable(_) => "not_acceptable",
-            Self::Unsupported(_) => "unsupported",
             Self::NotReady => "not_ready",
             Self::ShuttingDown => "shutting_down",
-            Self::Unauthenticated => "unauthenticated",
-            Self::Internal(_) => "internal",
             Self::Engine(error) => error.code(),
         }
     }
@@ -112,14 +96,11 @@ impl ApiError {
             | Self::InvalidEvents(_)
             | Self::BadBody(_)
             | Self::UnsupportedMediaType(_)
-            | Self::NotAcceptable(_)
             | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
-            Self::Unsupported(_) => Code::Unimplemented,
             Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
             Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
-            Self::Unauthenticated => Code::Unauthenticated,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => Code::DeadlineExceeded,
-            Self::Internal(_) | Self::Engine(EngineError::Step(_)) => Code::Internal,
+            Self::Engine(EngineError::Step(_)) => Code::Internal,
         }
     }
 
