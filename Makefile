@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi bench-engine bench-peers bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -69,9 +69,23 @@ test: lint test-rust test-python
 openapi: venv
 	UPDATE_OPENAPI=1 ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS) --test sse_openapi the_openapi_document
 
-# Engine benchmark: the raw ort loop, the engine alone, and 1..256 clients with batching on and off.
-bench: venv
+# Every benchmark, results in BENCHMARKS.md and benchmarks/results/:
+#   the engine (raw ort loop, engine alone, 1..256 clients with batching on and off),
+#   the server against the alternatives (Rust and Python floors, batching off, the FastAPI peer),
+#   and the anytime evaluation of every shipped model through the server over gRPC (fails if any
+#   sample's exit timestep differs from the training job's offline evaluation).
+bench: bench-engine bench-peers bench-anytime
+
+bench-engine: venv
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo bench $(CARGO_FLAGS) --bench engine
+
+bench-peers: venv build
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/run_bench.py
+
+bench-anytime: venv build
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) benchmarks/anytime_eval.py --start \
+		--json benchmarks/results/anytime_eval.json --markdown benchmarks/results/anytime_eval.md \
+		--plot benchmarks/results/anytime_eval.png
 
 train-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --out ../models/digits

@@ -1,0 +1,811 @@
+"""The anytime evaluation through the server: every held-out sample streamed over gRPC, checked against offline.
+
+For each model and each threshold of a sweep:
+
+1. **offline**, with the training job's own code: the shipped ONNX graphs stepped one sample at a time
+   (``spiketrain.export.onnx_logits``, as ``train.py`` and ``ensemble.py`` do), then the cutoff rule of
+   ``spiketrain.anytime`` (``anytime`` for a single model, ``anytime_ensemble`` for an ensemble), which is
+   how ``eval.json``'s ``threshold_sweep`` and ``anytime_at_default_threshold`` are computed. ``eval.json``
+   keeps per-sample exits for the default threshold only, so they are recomputed here for every threshold
+   (and, on a full held-out set, checked against ``eval.json``: the default threshold sample by sample,
+   the sweep's accuracy and mean timesteps where the thresholds coincide);
+2. **through the server**: every sample sent on one KServe v2 gRPC stream (Triton's ``ModelStreamInfer``,
+   driven by NVIDIA's ``tritonclient``, ``start_stream`` / ``async_stream_infer`` with
+   ``parameters={"threshold": t}``), ``--concurrency`` requests in flight; the final response of each
+   request gives its timesteps, class, exit reason and (ensembles) uncertainty, and every request must
+   send one response per timestep;
+3. **compared**: every sample's exit timestep, prediction and exit reason must equal offline. The one
+   tolerated difference is a sample whose offline confidence (float64) at some timestep up to the later
+   of the two exits lies within 1e-9 of the threshold, where float rounding may decide either way (the
+   Rust tests, ``tests/http_api.rs`` and ``tests/ensemble.rs``, use the same rule). Any other difference
+   is listed and the script exits 1.
+
+Reported per model and threshold: accuracy, average timesteps, speedup ``T / average``, the accuracy
+drop against running all ``T`` steps (threshold 1.0), and for ensembles the mean uncertainty (the
+members' variance on the chosen class at exit). Writes ``--json``, ``--markdown`` and ``--plot``.
+
+Held-out samples: ``digits`` ships all 360 in ``heldout.json``. The event models' ``heldout.json`` holds
+the first 24 only (raw events are large), so the rest are regenerated with the training job's simulated
+event camera (``spiketrain.event_digits``; deterministic, the seed is the sample's index), checked to be
+identical to ``heldout.json`` where it has them; ``--heldout-json-only`` uses only ``heldout.json``.
+
+    PYTHONPATH=training .venv/bin/python benchmarks/anytime_eval.py --start \\
+        --json out.json --markdown out.md --plot out.png              # all six models, full sets
+    PYTHONPATH=training .venv/bin/python benchmarks/anytime_eval.py --grpc 127.0.0.1:8001 \\
+        --models digits event-digits-str --thresholds 0.9 1.0 --limit 40
+
+``--start`` runs ``target/release/spikeserve`` (or ``--bin`` / ``SPIKESERVE_BIN``) on free loopback
+ports with ``ORT_DYLIB_PATH`` from the environment (else the ``.venv``'s onnxruntime library) and
+stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import glob
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "training") not in sys.path:
+    sys.path.insert(0, str(REPO / "training"))
+
+from spiketrain import anytime, data, event_digits  # noqa: E402
+from spiketrain.events import EventBinning, bin_events  # noqa: E402
+from spiketrain.export import METADATA_PREFIX, onnx_logits, open_session  # noqa: E402
+
+DEFAULT_MODELS = ("digits", "digits-tet", "digits-str", "event-digits", "event-digits-tet", "event-digits-str")
+DEFAULT_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+#: An offline confidence this close to the threshold may be decided either way by float rounding.
+NEAR_THRESHOLD = 1e-9
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Models and held-out samples
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    directory: Path
+    members: list[Path]  # ONNX files; one for a single model
+    timesteps: int
+    input_kind: str  # "static" or "events"
+    dataset: str
+    variant: str  # "single", "TET ensemble" or "STR ensemble"
+    binning: EventBinning | None
+
+    @property
+    def ensemble(self) -> bool:
+        return len(self.members) > 1 or (self.directory / "ensemble.json").exists()
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    proto = onnx.load(str(path), load_external_data=False)
+    return {
+        p.key.removeprefix(METADATA_PREFIX): p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
+    }
+
+
+def load_model(models_dir: Path, name: str) -> ModelInfo:
+    directory = models_dir / name
+    spec_path = directory / "ensemble.json"
+    if spec_path.exists():
+        spec = json.loads(spec_path.read_text())
+        members = [directory / m for m in spec["members"]]
+    else:
+        members = [directory / "model.onnx"]
+    missing = [str(m) for m in members if not m.exists()]
+    if missing:
+        raise SystemExit(f"anytime_eval: {name}: missing {', '.join(missing)}")
+    meta = _metadata(members[0])
+    training = json.loads(meta.get("training", "{}"))
+    if spec_path.exists():
+        variant = "STR ensemble" if training.get("regulariser", "none") != "none" else "TET ensemble"
+    else:
+        variant = "single"
+    binning = EventBinning(**json.loads(meta["events"])) if "events" in meta else None
+    return ModelInfo(
+        name=name,
+        directory=directory,
+        members=members,
+        timesteps=int(meta["timesteps"]),
+        input_kind=meta["input_kind"],
+        dataset=str(training.get("dataset", name)),
+        variant=variant,
+        binning=binning,
+    )
+
+
+@dataclass(frozen=True)
+class Samples:
+    requests: list[np.ndarray]  # what is sent: the frame [1, *frame] (static) or events [n, 4] int64
+    frames: np.ndarray  # [T, N, *frame] float32, what the offline evaluation steps
+    targets: np.ndarray  # int64 [N]
+    source: str
+
+
+@functools.cache
+def simulated_heldout(limit: int | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The training job's held-out split of ``event-digits`` through its simulated event camera (only
+    that split; shared by the event models of one run)."""
+    *_, images, targets, indices = data._digit_split(limit)
+    raw = [event_digits.simulate(image[0], int(i)) for image, i in zip(images, indices, strict=True)]
+    return raw, targets
+
+
+def load_samples(model: ModelInfo, limit: int | None, heldout_json_only: bool) -> Samples:
+    heldout = json.loads((model.directory / "heldout.json").read_text())
+    shipped_targets = np.asarray(heldout["targets"], dtype=np.int64)
+    if model.input_kind == "static":
+        inputs = np.asarray(heldout["inputs"], dtype=np.float32)[:limit]
+        targets = shipped_targets[:limit]
+        frames = data.to_frames(inputs, model.timesteps, "static")
+        return Samples([x[None] for x in inputs], frames, targets, "heldout.json")
+    if model.input_kind != "events" or model.binning is None:
+        raise SystemExit(f"anytime_eval: {model.name}: unsupported input kind {model.input_kind!r}")
+    shipped = [np.asarray(e, dtype=np.int64).reshape(-1, 4) for e in heldout["events"]]
+    if heldout_json_only or model.dataset != "event-digits":
+        raw, targets, source = shipped[:limit], shipped_targets[:limit], "heldout.json"
+    else:
+        raw, targets = simulated_heldout(limit)
+        for i, events in enumerate(shipped[: len(raw)]):
+            if not np.array_equal(events, raw[i]) or shipped_targets[i] != targets[i]:
+                raise SystemExit(
+                    f"anytime_eval: {model.name}: regenerated held-out sample {i} differs from heldout.json"
+                )
+        source = f"spiketrain.event_digits (held-out split; the first {min(len(shipped), len(raw))} equal heldout.json)"
+    binned = np.stack([bin_events(e, model.binning) for e in raw])
+    frames = data.to_frames(binned, model.timesteps, "events")
+    return Samples([np.ascontiguousarray(e, dtype=np.int64) for e in raw], frames, np.asarray(targets), source)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline
+
+
+@dataclass(frozen=True)
+class OfflineRun:
+    result: anytime.AnytimeResult
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Offline:
+    confidences: np.ndarray  # float64 [T, N]: max of the (ensemble) running-mean softmax after each step
+    runs: dict[float, OfflineRun]
+    accuracy_at_t: float
+
+
+def offline_evaluation(model: ModelInfo, samples: Samples, thresholds: Sequence[float]) -> Offline:
+    member_logits = np.stack([onnx_logits(open_session(m), samples.frames, batch_size=1) for m in model.members])
+    mean, _ = anytime.ensemble_probabilities(member_logits)
+    confidences = mean.max(axis=2)
+    runs: dict[float, OfflineRun] = {}
+    for threshold in dict.fromkeys([*thresholds, 1.0]):
+        if model.ensemble:
+            result: anytime.AnytimeResult = anytime.anytime_ensemble(member_logits, samples.targets, threshold)
+        else:
+            result = anytime.anytime(member_logits[0], samples.targets, threshold)
+        at_exit = confidences[result.exit_timesteps - 1, np.arange(len(samples.targets))]
+        reasons = ["confident" if threshold < 1.0 and c >= threshold else "max_timesteps" for c in at_exit.tolist()]
+        runs[threshold] = OfflineRun(result, reasons)
+    return Offline(confidences, runs, runs[1.0].result.accuracy)
+
+
+def eval_json_thresholds(model: ModelInfo) -> list[float]:
+    """The thresholds ``eval.json`` reports on: its default and its sweep."""
+    evaluation = json.loads((model.directory / "eval.json").read_text())
+    return [float(evaluation["default_threshold"]), *(float(e["threshold"]) for e in evaluation["threshold_sweep"])]
+
+
+def check_against_eval_json(model: ModelInfo, offline: Offline, samples: Samples) -> dict[str, object]:
+    """On a full held-out set, the recomputed offline evaluation must be ``eval.json``'s (its default
+    threshold sample by sample, its sweep's accuracy and mean timesteps)."""
+    evaluation = json.loads((model.directory / "eval.json").read_text())
+    if len(samples.targets) != evaluation["held_out_samples"]:
+        return {"checked": False, "why": f"{len(samples.targets)} of {evaluation['held_out_samples']} samples"}
+    threshold = float(evaluation["default_threshold"])
+    stored = evaluation["anytime_at_default_threshold"]
+    result = offline.runs[threshold].result
+    differing = [
+        i
+        for i, (e, p) in enumerate(zip(result.exit_timesteps.tolist(), result.predictions.tolist(), strict=True))
+        if (e, p) != (stored["exit_timesteps"][i], stored["predictions"][i])
+    ]
+    sweep_differences = []
+    compared = []
+    for entry in evaluation["threshold_sweep"]:
+        t = float(entry["threshold"])
+        compared.append(t)
+        mine = offline.runs[t].result
+        if abs(mine.accuracy - entry["accuracy"]) > 1e-12 or abs(mine.mean_timesteps - entry["mean_timesteps"]) > 1e-12:
+            sweep_differences.append(
+                {
+                    "threshold": t,
+                    "eval_json": [entry["accuracy"], entry["mean_timesteps"]],
+                    "offline": [mine.accuracy, mine.mean_timesteps],
+                }
+            )
+    return {
+        "checked": True,
+        "default_threshold": threshold,
+        "default_threshold_samples_differing": differing,
+        "sweep_thresholds_compared": compared,
+        "sweep_differences": sweep_differences,
+        "ok": not differing and not sweep_differences,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Through the server
+
+
+@dataclass
+class Answer:
+    timesteps: int = 0
+    class_index: int = -1
+    exit_reason: str = ""
+    uncertainty: float | None = None
+    responses: int = 0
+    steps_seen: list[int] = field(default_factory=list)
+    final: bool = False
+
+
+def _scalar(result: grpcclient.InferResult, name: str) -> Any:
+    value = result.as_numpy(name)
+    if value is None:
+        return None
+    item = value.reshape(-1)[0]
+    return item.decode() if isinstance(item, bytes) else item.item()
+
+
+class StreamRun:
+    """One gRPC stream; at most ``concurrency`` requests in flight; answers keyed by request id."""
+
+    def __init__(self, client: grpcclient.InferenceServerClient, concurrency: int) -> None:
+        self.client = client
+        self.slots = threading.Semaphore(concurrency)
+        self.lock = threading.Lock()
+        self.done = threading.Condition(self.lock)
+        self.answers: dict[str, Answer] = {}
+        self.errors: list[str] = []
+        self.finished = 0
+        self.sent = 0
+        #: Set on an error: a gRPC stream that reported one takes no more requests.
+        self.broken = False
+
+    def callback(self, result: grpcclient.InferResult | None, error: InferenceServerException | None) -> None:
+        if error is not None or result is None:
+            with self.lock:
+                self.errors.append(str(error))
+                self.broken = True
+                self.finished += 1
+                self.done.notify_all()
+            self.slots.release()
+            return
+        response = result.get_response()
+        final = response.parameters["triton_final_response"].bool_param
+        step = _scalar(result, "timesteps")
+        with self.lock:
+            answer = self.answers.setdefault(response.id, Answer())
+            answer.responses += 1
+            answer.steps_seen.append(int(step) if step is not None else -1)
+            if final:
+                answer.final = True
+                answer.timesteps = int(step)
+                answer.class_index = int(_scalar(result, "class_index"))
+                answer.exit_reason = str(_scalar(result, "exit_reason"))
+                uncertainty = _scalar(result, "uncertainty")
+                answer.uncertainty = None if uncertainty is None else float(uncertainty)
+                self.finished += 1
+                self.done.notify_all()
+        if final:
+            self.slots.release()
+
+    def send(self, model: str, request: np.ndarray, request_id: str, threshold: float) -> bool:
+        """Sends one request once a slot is free; False when the stream has broken."""
+        if request.dtype == np.int64:
+            tensor = grpcclient.InferInput("events", list(request.shape), "INT64")
+        else:
+            tensor = grpcclient.InferInput("x", list(request.shape), "FP32")
+        tensor.set_data_from_numpy(request)
+        while not self.slots.acquire(timeout=0.5):
+            if self.broken:
+                return False
+        if self.broken:
+            self.slots.release()
+            return False
+        with self.lock:
+            self.sent += 1
+        try:
+            self.client.async_stream_infer(model, [tensor], request_id=request_id, parameters={"threshold": threshold})
+        except InferenceServerException as error:
+            with self.lock:
+                self.errors.append(str(error))
+                self.broken = True
+                self.finished += 1
+            self.slots.release()
+            return False
+        return True
+
+    def wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self.lock:
+            while self.finished < self.sent and not self.broken:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.done.wait(remaining)
+        return True
+
+
+def stream_model(
+    address: str,
+    model: ModelInfo,
+    samples: Samples,
+    thresholds: Sequence[float],
+    concurrency: int,
+    timeout_s: float,
+) -> tuple[dict[str, Answer], list[str], float]:
+    client = grpcclient.InferenceServerClient(url=address)
+    run = StreamRun(client, concurrency)
+    started = time.perf_counter()
+    try:
+        client.start_stream(callback=run.callback)
+        try:
+            requests = [(t, i, r) for t in thresholds for i, r in enumerate(samples.requests)]
+            for threshold, i, request in requests:
+                if not run.send(model.name, request, f"{threshold!r}/{i}", float(threshold)):
+                    break
+            if not run.wait(timeout_s):
+                run.errors.append(f"timed out after {timeout_s} s with {run.sent - run.finished} requests unanswered")
+        finally:
+            client.stop_stream()
+    finally:
+        client.close()
+    return run.answers, run.errors, time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparison and report
+
+
+def compare(
+    model: ModelInfo,
+    offline: Offline,
+    threshold: float,
+    answers: dict[str, Answer],
+    count: int,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """(mismatches, tolerated differences) of one threshold."""
+    run = offline.runs[threshold]
+    mismatches: list[dict[str, object]] = []
+    tolerated: list[dict[str, object]] = []
+    for i in range(count):
+        answer = answers.get(f"{threshold!r}/{i}")
+        base: dict[str, object] = {"model": model.name, "threshold": threshold, "sample": i}
+        if answer is None or not answer.final:
+            mismatches.append({**base, "problem": "no final response"})
+            continue
+        expected_exit = int(run.result.exit_timesteps[i])
+        expected_class = int(run.result.predictions[i])
+        expected_reason = run.reasons[i]
+        if answer.steps_seen != list(range(1, answer.timesteps + 1)):
+            mismatches.append(
+                {**base, "problem": f"responses for timesteps {answer.steps_seen}, one per timestep expected"}
+            )
+        got = (answer.timesteps, answer.class_index, answer.exit_reason)
+        if got == (expected_exit, expected_class, expected_reason):
+            continue
+        last = max(expected_exit, answer.timesteps)
+        window = offline.confidences[:last, i]
+        near = threshold < 1.0 and bool(np.any(np.abs(window - threshold) < NEAR_THRESHOLD))
+        record = {
+            **base,
+            "offline": {"timesteps": expected_exit, "class_index": expected_class, "exit_reason": expected_reason},
+            "server": {"timesteps": got[0], "class_index": got[1], "exit_reason": got[2]},
+            "offline_confidences": [float(c) for c in window],
+        }
+        (tolerated if near else mismatches).append(record)
+    return mismatches, tolerated
+
+
+def summarise(
+    model: ModelInfo,
+    offline: Offline,
+    samples: Samples,
+    thresholds: Sequence[float],
+    answers: dict[str, Answer],
+) -> list[dict[str, object]]:
+    count = len(samples.targets)
+    server_rows: dict[float, dict[str, Any]] = {}
+    for threshold in thresholds:
+        finals = [answers.get(f"{threshold!r}/{i}") for i in range(count)]
+        got = [a for a in finals if a is not None and a.final]
+        correct = sum(
+            1 for i, a in enumerate(finals) if a is not None and a.final and a.class_index == samples.targets[i]
+        )
+        uncertainties = [a.uncertainty for a in got if a.uncertainty is not None]
+        server_rows[threshold] = {
+            "answered": len(got),
+            "accuracy": correct / count,
+            "mean_timesteps": sum(a.timesteps for a in got) / len(got) if got else None,
+            "mean_uncertainty": float(np.mean(uncertainties)) if uncertainties else None,
+            "exit_reasons": dict(sorted(Counter(a.exit_reason for a in got).items())),
+        }
+    # Full T: the server's own threshold-1.0 run when swept, else the offline figure (which it must equal).
+    accuracy_at_t = server_rows[1.0]["accuracy"] if 1.0 in server_rows else offline.accuracy_at_t
+    rows = []
+    for threshold in thresholds:
+        server = server_rows[threshold]
+        result = offline.runs[threshold].result
+        variances = getattr(result, "variances", None)
+        rows.append(
+            {
+                "threshold": threshold,
+                "samples": count,
+                "accuracy": server["accuracy"],
+                "mean_timesteps": server["mean_timesteps"],
+                "speedup": model.timesteps / server["mean_timesteps"] if server["mean_timesteps"] else None,
+                "accuracy_drop": accuracy_at_t - server["accuracy"],
+                "mean_uncertainty": server["mean_uncertainty"] if model.ensemble else None,
+                "exit_reasons": server["exit_reasons"],
+                "answered": server["answered"],
+                "offline": {
+                    "accuracy": result.accuracy,
+                    "mean_timesteps": result.mean_timesteps,
+                    "speedup": model.timesteps / result.mean_timesteps,
+                    "mean_variance": float(np.mean(variances)) if model.ensemble and variances is not None else None,
+                },
+            }
+        )
+    return rows
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f}"
+
+
+def write_markdown(path: Path, report: dict[str, Any]) -> None:
+    lines = [
+        "# Anytime evaluation through the server",
+        "",
+        f"Generated {report['generated']} by `benchmarks/anytime_eval.py` in {report['runtime_s']:.1f} s: every "
+        f"held-out sample streamed over KServe v2 gRPC (`tritonclient` `ModelStreamInfer`, {report['concurrency']} "
+        "requests in flight on one stream) at each threshold, and compared with the offline evaluation "
+        "(`spiketrain.anytime` over the shipped ONNX graphs, one sample at a time).",
+        "",
+        f"**Exit timestep, prediction and exit reason equal offline for every sample: "
+        f"{'yes' if report['ok'] else 'NO'}** ({report['compared']} sample-threshold pairs; "
+        f"{len(report['mismatches'])} mismatches, {len(report['tolerated'])} tolerated differences where an offline "
+        f"confidence lies within {NEAR_THRESHOLD:g} of the threshold).",
+        "",
+        "Accuracy and average timesteps are the server's; speedup is T / average timesteps; the drop is "
+        "against running all T steps (threshold 1.0), in percentage points; uncertainty is the ensemble "
+        "members' mean variance on the chosen class at exit.",
+        "",
+        "| model | variant | T | samples | threshold | accuracy % | avg timesteps | speedup (x) | drop vs T (pp) "
+        "| mean uncertainty | exits: confident / max_timesteps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in report["models"].items():
+        for row in entry["results"]:
+            reasons = row["exit_reasons"]
+            uncertainty = "" if row["mean_uncertainty"] is None else f"{row['mean_uncertainty']:.2e}"
+            lines.append(
+                f"| `{name}` | {entry['variant']} | {entry['timesteps']} | {row['samples']} | {row['threshold']:g} "
+                f"| {_pct(row['accuracy'])} | {_fmt(row['mean_timesteps'], '.3f')} | {_fmt(row['speedup'], '.2f')} "
+                f"| {row['accuracy_drop'] * 100:+.2f} | {uncertainty} "
+                f"| {reasons.get('confident', 0)} / {reasons.get('max_timesteps', 0)} |"
+            )
+    lines += ["", "## Models", ""]
+    for name, entry in report["models"].items():
+        check = entry["offline_vs_eval_json"]
+        if check.get("checked"):
+            note = "offline equals `eval.json`" if check.get("ok") else "offline DIFFERS from `eval.json`"
+        else:
+            note = f"`eval.json` not compared ({check.get('why')})"
+        lines.append(
+            f"* `{name}`: {entry['samples']} samples from {entry['sample_source']}; {note}; "
+            f"offline {entry['offline_s']:.1f} s, server {entry['server_s']:.1f} s."
+        )
+    if report["mismatches"] or report["tolerated"]:
+        lines += ["", "## Differences", ""]
+        for kind in ("mismatches", "tolerated"):
+            for m in report[kind]:
+                lines.append(f"* {kind[:-2] if kind == 'mismatches' else 'tolerated'}: `{json.dumps(m)}`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours: dict[str, str] = {}
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    styles = {"single": ":", "TET ensemble": "--", "STR ensemble": "-"}
+    markers = {"single": "o", "TET ensemble": "s", "STR ensemble": "^"}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name, entry in report["models"].items():
+        colour = colours.setdefault(entry["dataset"], palette[len(colours) % len(palette)])
+        rows = sorted(
+            (r for r in entry["results"] if r["mean_timesteps"] is not None), key=lambda r: r["mean_timesteps"]
+        )
+        ax.plot(
+            [r["mean_timesteps"] for r in rows],
+            [r["accuracy"] * 100 for r in rows],
+            linestyle=styles.get(entry["variant"], "-"),
+            marker=markers.get(entry["variant"], "o"),
+            color=colour,
+            label=f"{name} ({entry['variant']}, T={entry['timesteps']})",
+        )
+    ax.set_xlabel("average timesteps (server, threshold sweep)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("Anytime accuracy vs average timesteps, through spikeserve (gRPC stream)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Starting the server
+
+
+def _binary(configured: str | None) -> Path:
+    value = configured or os.environ.get("SPIKESERVE_BIN") or "target/release/spikeserve"
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return REPO / path
+
+
+def _ort_library() -> str:
+    configured = os.environ.get("ORT_DYLIB_PATH")
+    if configured:
+        return configured
+    found = sorted(glob.glob(str(REPO / ".venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.*")))
+    if not found:
+        raise SystemExit("anytime_eval: set ORT_DYLIB_PATH to ONNX Runtime's shared library")
+    return found[-1]
+
+
+@contextmanager
+def started_server(binary: Path, models_dir: Path) -> Iterator[str]:
+    """Runs the release binary on free loopback ports; yields its gRPC address; stops it after."""
+    if not binary.exists():
+        raise SystemExit(f"anytime_eval: {binary} is missing; build it with `cargo build --release --locked`")
+    env = dict(os.environ, ORT_DYLIB_PATH=_ort_library())
+    env.setdefault("RUST_LOG", "info")
+    command = [
+        str(binary),
+        "--log-format",
+        "json",
+        "serve",
+        "--models",
+        str(models_dir),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    log: list[str] = []
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line.rstrip("\n"))
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        address = None
+        while address is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SystemExit("anytime_eval: the server did not start listening; its log:\n" + "\n".join(log))
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise SystemExit(f"anytime_eval: the server exited ({process.wait()}); its log:\n" + "\n".join(log))
+            address = _grpc_address(line)
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+
+
+def _grpc_address(line: str) -> str | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    fields = record.get("fields", {}) if isinstance(record, dict) else {}
+    if not isinstance(fields, dict) or fields.get("message") != "listening" or "grpc_addr" not in fields:
+        return None
+    return str(fields["grpc_addr"])
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/anytime_eval.py", description=(__doc__ or "").split("\n", 1)[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--grpc", metavar="HOST:PORT", help="a running server's gRPC address")
+    where.add_argument("--start", action="store_true", help="start the release binary on free ports, stop it after")
+    parser.add_argument(
+        "--bin", default=None, help="the binary for --start (default: $SPIKESERVE_BIN or target/release)"
+    )
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--thresholds", nargs="+", type=float, default=list(DEFAULT_THRESHOLDS))
+    parser.add_argument("--limit", type=int, default=None, help="the first N held-out samples per model")
+    parser.add_argument("--heldout-json-only", action="store_true", help="event models: heldout.json's samples only")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight on the stream")
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="longest wait for one model's answers")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args(argv)
+    bad = [t for t in args.thresholds if not 0.0 < t <= 1.0]
+    if bad:
+        parser.error(f"thresholds must lie in (0, 1], found {bad}")
+    args.thresholds = list(dict.fromkeys(args.thresholds))
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    return args
+
+
+def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    models: dict[str, Any] = {}
+    mismatches: list[dict[str, object]] = []
+    tolerated: list[dict[str, object]] = []
+    compared = 0
+    for name in args.models:
+        model = load_model(args.models_dir, name)
+        t0 = time.perf_counter()
+        samples = load_samples(model, args.limit, args.heldout_json_only)
+        offline = offline_evaluation(model, samples, [*args.thresholds, *eval_json_thresholds(model)])
+        eval_check = check_against_eval_json(model, offline, samples)
+        offline_s = time.perf_counter() - t0
+        answers, errors, server_s = stream_model(
+            address, model, samples, args.thresholds, args.concurrency, args.timeout_s
+        )
+        for error in errors:
+            mismatches.append({"model": name, "problem": f"stream error: {error}"})
+        if eval_check.get("checked") and not eval_check.get("ok"):
+            mismatches.append({"model": name, "problem": "offline evaluation differs from eval.json", **eval_check})
+        for threshold in args.thresholds:
+            m, t = compare(model, offline, threshold, answers, len(samples.targets))
+            mismatches += m
+            tolerated += t
+            compared += len(samples.targets)
+        rows = summarise(model, offline, samples, args.thresholds, answers)
+        models[name] = {
+            "variant": model.variant,
+            "dataset": model.dataset,
+            "timesteps": model.timesteps,
+            "members": [str(m.relative_to(model.directory)) for m in model.members],
+            "samples": len(samples.targets),
+            "sample_source": samples.source,
+            "accuracy_at_T": offline.accuracy_at_t,
+            "offline_vs_eval_json": eval_check,
+            "offline_s": offline_s,
+            "server_s": server_s,
+            "requests_per_s": len(samples.targets) * len(args.thresholds) / server_s,
+            "results": rows,
+        }
+        bad = sum(1 for m in mismatches if m.get("model") == name)
+        print(
+            f"{name}: {len(samples.targets)} samples x {len(args.thresholds)} thresholds; offline {offline_s:.1f} s, "
+            f"server {server_s:.1f} s; {bad} mismatches",
+            file=sys.stderr,
+        )
+    return {
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "grpc": address,
+        "started_server": bool(args.start),
+        "concurrency": args.concurrency,
+        "thresholds": args.thresholds,
+        "limit": args.limit,
+        "tolerance": {
+            "near_threshold": NEAR_THRESHOLD,
+            "rule": "a sample may differ from offline only when an offline confidence (float64) at a timestep up "
+            "to the later of the two exits lies within near_threshold of the threshold (as in the Rust tests)",
+        },
+        "compared": compared,
+        "ok": not mismatches,
+        "mismatches": mismatches,
+        "tolerated": tolerated,
+        "models": models,
+        "runtime_s": time.perf_counter() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    if args.start:
+        with started_server(_binary(args.bin), args.models_dir) as address:
+            report = evaluate(args, address)
+    else:
+        report = evaluate(args, args.grpc)
+    report["runtime_s"] = time.perf_counter() - started
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        write_markdown(args.markdown, report)
+    if args.plot:
+        write_plot(args.plot, report)
+    for name, entry in report["models"].items():
+        for row in entry["results"]:
+            print(
+                f"{name:18} t={row['threshold']:<6g} accuracy {row['accuracy'] * 100:6.2f}%  "
+                f"avg timesteps {_fmt(row['mean_timesteps'], '6.3f')}  speedup {_fmt(row['speedup'], '5.2f')}  "
+                f"drop {row['accuracy_drop'] * 100:+.2f} pp"
+                + ("" if row["mean_uncertainty"] is None else f"  uncertainty {row['mean_uncertainty']:.2e}")
+            )
+    print(
+        f"{report['compared']} sample-threshold pairs compared in {report['runtime_s']:.1f} s: "
+        f"{len(report['mismatches'])} mismatches, {len(report['tolerated'])} tolerated near-threshold differences"
+    )
+    if report["mismatches"]:
+        print("MISMATCHES (server vs offline):", file=sys.stderr)
+        for m in report["mismatches"][:50]:
+            print(f"  {json.dumps(m)}", file=sys.stderr)
+        if len(report["mismatches"]) > 50:
+            print(f"  ... and {len(report['mismatches']) - 50} more (see --json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
