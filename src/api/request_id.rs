@@ -18,10 +18,18 @@ pub fn request_id(given: Option<&str>) -> String {
 
 /// The span every request's logs go under; `timesteps` and `exit_reason` are recorded at the end.
 pub fn request_span(door: &'static str, id: &str, model: &str) -> tracing::Span {
+    let span = request_span_without_id(door, model);
+    span.record("id", id);
+    span
+}
+
+/// The same span, for doors that learn the id only from the body (recorded with
+/// `span.record("id", ..)` once known).
+pub fn request_span_without_id(door: &'static str, model: &str) -> tracing::Span {
     tracing::info_span!(
         "request",
         door,
-        id,
+        id = tracing::field::Empty,
         model,
         timesteps = tracing::field::Empty,
         exit_reason = tracing::field::Empty

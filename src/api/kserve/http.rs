@@ -24,7 +24,7 @@ use super::{
 use crate::api::error::ApiError;
 use crate::api::http::{read_body, record_exit, AppState};
 use crate::api::request::anytime_request;
-use crate::api::request_id::{request_id, request_span, HEADER as REQUEST_ID};
+use crate::api::request_id::{request_id, request_span_without_id, HEADER as REQUEST_ID};
 use crate::model::LoadedModel;
 
 /// The binary tensor data extension's header: the length of the JSON part of the body.
@@ -264,7 +264,8 @@ async fn infer(
 ) -> Response {
     let arrived = Instant::now();
     let header_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let span = request_span("kserve-http", header_id.as_deref().unwrap_or(""), &name);
+    // The id may come from the body: recorded on the span once the body is read.
+    let span = request_span_without_id("kserve-http", &name);
     let result =
         async { run(&state, &name, &headers, body, arrived, header_id).await }.instrument(span).await;
     match result {
