@@ -21,7 +21,7 @@ use utoipa::OpenApi;
 
 use super::error::ApiError;
 use super::request::anytime_request;
-use super::request_id::{request_id, request_span, HEADER as REQUEST_ID};
+use super::request_id::{record_exit, request_id, request_span, HEADER as REQUEST_ID};
 use super::schema::{
     ErrorResponse, Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats, PartialResponse,
 };
@@ -225,15 +225,6 @@ async fn answer(
     let answer = model.engine.infer(request).await?;
     record_exit(answer.timesteps, answer.exit_reason.as_str());
     Ok(Json(InferResponse::new(&model, id, answer, max_timesteps)).into_response())
-}
-
-/// Records the answer on the request's span and logs it: one line per request, under the target
-/// `spikeserve::request` (silence it with `RUST_LOG=info,spikeserve::request=warn`).
-pub fn record_exit(timesteps: usize, exit_reason: &str) {
-    let span = tracing::Span::current();
-    span.record("timesteps", timesteps);
-    span.record("exit_reason", exit_reason);
-    tracing::info!(target: "spikeserve::request", timesteps, exit_reason, "answered");
 }
 
 fn sse_response(

@@ -1,5 +1,5 @@
-//! Request ids: taken from the client (`x-request-id`, or the KServe `id` field) when it sends a
-//! usable one, made otherwise; echoed in the answer and carried by the request's log span.
+//! Request ids and the request's log span. An id is taken from the client (`x-request-id`, or the
+//! KServe `id` field) when it sends a usable one, made otherwise, and echoed in the answer.
 
 pub const HEADER: &str = "x-request-id";
 
@@ -34,6 +34,15 @@ pub fn request_span_without_id(door: &'static str, model: &str) -> tracing::Span
         timesteps = tracing::field::Empty,
         exit_reason = tracing::field::Empty
     )
+}
+
+/// Records the answer on the request's span and logs it: one line per request, under the target
+/// `spikeserve::request` (silence it with `RUST_LOG=info,spikeserve::request=warn`).
+pub fn record_exit(timesteps: usize, exit_reason: &str) {
+    let span = tracing::Span::current();
+    span.record("timesteps", timesteps);
+    span.record("exit_reason", exit_reason);
+    tracing::info!(target: "spikeserve::request", timesteps, exit_reason, "answered");
 }
 
 #[cfg(test)]

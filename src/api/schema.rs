@@ -78,7 +78,7 @@ impl InferResponse {
         Self {
             model: model.name.clone(),
             request_id,
-            label: model.contract.labels.get(answer.class_index).cloned().unwrap_or_default(),
+            label: model.contract.label(answer.class_index),
             class_index: answer.class_index,
             confidence: answer.confidence,
             uncertainty: answer.uncertainty,
@@ -110,7 +110,7 @@ impl PartialResponse {
     pub fn new(model: &LoadedModel, partial: Partial) -> Self {
         Self {
             timestep: partial.timestep,
-            label: model.contract.labels.get(partial.class_index).cloned().unwrap_or_default(),
+            label: model.contract.label(partial.class_index),
             class_index: partial.class_index,
             confidence: partial.confidence,
             uncertainty: partial.uncertainty,

@@ -168,12 +168,7 @@ fn payloads(args: &BenchArgs) -> anyhow::Result<Vec<Payload>> {
             }
             let grpc = pb::InferRequest {
                 model: args.model.clone(),
-                input: Some(pb::infer_request::Input::Events(pb::Events {
-                    x: events.iter().map(|e| e[0]).collect(),
-                    y: events.iter().map(|e| e[1]).collect(),
-                    t_us: events.iter().map(|e| e[2]).collect(),
-                    p: events.iter().map(|e| e[3]).collect(),
-                })),
+                input: Some(pb::infer_request::Input::Events(pb::Events::from(events.as_slice()))),
                 policy: Some(policy),
                 ..Default::default()
             };

@@ -82,12 +82,7 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 fn request_input(body: &Value) -> anyhow::Result<pb::infer_request::Input> {
     if let Some(events) = body.get("events") {
         let events = decode_json_events(events)?;
-        return Ok(pb::infer_request::Input::Events(pb::Events {
-            x: events.iter().map(|e| e[0]).collect(),
-            y: events.iter().map(|e| e[1]).collect(),
-            t_us: events.iter().map(|e| e[2]).collect(),
-            p: events.iter().map(|e| e[3]).collect(),
-        }));
+        return Ok(pb::infer_request::Input::Events(pb::Events::from(events.as_slice())));
     }
     let Some(input) = body.get("input") else { bail!("the input file has neither \"input\" nor \"events\"") };
     let shape: Option<Vec<usize>> =

@@ -69,6 +69,13 @@ fn index(reason: ExitReason) -> usize {
     }
 }
 
+impl StatsSnapshot {
+    /// Requests answered (every exit but `cancelled`).
+    pub fn answered(&self) -> u64 {
+        self.exits.confident + self.exits.max_timesteps + self.exits.deadline
+    }
+}
+
 impl EngineStats {
     pub fn with_metrics(metrics: ModelMetrics) -> Self {
         Self { metrics: Some(metrics), ..Self::default() }

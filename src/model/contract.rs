@@ -126,6 +126,11 @@ pub struct ModelContract {
 }
 
 impl ModelContract {
+    /// The label of class `index` (empty for an index the model does not have).
+    pub fn label(&self, index: usize) -> String {
+        self.labels.get(index).cloned().unwrap_or_default()
+    }
+
     pub fn frame_len(&self) -> usize {
         self.frame_shape.iter().product()
     }

@@ -14,11 +14,11 @@ use tracing::Instrument;
 use super::anytime_pb as pb;
 use super::{budget_ms, grpc_request_id};
 use crate::api::error::ApiError;
-use crate::api::http::{record_exit, AppState};
+use crate::api::http::AppState;
 use crate::api::request::{
     anytime_request, cutoff_policy, deadline, event_binning, PolicyParams, RequestInput, RequestSpec,
 };
-use crate::api::request_id::request_span;
+use crate::api::request_id::{record_exit, request_span};
 use crate::api::streaming::{forward, stream_request, StreamEvent};
 use crate::engine::{AnytimeAnswer, ExitReason, FrameSender, Partial};
 use crate::input::events::{Event, StreamingBinner};
@@ -334,15 +334,11 @@ fn stream_message(
     }
 }
 
-fn label(model: &LoadedModel, class_index: usize) -> String {
-    model.contract.labels.get(class_index).cloned().unwrap_or_default()
-}
-
 fn partial_message(model: &LoadedModel, partial: Partial) -> pb::Partial {
     pb::Partial {
         timestep: partial.timestep as u32,
         class_index: partial.class_index as u32,
-        label: label(model, partial.class_index),
+        label: model.contract.label(partial.class_index),
         confidence: partial.confidence,
         uncertainty: partial.uncertainty,
         probabilities: partial.probabilities,
@@ -368,7 +364,7 @@ fn final_response(
         model: model.name.clone(),
         request_id,
         class_index: answer.class_index as u32,
-        label: label(model, answer.class_index),
+        label: model.contract.label(answer.class_index),
         confidence: answer.confidence,
         uncertainty: answer.uncertainty,
         probabilities: answer.probabilities,

@@ -19,6 +19,17 @@ pub mod inference_pb {
     tonic::include_proto!("inference");
 }
 
+impl From<&[crate::input::events::Event]> for anytime_pb::Events {
+    fn from(events: &[crate::input::events::Event]) -> Self {
+        Self {
+            x: events.iter().map(|e| e[0]).collect(),
+            y: events.iter().map(|e| e[1]).collect(),
+            t_us: events.iter().map(|e| e[2]).collect(),
+            p: events.iter().map(|e| e[3]).collect(),
+        }
+    }
+}
+
 /// Every proto's descriptors, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 

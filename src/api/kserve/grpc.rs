@@ -22,9 +22,9 @@ use super::{
 use crate::api::error::ApiError;
 use crate::api::grpc::inference_pb as pb;
 use crate::api::grpc::{budget_ms, grpc_request_id};
-use crate::api::http::{record_exit, AppState};
+use crate::api::http::AppState;
 use crate::api::request::anytime_request;
-use crate::api::request_id::request_span;
+use crate::api::request_id::{record_exit, request_span};
 use crate::api::streaming::{stream_request, StreamEvent};
 use crate::engine::AnytimeRequest;
 use crate::model::LoadedModel;
@@ -44,12 +44,7 @@ impl KServeService {
         version: &str,
         for_request: bool,
     ) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
-        if !version.is_empty() && version != MODEL_VERSION {
-            return Err(ApiError::ModelNotFound {
-                name: format!("{name}/versions/{version}"),
-                loaded: format!("{name} has version {MODEL_VERSION} only"),
-            });
-        }
+        super::check_version(name, version)?;
         if for_request {
             self.state.model(name)
         } else {
@@ -270,7 +265,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
             .iter()
             .map(|model| {
                 let s = model.engine.stats();
-                let success = s.exits.confident + s.exits.max_timesteps + s.exits.deadline;
+                let success = s.answered();
                 pb::ModelStatistics {
                     name: model.name.clone(),
                     version: MODEL_VERSION.to_owned(),

@@ -17,14 +17,14 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::{
-    answer_outputs, config_parameters, decode_binary, element_size, input_metadata, output_metadata,
-    request_spec, select_outputs, InputTensor, OutputData, OutputTensor, Parameter, EXTENSIONS,
-    MODEL_VERSION,
+    answer_outputs, check_version, config_parameters, decode_binary, element_size, input_metadata,
+    output_metadata, request_spec, select_outputs, InputTensor, OutputData, OutputTensor, Parameter,
+    EXTENSIONS, MODEL_VERSION,
 };
 use crate::api::error::ApiError;
-use crate::api::http::{read_body, record_exit, AppState};
+use crate::api::http::{read_body, AppState};
 use crate::api::request::anytime_request;
-use crate::api::request_id::{request_id, request_span_without_id, HEADER as REQUEST_ID};
+use crate::api::request_id::{record_exit, request_id, request_span_without_id, HEADER as REQUEST_ID};
 use crate::model::LoadedModel;
 
 /// The binary tensor data extension's header: the length of the JSON part of the body.
@@ -70,17 +70,6 @@ impl IntoResponse for V2Error {
 }
 
 type V2Result<T> = Result<T, V2Error>;
-
-fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
-    if version == MODEL_VERSION {
-        Ok(())
-    } else {
-        Err(ApiError::ModelNotFound {
-            name: format!("{name}/versions/{version}"),
-            loaded: format!("{name} has version {MODEL_VERSION} only"),
-        })
-    }
-}
 
 async fn server_metadata() -> Json<Value> {
     Json(json!({ "name": "spikeserve", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
@@ -184,7 +173,7 @@ async fn all_model_stats(State(state): State<AppState>) -> V2Result<Json<Value>>
 
 fn statistics(model: &LoadedModel) -> Value {
     let s = model.engine.stats();
-    let success = s.exits.confident + s.exits.max_timesteps + s.exits.deadline;
+    let success = s.answered();
     let duration = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
     json!({
         "name": model.name,

@@ -31,6 +31,18 @@ pub const EVENTS_INPUT: &str = "events";
 pub const OUTPUTS: &[&str] =
     &["probabilities", "class_index", "label", "confidence", "timesteps", "exit_reason", "uncertainty"];
 
+/// `version` must be the one version served (the empty version means "the latest" over gRPC).
+pub fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
+    if version.is_empty() || version == MODEL_VERSION {
+        Ok(())
+    } else {
+        Err(ApiError::ModelNotFound {
+            name: format!("{name}/versions/{version}"),
+            loaded: format!("{name} has version {MODEL_VERSION} only"),
+        })
+    }
+}
+
 /// A tensor's values as numbers, whatever its wire datatype (f64 holds FP32 and the integers
 /// a request can meaningfully carry exactly).
 #[derive(Debug, Clone, PartialEq)]
@@ -292,10 +304,6 @@ fn scalar(name: &'static str, data: OutputData) -> OutputTensor {
     OutputTensor { name, shape: vec![1], data }
 }
 
-fn label(model: &LoadedModel, class_index: usize) -> String {
-    model.contract.labels.get(class_index).cloned().unwrap_or_default()
-}
-
 /// The answer as named outputs, in [`OUTPUTS`] order.
 pub fn answer_outputs(model: &LoadedModel, answer: &AnytimeAnswer) -> Vec<OutputTensor> {
     let mut outputs = prediction_outputs(
@@ -337,7 +345,7 @@ fn prediction_outputs(
             data: OutputData::Fp32(probabilities.iter().map(|&p| p as f32).collect()),
         },
         scalar("class_index", OutputData::Int64(vec![class_index as i64])),
-        scalar("label", OutputData::Bytes(vec![label(model, class_index)])),
+        scalar("label", OutputData::Bytes(vec![model.contract.label(class_index)])),
         scalar("confidence", OutputData::Fp32(vec![confidence as f32])),
         scalar("timesteps", OutputData::Int64(vec![timesteps as i64])),
     ];
