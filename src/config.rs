@@ -66,6 +66,18 @@ pub struct ServeConfig {
     /// Largest request body (HTTP) or message (gRPC) accepted, in bytes.
     #[arg(long, env = "SPIKESERVE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// End a bidirectional session that sends no message for this many seconds (it holds a batch
+    /// slot while it waits).
+    #[arg(long, env = "SPIKESERVE_SESSION_IDLE_TIMEOUT_SECS", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub session_idle_timeout_secs: f64,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => Ok(seconds),
+        Ok(seconds) => Err(format!("must be a positive number of seconds, found {seconds}")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 impl ServeConfig {

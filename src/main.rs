@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use spikeserve::api::grpc::anytime::AnytimeService;
 use spikeserve::api::grpc::anytime_pb::anytime_server::AnytimeServer;
 use spikeserve::api::grpc::inference_pb::grpc_inference_service_server::GrpcInferenceServiceServer;
-use spikeserve::api::grpc::FILE_DESCRIPTOR_SET;
+use spikeserve::api::grpc::{limits, FILE_DESCRIPTOR_SET};
 use spikeserve::api::http::router;
 use spikeserve::api::kserve::grpc::KServeService;
 use spikeserve::api::ServerState;
@@ -133,6 +133,7 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
     let grpc_incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(limits::rewrite_too_large))
             .add_routes(grpc)
             .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone())),
     );
@@ -215,9 +216,11 @@ fn grpc_router(
     let reflection = reflection_builder().build_v1().context("building gRPC reflection")?;
     let reflection_alpha = reflection_builder().build_v1alpha().context("building gRPC reflection")?;
     let limit = config.max_body_bytes;
-    let anytime = AnytimeServer::new(AnytimeService::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(usize::MAX);
+    let session_idle = Duration::from_secs_f64(config.session_idle_timeout_secs);
+    let anytime =
+        AnytimeServer::new(AnytimeService::new(state.clone()).with_session_idle_timeout(session_idle))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX);
     let kserve = GrpcInferenceServiceServer::new(KServeService::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);

@@ -28,6 +28,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("cannot read the request body: {0}")]
     BadBody(String),
+    #[error("session: no message for {seconds} s; send the next frame sooner or raise --session-idle-timeout-secs")]
+    SessionIdle { seconds: f64 },
     #[error("the server is still loading its models")]
     NotReady,
     #[error("the server is shutting down and takes no new requests")]
@@ -58,6 +60,7 @@ impl ApiError {
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SessionIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BadBody(_) => "bad_body",
+            Self::SessionIdle { .. } => "session_idle",
             Self::NotReady => "not_ready",
             Self::ShuttingDown => "shutting_down",
             Self::Engine(error) => error.code(),
@@ -99,7 +103,9 @@ impl ApiError {
             | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
             Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
             Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
-            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => Code::DeadlineExceeded,
+            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) | Self::SessionIdle { .. } => {
+                Code::DeadlineExceeded
+            }
             Self::Engine(EngineError::Step(_)) => Code::Internal,
         }
     }

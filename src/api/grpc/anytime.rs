@@ -1,7 +1,7 @@
 //! `spikeserve.anytime.v1.Anytime`: unary, server-streaming and bidirectional anytime inference.
 
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::anytime_pb as pb;
-use super::{budget_ms, grpc_request_id};
+use super::{budget_ms, grpc_request_id, limits};
 use crate::api::error::ApiError;
 use crate::api::http::AppState;
 use crate::api::request::{
@@ -27,11 +27,35 @@ use crate::model::LoadedModel;
 
 pub struct AnytimeService {
     state: AppState,
+    session_idle: Duration,
 }
+
+/// A session that sends nothing for this long is ended, unless the server is told otherwise.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30);
 
 impl AnytimeService {
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        Self { state, session_idle: DEFAULT_SESSION_IDLE }
+    }
+
+    /// How long a session may go without a message: a client that stops sending must not hold a
+    /// batch slot (and its membrane state) forever.
+    pub fn with_session_idle_timeout(mut self, idle: Duration) -> Self {
+        self.session_idle = idle;
+        self
+    }
+}
+
+/// The next message of a client stream, within `idle`. Over-limit messages are refused with
+/// RESOURCE_EXHAUSTED (see [`limits`]); a client that reset the call reads as the end.
+async fn next_message<T>(inbound: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, ApiError> {
+    match tokio::time::timeout(idle, inbound.message()).await {
+        Ok(Ok(message)) => Ok(message),
+        Ok(Err(status)) if limits::is_too_large(&status) => {
+            Err(ApiError::PayloadTooLarge(limits::too_large(&status).message().to_owned()))
+        }
+        Ok(Err(_)) => Ok(None),
+        Err(_) => Err(ApiError::SessionIdle { seconds: idle.as_secs_f64() }),
     }
 }
 
@@ -100,7 +124,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let arrived = Instant::now();
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
+        let first = next_message(&mut inbound, self.session_idle).await?.ok_or_else(|| {
             ApiError::InvalidField("session: the stream ended before its `start` message".into())
         })?;
         let start = match first.message {
@@ -139,6 +163,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let mut events = forward(answer, partials);
         let pump_model = model.clone();
         let max_timesteps = policy.max_timesteps;
+        let idle = self.session_idle;
         tokio::spawn(
             async move {
                 let mut input_open = true;
@@ -171,7 +196,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         // Frames: pushed as they come; a bad one ends the call with its error.
         tokio::spawn(
             async move {
-                if let Err(error) = feed(&mut inbound, &sender, binner, &model).await {
+                if let Err(error) = feed(&mut inbound, idle, &sender, binner, &model).await {
                     error.count_for(&model.name);
                     let _ = input_error_tx.send(error);
                 }
@@ -210,19 +235,16 @@ fn counted(error: ApiError, model: &str) -> Status {
 /// an input is wrong (the error to end the call with).
 async fn feed(
     inbound: &mut Streaming<pb::SessionRequest>,
+    idle: Duration,
     sender: &FrameSender,
     mut binner: Option<StreamingBinner>,
     model: &LoadedModel,
 ) -> Result<(), ApiError> {
     use pb::session_request::Message;
     loop {
-        let message = match inbound.message().await {
-            Ok(Some(message)) => message,
-            // Half-closed: no more input; the request answers after what it has.
-            Ok(None) => break,
-            // The client reset the call: dropping the sender ends the stream; the answer goes nowhere.
-            Err(_) => return Ok(()),
-        };
+        // `None`: the client half-closed (the request answers after what it has) or reset the
+        // call (dropping the sender ends the stream; the answer goes nowhere).
+        let Some(message) = next_message(inbound, idle).await? else { break };
         let frames = match message.message {
             Some(Message::Frame(tensor)) => vec![frame_from_pb(tensor, model, sender.frames_sent())?],
             Some(Message::Events(chunk)) => {

@@ -2,6 +2,7 @@
 //! (`inference.GRPCInferenceService`), `grpc.health.v1` and reflection, on one port.
 
 pub mod anytime;
+pub mod limits;
 
 use std::time::Duration;
 

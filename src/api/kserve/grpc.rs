@@ -21,7 +21,7 @@ use super::{
 };
 use crate::api::error::ApiError;
 use crate::api::grpc::inference_pb as pb;
-use crate::api::grpc::{budget_ms, grpc_request_id};
+use crate::api::grpc::{budget_ms, grpc_request_id, limits};
 use crate::api::http::AppState;
 use crate::api::request::anytime_request;
 use crate::api::request_id::{record_exit, request_span};
@@ -175,7 +175,18 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         let (outbound, outbound_rx) = mpsc::channel::<Result<pb::ModelStreamInferResponse, Status>>(64);
         let service = KServeService { state: self.state.clone() };
         tokio::spawn(async move {
-            while let Ok(Some(request)) = inbound.message().await {
+            loop {
+                let request = match inbound.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => return,
+                    Err(status) if limits::is_too_large(&status) => {
+                        // The stream cannot be read past a refused message: end the call with it.
+                        let _ = outbound.send(Err(limits::too_large(&status))).await;
+                        return;
+                    }
+                    // The client reset the call.
+                    Err(_) => return,
+                };
                 let arrived = Instant::now();
                 let id = grpc_request_id(&request.id, &metadata);
                 let span = request_span("kserve-grpc-stream", &id, &request.model_name);
