@@ -21,6 +21,7 @@ use spikeserve::api::ServerState;
 use spikeserve::backend::OrtRuntime;
 use spikeserve::cli::bench::BenchArgs;
 use spikeserve::cli::infer::InferArgs;
+use spikeserve::cli::soak::SoakArgs;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::model::ModelRegistry;
@@ -44,6 +45,8 @@ enum Command {
     Infer(InferArgs),
     /// Load-test a running server (or, with --floor, step the model in this process).
     Bench(BenchArgs),
+    /// Soak a running server: many clients mixing every door, giving up and disconnecting.
+    Soak(SoakArgs),
     /// Check one model (a directory holding model.onnx, or the .onnx file) and print its contract as JSON.
     Inspect {
         path: PathBuf,
@@ -68,6 +71,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("starting the async runtime")?
             .block_on(spikeserve::cli::bench::run(args)),
+        Command::Soak(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(spikeserve::cli::soak::run(args)),
     }
 }
 

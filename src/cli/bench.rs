@@ -4,7 +4,7 @@
 //! percentiles, time to first partial, average timesteps and exit reasons, as a table and as JSON.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,7 +109,7 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-fn percentiles(mut values: Vec<f64>) -> Percentiles {
+pub(super) fn percentiles(mut values: Vec<f64>) -> Percentiles {
     values.sort_by(f64::total_cmp);
     let at = |q: f64| -> f64 {
         if values.is_empty() {
@@ -128,28 +128,29 @@ fn percentiles(mut values: Vec<f64>) -> Percentiles {
     }
 }
 
-/// What one request sends, prepared once per held-out sample.
+/// What one request sends, prepared once per held-out sample: the `/v1` JSON body and the gRPC
+/// message.
 #[derive(Clone)]
-struct Payload {
-    body: Arc<Vec<u8>>,
-    grpc: pb::InferRequest,
+pub(super) struct Payload {
+    pub(super) body: Arc<Vec<u8>>,
+    pub(super) grpc: pb::InferRequest,
 }
 
-fn payloads(args: &BenchArgs) -> anyhow::Result<Vec<Payload>> {
-    let text = std::fs::read_to_string(&args.inputs)
-        .with_context(|| format!("reading {}", args.inputs.display()))?;
+/// One payload per sample of a held-out file (`{"inputs": [...]}` or `{"events": [...]}`).
+pub(super) fn payloads(inputs: &Path, model: &str, threshold: Option<f64>) -> anyhow::Result<Vec<Payload>> {
+    let text = std::fs::read_to_string(inputs).with_context(|| format!("reading {}", inputs.display()))?;
     let file: Value = serde_json::from_str(&text).context("the inputs file is not JSON")?;
-    let policy = pb::Policy { threshold: args.threshold, ..Default::default() };
+    let policy = pb::Policy { threshold, ..Default::default() };
     let mut out = Vec::new();
     if let Some(inputs) = file.get("inputs").and_then(Value::as_array) {
         for input in inputs {
             let tensor = decode_json_tensor(input, None)?;
             let mut body = json!({ "input": input });
-            if let Some(t) = args.threshold {
+            if let Some(t) = threshold {
                 body["threshold"] = json!(t);
             }
             let grpc = pb::InferRequest {
-                model: args.model.clone(),
+                model: model.to_owned(),
                 input: Some(pb::infer_request::Input::Tensor(pb::Tensor {
                     shape: tensor.shape.iter().map(|&d| d as u64).collect(),
                     values: tensor.data,
@@ -163,11 +164,11 @@ fn payloads(args: &BenchArgs) -> anyhow::Result<Vec<Payload>> {
         for sample in samples {
             let events = decode_json_events(sample)?;
             let mut body = json!({ "events": sample });
-            if let Some(t) = args.threshold {
+            if let Some(t) = threshold {
                 body["threshold"] = json!(t);
             }
             let grpc = pb::InferRequest {
-                model: args.model.clone(),
+                model: model.to_owned(),
                 input: Some(pb::infer_request::Input::Events(pb::Events::from(events.as_slice()))),
                 policy: Some(policy),
                 ..Default::default()
@@ -176,7 +177,7 @@ fn payloads(args: &BenchArgs) -> anyhow::Result<Vec<Payload>> {
         }
     }
     if out.is_empty() {
-        bail!("{} holds neither \"inputs\" nor \"events\"", args.inputs.display());
+        bail!("{} holds neither \"inputs\" nor \"events\"", inputs.display());
     }
     Ok(out)
 }
@@ -304,7 +305,7 @@ fn exit_name(reason: i32) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn progress(total: usize, hidden: bool) -> indicatif::ProgressBar {
+pub(super) fn progress(total: usize, hidden: bool) -> indicatif::ProgressBar {
     if hidden {
         return indicatif::ProgressBar::hidden();
     }
@@ -331,7 +332,7 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let payloads = Arc::new(payloads(args)?);
+    let payloads = Arc::new(payloads(&args.inputs, &args.model, args.threshold)?);
     let grpc = match args.protocol {
         Protocol::GrpcUnary | Protocol::GrpcStream => Some(
             AnytimeClient::connect(args.grpc.clone())
