@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi bench-engine bench-peers bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi soak bench-engine bench-peers bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -75,6 +75,11 @@ openapi: venv
 #   and the anytime evaluation of every shipped model through the server over gRPC (fails if any
 #   sample's exit timestep differs from the training job's offline evaluation).
 bench: bench-engine bench-peers bench-anytime
+
+# Load and faults (minutes; not part of `make test`): 256 clients mixing every door with
+# cancellations, disconnects and a model reload, then SIGTERM under load. Figures in RELIABILITY.md.
+soak:
+	scripts/soak.sh $(SOAK_SECONDS)
 
 bench-engine: venv
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo bench $(CARGO_FLAGS) --bench engine

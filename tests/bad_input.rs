@@ -436,6 +436,26 @@ async fn streaming_doors_refuse_bad_frames_and_end_sessions_that_stop_sending() 
     assert_status(session_outcome(&mut answers).await, Code::InvalidArgument, &["frame 1", "position 10"]);
     drop(tx);
 
+    // Event chunks: the second goes back in time, then one is off the sensor; each is named.
+    let event_session = |chunks: Vec<pb::Events>| async {
+        let (tx, rx) = mpsc::channel(8);
+        let start = pb::SessionStart { model: "event-digits".into(), ..Default::default() };
+        tx.send(session_message(pb::session_request::Message::Start(start))).await.expect("start");
+        for chunk in chunks {
+            tx.send(session_message(pb::session_request::Message::Events(chunk))).await.expect("chunk");
+        }
+        let mut grpc = anytime(&server).await;
+        let mut answers = grpc.session(ReceiverStream::new(rx)).await.expect("opens").into_inner();
+        let outcome = session_outcome(&mut answers).await;
+        drop(tx);
+        outcome
+    };
+    let chunk = |x: i64, t: i64| pb::Events { x: vec![x], y: vec![1], t_us: vec![t], p: vec![0] };
+    let backwards = event_session(vec![chunk(1, 5000), chunk(2, 4000)]).await;
+    assert_status(backwards, Code::InvalidArgument, &["events[1]", "t = 4000"]);
+    let off_sensor = event_session(vec![chunk(1, 5000), chunk(99, 6000)]).await;
+    assert_status(off_sensor, Code::InvalidArgument, &["x = 99"]);
+
     // A session that sends one frame and then nothing is ended after the idle timeout, saying why,
     // and its slot is freed.
     let (tx, rx) = mpsc::channel(8);

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Load and faults, bounded (not part of `make test`): figures for RELIABILITY.md.
+#
+#   scripts/soak.sh [SECONDS]      (default 180; `make soak`)
+#
+# 1. Soak: 256 clients for SECONDS mixing gRPC unary, server streaming and sessions, HTTP JSON and
+#    SSE, 10% giving up early, 5% dropping their connection, 10% with a 5 ms budget, against a
+#    server whose queue is small enough to refuse some (overload). Halfway through, a new version
+#    of the model is moved into the models directory and must take over without a failed request.
+#    Fails on any error other than overload refusals, if the slots and queue do not return to zero,
+#    or if the server's resident memory grew.
+# 2. SIGTERM under load: the same mix, then SIGTERM after a few seconds: admission stops, every
+#    request in flight is answered, the process exits 0 within the grace period.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_TO_RUN="${1:-180}"
+CLIENTS="${CLIENTS:-256}"
+RESULTS="${RESULTS:-benchmarks/results}"
+HTTP_PORT="${HTTP_PORT:-18100}"
+GRPC_PORT="${GRPC_PORT:-18101}"
+BIN=target/release/spikeserve
+
+make --no-print-directory venv build >/dev/null
+ORT_DYLIB_PATH="$(ls "$PWD"/.venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.* | sort | tail -1)"
+export ORT_DYLIB_PATH
+mkdir -p "$RESULTS"
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then kill -9 "$server_pid"; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The models directory the server watches: digits, whose next version is digits-tet's first seed
+# (same contract, different weights).
+mkdir -p "$work/models"
+cp -r models/digits "$work/models/digits"
+
+start_server() {
+    local log="$1"
+    RUST_LOG="info,spikeserve::request=warn" "$BIN" --log-format json serve \
+        --models "$work/models" --http-addr "127.0.0.1:$HTTP_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" \
+        --queue-capacity 64 --reload-interval-secs 1 --shutdown-grace-secs 30 2>"$log" &
+    server_pid=$!
+    for _ in $(seq 1 100); do
+        if grep -q '"listening"' "$log" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "the server did not start; its log:" >&2
+    cat "$log" >&2
+    exit 1
+}
+
+soak() {
+    "$BIN" soak --http "http://127.0.0.1:$HTTP_PORT" --grpc "http://127.0.0.1:$GRPC_PORT" \
+        --inputs models/digits/heldout.json --clients "$CLIENTS" --server-pid "$server_pid" --no-progress "$@"
+}
+
+echo "== soak: $CLIENTS clients for $SECONDS_TO_RUN s, a model reload halfway"
+start_server "$work/soak.log"
+(
+    sleep "$((SECONDS_TO_RUN / 2))"
+    # The atomic way to publish a new version: write it beside the old one, then rename it in.
+    cp models/digits-tet/seed-0/model.onnx "$work/models/digits/.model.onnx.new"
+    mv "$work/models/digits/.model.onnx.new" "$work/models/digits/model.onnx"
+) &
+reloader=$!
+soak --duration-secs "$SECONDS_TO_RUN" --json "$RESULTS/soak.json"
+wait "$reloader"
+if ! grep -q '"model reloaded"' "$work/soak.log"; then
+    echo "the new model version was not loaded; server log:" >&2
+    grep -v '"spikeserve::request"' "$work/soak.log" | tail -20 >&2
+    exit 1
+fi
+grep '"model reloaded"' "$work/soak.log" | tail -1
+
+echo "== SIGTERM under load"
+soak --duration-secs 60 --until-shutdown --json "$RESULTS/soak-sigterm.json" &
+load=$!
+sleep 5
+started=$(date +%s.%N)
+kill -TERM "$server_pid"
+status=0
+wait "$server_pid" || status=$?
+stopped=$(date +%s.%N)
+server_pid=""
+load_status=0
+wait "$load" || load_status=$?
+grep -E '"(stopped: every request in flight was answered|stopped: the grace period ran out)"' "$work/soak.log" | tail -1
+echo "server exit status $status after $(python3 -c "print(round($stopped - $started, 2))") s; load generator exit status $load_status"
+if [[ "$status" != 0 || "$load_status" != 0 ]]; then
+    exit 1
+fi
+echo "soak passed: results in $RESULTS/soak.json and $RESULTS/soak-sigterm.json"
