@@ -28,6 +28,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("cannot read the request body: {0}")]
     BadBody(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     #[error("the server is still loading its models")]
     NotReady,
     #[error("the server is shutting down and takes no new requests")]
@@ -58,6 +60,7 @@ impl ApiError {
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BadBody(_) => "bad_body",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::NotReady => "not_ready",
             Self::ShuttingDown => "shutting_down",
             Self::Engine(error) => error.code(),
@@ -98,6 +102,7 @@ impl ApiError {
             | Self::UnsupportedMediaType(_)
             | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
             Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => Code::DeadlineExceeded,
             Self::Engine(EngineError::Step(_)) => Code::Internal,
