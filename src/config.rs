@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use std::time::Duration;
 
+use crate::api::auth::Token;
 use crate::backend::Device;
 use crate::engine::EngineConfig;
 use crate::model::registry::LoadOptions;
@@ -70,6 +71,47 @@ pub struct ServeConfig {
     /// slot while it waits).
     #[arg(long, env = "SPIKESERVE_SESSION_IDLE_TIMEOUT_SECS", default_value_t = 30.0, value_parser = positive_seconds)]
     pub session_idle_timeout_secs: f64,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Bearer-token authentication: off unless at least one token is given; tokens from the file and
+/// from the list are all accepted.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// File of accepted bearer tokens: one a line; blank lines and lines starting with `#` are
+    /// ignored.
+    #[arg(long, env = "SPIKESERVE_AUTH_TOKENS_FILE", value_name = "PATH")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Accepted bearer tokens, comma separated. Prefer the environment variable or the file: a
+    /// value on the command line can be read by other users of the machine (`ps`).
+    // `Token` never prints its value, and `hide_env_values` keeps it out of `--help`.
+    #[arg(
+        long,
+        env = "SPIKESERVE_AUTH_TOKENS",
+        value_name = "TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = Token::parse
+    )]
+    pub auth_tokens: Vec<Token>,
+    /// Require the token on the health checks (HTTP /health and /v2/health/*, gRPC
+    /// grpc.health.v1) and /metrics too; they are open by default for probes and scrapers.
+    #[arg(long, env = "SPIKESERVE_AUTH_HEALTH")]
+    pub auth_health: bool,
+}
+
+/// TLS for the HTTP and gRPC ports (the `--metrics-addr` port stays plain HTTP).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (the server's certificate first); needs --tls-key.
+    #[arg(long, env = "SPIKESERVE_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, env = "SPIKESERVE_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {

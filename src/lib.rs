@@ -15,3 +15,4 @@ pub mod engine;
 pub mod input;
 pub mod metrics;
 pub mod model;
+pub mod tls;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
+use spikeserve::api::auth::{self, Auth};
 use spikeserve::api::grpc::anytime::AnytimeService;
 use spikeserve::api::grpc::anytime_pb::anytime_server::AnytimeServer;
 use spikeserve::api::grpc::inference_pb::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -25,6 +26,7 @@ use spikeserve::cli::soak::SoakArgs;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::model::ModelRegistry;
+use spikeserve::tls::{TlsIdentity, TlsListener};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -97,18 +99,54 @@ fn inspect(path: &std::path::Path, runtime: &RuntimeArgs) -> anyhow::Result<()> 
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Tokens and certificates first: a mistake there is cheaper to report than a model load.
+    let security = Security::load(&config)?;
     let runtime = OrtRuntime::load(config.runtime.ort_library.as_deref())?;
     config.device.check_available()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_servers(config, runtime))
+    rt.block_on(run_servers(config, security, runtime))
+}
+
+/// Who may call (bearer tokens) and how the doors are reached (TLS), both optional.
+struct Security {
+    auth: Option<Auth>,
+    tls: Option<TlsIdentity>,
+}
+
+impl Security {
+    fn load(config: &ServeConfig) -> anyhow::Result<Self> {
+        let auth = Auth::from_args(&config.auth)?;
+        // Clap makes the two flags require each other; both or neither reach here.
+        let tls = match (&config.tls.tls_cert, &config.tls.tls_key) {
+            (Some(cert), Some(key)) => {
+                spikeserve::tls::install_crypto_provider();
+                Some(TlsIdentity::load(cert, key)?)
+            }
+            _ => None,
+        };
+        match &auth {
+            Some(auth) => tracing::info!(
+                tokens = auth.token_count(),
+                health_and_metrics_open = !auth.guards_health(),
+                "bearer-token authentication on"
+            ),
+            None => tracing::info!("bearer-token authentication off: every client is served"),
+        }
+        if tls.is_none() && auth.is_some() {
+            tracing::warn!(
+                "tokens are sent in the clear without --tls-cert/--tls-key (or a TLS proxy in front)"
+            );
+        }
+        Ok(Self { auth, tls })
+    }
 }
 
 /// Binds both ports, answers health checks ("not serving") while the models load, serves, and on
 /// SIGTERM/SIGINT drains: new requests are refused, those in flight get `--shutdown-grace-secs`.
-async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result<()> {
+async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntime) -> anyhow::Result<()> {
     let state = ServerState::new();
     state.set_metrics(spikeserve::metrics::install().context("installing the metrics recorder")?);
     let upkeep = state.clone();
@@ -135,33 +173,47 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let grpc = grpc_router(state.clone(), &config, health_service)?;
+    let grpc = auth::guard_grpc(grpc_router(state.clone(), &config, health_service)?, security.auth.clone());
     // No Nagle: a streamed partial is a few hundred bytes and must leave at once, not wait for
     // the client's delayed ACK (40 ms).
     let grpc_incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        grpc_builder = grpc_builder.tls_config(tls.grpc_config()).context("configuring TLS for gRPC")?;
+    }
     let grpc_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        grpc_builder
             .layer(tower::util::MapResponseLayer::new(limits::rewrite_too_large))
             .add_routes(grpc)
             .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone())),
     );
     let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
+    let app = auth::guard_http(app, security.auth.clone());
     if let Some(addr) = config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the metrics address {addr}"))?;
         let bound = listener.local_addr().context("reading the bound metrics address")?;
+        // Plain HTTP even with TLS: scrapers usually reach it on a private network.
         tracing::info!(metrics_addr = %bound, "serving /metrics on its own address");
-        let metrics_app = spikeserve::api::http::metrics_router(state.clone());
+        let metrics_app =
+            auth::guard_http(spikeserve::api::http::metrics_router(state.clone()), security.auth);
         tokio::spawn(axum::serve(listener, metrics_app).into_future());
     }
-    let http_listener = http_listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
+    let http_server = match &security.tls {
+        Some(tls) => {
+            let listener = TlsListener::new(http_listener, tls.http_acceptor());
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future())
         }
-    });
-    let http_server =
-        tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future());
+        None => {
+            let listener = http_listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).into_future())
+        }
+    };
 
     let models = config.models.clone();
     let options = config.load_options();
@@ -179,7 +231,7 @@ async fn run_servers(config: ServeConfig, runtime: OrtRuntime) -> anyhow::Result
     for service in GRPC_SERVICES {
         health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;
     }
-    tracing::info!(%http_addr, %grpc_addr, "listening");
+    tracing::info!(%http_addr, %grpc_addr, tls = security.tls.is_some(), "listening");
 
     shutdown_signal().await;
     state.start_draining();

@@ -25,6 +25,7 @@ pub const SLOTS_CAPACITY: &str = "spikeserve_slots_capacity";
 pub const IN_FLIGHT: &str = "spikeserve_requests_in_flight";
 pub const SYNAPTIC_OPS: &str = "spikeserve_synaptic_ops";
 pub const UNCERTAINTY: &str = "spikeserve_ensemble_uncertainty";
+pub const UNAUTHENTICATED: &str = "spikeserve_unauthenticated_total";
 pub const NV_SUCCESS: &str = "nv_inference_request_success";
 pub const NV_FAILURE: &str = "nv_inference_request_failure";
 pub const NV_COUNT: &str = "nv_inference_count";
@@ -87,6 +88,10 @@ fn describe() {
         "Synaptic operations spent per answered request (models that report them)"
     );
     describe_histogram!(UNCERTAINTY, "Ensembles: variance across members of the answer's probability");
+    describe_counter!(
+        UNAUTHENTICATED,
+        "Requests refused for a missing, malformed or invalid bearer token, by door and reason"
+    );
     describe_counter!(NV_SUCCESS, "Triton-compatible: successful inference requests");
     describe_counter!(NV_FAILURE, "Triton-compatible: failed inference requests");
     describe_counter!(NV_COUNT, "Triton-compatible: inferences performed (one per request)");
@@ -215,4 +220,10 @@ pub fn failed(model: &str, code: &'static str) {
     metrics::counter!(REQUESTS, "model" => model.to_owned(), "status" => code, "exit_reason" => "none")
         .increment(1);
     metrics::counter!(NV_FAILURE, "model" => model.to_owned(), "version" => VERSION).increment(1);
+}
+
+/// Counts a request refused by authentication (`door`: http or grpc; `reason`: missing, malformed
+/// or invalid).
+pub fn unauthenticated(door: &'static str, reason: &'static str) {
+    metrics::counter!(UNAUTHENTICATED, "door" => door, "reason" => reason).increment(1);
 }

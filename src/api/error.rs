@@ -30,6 +30,8 @@ pub enum ApiError {
     BadBody(String),
     #[error("session: no message for {seconds} s; send the next frame sooner or raise --session-idle-timeout-secs")]
     SessionIdle { seconds: f64 },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     #[error("the server is still loading its models")]
     NotReady,
     #[error("the server is shutting down and takes no new requests")]
@@ -61,6 +63,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionIdle { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +86,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BadBody(_) => "bad_body",
             Self::SessionIdle { .. } => "session_idle",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::NotReady => "not_ready",
             Self::ShuttingDown => "shutting_down",
             Self::Engine(error) => error.code(),
@@ -102,6 +106,7 @@ impl ApiError {
             | Self::UnsupportedMediaType(_)
             | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
             Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) | Self::SessionIdle { .. } => {
                 Code::DeadlineExceeded

@@ -1,6 +1,7 @@
 //! The server's doors: HTTP (`/v1` JSON and SSE, KServe v2 under `/v2`) and gRPC (our anytime
 //! service, KServe v2, health, reflection), behind one error type.
 
+pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod http;

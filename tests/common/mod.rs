@@ -32,14 +32,23 @@ pub fn read_json(path: &Path) -> Value {
 /// A running server, killed when dropped.
 pub struct Server {
     pub child: Child,
+    /// `http://127.0.0.1:PORT` (`https://` when the server runs TLS).
     pub base: String,
-    /// `http://127.0.0.1:PORT` of the gRPC services.
+    /// `http://127.0.0.1:PORT` of the gRPC services (`https://` with TLS).
     pub grpc: String,
+    /// The log lines up to and including "listening".
+    pub startup_log: Vec<String>,
+    /// The log lines after "listening", as they come.
     pub log: mpsc::Receiver<String>,
 }
 
 impl Server {
     pub fn start(models: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(models, extra, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables for the server.
+    pub fn start_with_env(models: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spikeserve"))
             .args([
                 "--log-format",
@@ -55,6 +64,7 @@ impl Server {
             .args(extra)
             .env("ORT_DYLIB_PATH", ort_library())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -72,15 +82,18 @@ impl Server {
         loop {
             match log.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
-                    if let Some((http, grpc)) = listening_addresses(&line) {
+                    let listening = listening_addresses(&line);
+                    seen.push(line);
+                    if let Some((http, grpc, tls)) = listening {
+                        let scheme = if tls { "https" } else { "http" };
                         return Self {
                             child,
-                            base: format!("http://{http}"),
-                            grpc: format!("http://{grpc}"),
+                            base: format!("{scheme}://{http}"),
+                            grpc: format!("{scheme}://{grpc}"),
+                            startup_log: seen,
                             log,
                         };
                     }
-                    seen.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
@@ -103,15 +116,17 @@ impl Drop for Server {
     }
 }
 
-/// The HTTP and gRPC addresses from the "listening" log line (written once the models are loaded).
-fn listening_addresses(line: &str) -> Option<(String, String)> {
+/// The HTTP and gRPC addresses, and whether both run TLS, from the "listening" log line (written
+/// once the models are loaded).
+fn listening_addresses(line: &str) -> Option<(String, String, bool)> {
     let record: Value = serde_json::from_str(line).ok()?;
     let fields = record.get("fields")?;
     if fields.get("message")?.as_str()? != "listening" {
         return None;
     }
     let field = |name: &str| fields.get(name)?.as_str().map(str::to_owned);
-    Some((field("http_addr")?, field("grpc_addr")?))
+    let tls = fields.get("tls").and_then(Value::as_bool).unwrap_or(false);
+    Some((field("http_addr")?, field("grpc_addr")?, tls))
 }
 
 /// Runs the binary to completion (for start-up failures and `inspect`).
