@@ -274,6 +274,39 @@ async fn tls_and_tokens_from_a_file_guard_both_doors_and_leave_health_open() {
         assert!(!line.contains("file-token"), "a token reached the log: {line}");
     }
 
+    // `spikeserve infer` reaches it with --ca-cert and --token, and says what is missing without.
+    let ca = pki.dir.path().join("ca.crt");
+    std::fs::write(&ca, &pki.ca_pem).expect("write CA");
+    let input = pki.dir.path().join("digit.json");
+    std::fs::write(&input, json!({ "input": inputs[0] }).to_string()).expect("write input");
+    let run_infer = |extra: Vec<String>| {
+        let mut args: Vec<String> =
+            ["infer", "--model", "digits", "--json", "--server", server.grpc.as_str()]
+                .map(str::to_owned)
+                .to_vec();
+        args.extend(["--input".to_owned(), input.display().to_string()]);
+        args.extend(extra);
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+                .args(args)
+                .env_remove("SPIKESERVE_TOKEN")
+                .output()
+                .expect("runs")
+        })
+    };
+    let ca_arg = ["--ca-cert".to_owned(), ca.display().to_string()];
+    let output = run_infer([&ca_arg[..], &["--token".to_owned(), "file-token-one".to_owned()]].concat())
+        .await
+        .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("\"label\":\"{label}\"")), "{stdout}");
+    let output = run_infer(ca_arg.to_vec()).await.expect("joined");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Unauthenticated"), "{output:?}");
+    let output = run_infer(vec![]).await.expect("joined");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-cert"), "{output:?}");
+
     // Graceful shutdown works with the TLS listener too: SIGTERM, exit 0. (The wait is async: the
     // clients' connection tasks run on this runtime and must answer the server's HTTP/2 GOAWAY.)
     drop((grpc, channel));
