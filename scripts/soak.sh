@@ -63,7 +63,7 @@ start_server "$work/soak.log"
 (
     sleep "$((SECONDS_TO_RUN / 2))"
     # The atomic way to publish a new version: write it beside the old one, then rename it in.
-    cp models/digits-tet/seed-0/model.onnx "$work/models/digits/.model.onnx.new"
+    cp models/digits-tet/seed-1/model.onnx "$work/models/digits/.model.onnx.new"
     mv "$work/models/digits/.model.onnx.new" "$work/models/digits/model.onnx"
 ) &
 reloader=$!

@@ -71,6 +71,10 @@ pub struct ServeConfig {
     /// slot while it waits).
     #[arg(long, env = "SPIKESERVE_SESSION_IDLE_TIMEOUT_SECS", default_value_t = 30.0, value_parser = positive_seconds)]
     pub session_idle_timeout_secs: f64,
+    /// Look at the models directory this often (seconds) and load new or changed models, unload
+    /// removed ones; 0 turns the watching off (the repository API still loads and unloads).
+    #[arg(long, env = "SPIKESERVE_RELOAD_INTERVAL_SECS", default_value_t = 2.0, value_parser = non_negative_seconds)]
+    pub reload_interval_secs: f64,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -112,6 +116,13 @@ pub struct TlsArgs {
     /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
     #[arg(long, env = "SPIKESERVE_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    if text.trim() == "0" {
+        return Ok(0.0);
+    }
+    positive_seconds(text)
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {

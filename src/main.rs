@@ -25,7 +25,7 @@ use spikeserve::cli::infer::InferArgs;
 use spikeserve::cli::soak::SoakArgs;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
-use spikeserve::model::ModelRegistry;
+use spikeserve::model::Repository;
 use spikeserve::tls::{TlsIdentity, TlsListener};
 use tracing_subscriber::EnvFilter;
 
@@ -217,9 +217,10 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
 
     let models = config.models.clone();
     let options = config.load_options();
-    let registry = tokio::task::spawn_blocking(move || ModelRegistry::load_dir(&runtime, &models, options))
+    let repository = tokio::task::spawn_blocking(move || Repository::open(runtime, &models, options))
         .await
         .context("loading the models")??;
+    let registry = repository.current();
     if registry.is_empty() {
         bail!(
             "no model could be loaded from {} ({} refused); see the errors above",
@@ -227,7 +228,11 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
             registry.refused().len()
         );
     }
-    state.set_registry(registry);
+    let repository = Arc::new(repository);
+    if config.reload_interval_secs > 0.0 {
+        repository.clone().watch(Duration::from_secs_f64(config.reload_interval_secs));
+    }
+    state.set_repository(repository);
     for service in GRPC_SERVICES {
         health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;
     }

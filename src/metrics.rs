@@ -26,6 +26,7 @@ pub const IN_FLIGHT: &str = "spikeserve_requests_in_flight";
 pub const SYNAPTIC_OPS: &str = "spikeserve_synaptic_ops";
 pub const UNCERTAINTY: &str = "spikeserve_ensemble_uncertainty";
 pub const UNAUTHENTICATED: &str = "spikeserve_unauthenticated_total";
+pub const MODEL_CHANGES: &str = "spikeserve_model_changes_total";
 pub const NV_SUCCESS: &str = "nv_inference_request_success";
 pub const NV_FAILURE: &str = "nv_inference_request_failure";
 pub const NV_COUNT: &str = "nv_inference_count";
@@ -91,6 +92,10 @@ fn describe() {
     describe_counter!(
         UNAUTHENTICATED,
         "Requests refused for a missing, malformed or invalid bearer token, by door and reason"
+    );
+    describe_counter!(
+        MODEL_CHANGES,
+        "Model loads, reloads and unloads after start-up, by model and outcome (loaded, refused, unloaded)"
     );
     describe_counter!(NV_SUCCESS, "Triton-compatible: successful inference requests");
     describe_counter!(NV_FAILURE, "Triton-compatible: failed inference requests");
@@ -226,4 +231,9 @@ pub fn failed(model: &str, code: &'static str) {
 /// or invalid).
 pub fn unauthenticated(door: &'static str, reason: &'static str) {
     metrics::counter!(UNAUTHENTICATED, "door" => door, "reason" => reason).increment(1);
+}
+
+/// Counts a change of the served models after start-up (`outcome`: loaded, refused or unloaded).
+pub fn model_changed(model: &str, outcome: &'static str) {
+    metrics::counter!(MODEL_CHANGES, "model" => model.to_owned(), "outcome" => outcome).increment(1);
 }

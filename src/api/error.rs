@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::engine::EngineError;
 use crate::input::{EventError, InputError};
+use crate::model::RepositoryError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -38,6 +39,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
 }
 
 #[derive(Serialize)]
@@ -70,6 +73,13 @@ impl ApiError {
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Self::Engine(EngineError::NoFrames) => StatusCode::BAD_REQUEST,
             Self::Engine(EngineError::Step(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Repository(RepositoryError::BadName(_) | RepositoryError::Refused { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Repository(RepositoryError::NotInDirectory { .. } | RepositoryError::NotLoaded(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Repository(RepositoryError::Interrupted(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -90,6 +100,12 @@ impl ApiError {
             Self::NotReady => "not_ready",
             Self::ShuttingDown => "shutting_down",
             Self::Engine(error) => error.code(),
+            Self::Repository(RepositoryError::BadName(_)) => "invalid_field",
+            Self::Repository(RepositoryError::NotInDirectory { .. } | RepositoryError::NotLoaded(_)) => {
+                "model_not_found"
+            }
+            Self::Repository(RepositoryError::Refused { .. }) => "model_refused",
+            Self::Repository(RepositoryError::Interrupted(_)) => "internal",
         }
     }
 
@@ -111,7 +127,14 @@ impl ApiError {
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) | Self::SessionIdle { .. } => {
                 Code::DeadlineExceeded
             }
-            Self::Engine(EngineError::Step(_)) => Code::Internal,
+            Self::Engine(EngineError::Step(_)) | Self::Repository(RepositoryError::Interrupted(_)) => {
+                Code::Internal
+            }
+            Self::Repository(RepositoryError::BadName(_)) => Code::InvalidArgument,
+            Self::Repository(RepositoryError::NotInDirectory { .. } | RepositoryError::NotLoaded(_)) => {
+                Code::NotFound
+            }
+            Self::Repository(RepositoryError::Refused { .. }) => Code::FailedPrecondition,
         }
     }
 

@@ -135,13 +135,15 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelInfo {
     pub name: String,
+    /// 1 when first loaded, one more with every reload (see the repository API).
+    pub version: u64,
     #[serde(flatten)]
     pub contract: ModelContract,
 }
 
 impl From<&LoadedModel> for ModelInfo {
     fn from(model: &LoadedModel) -> Self {
-        Self { name: model.name.clone(), contract: (*model.contract).clone() }
+        Self { name: model.name.clone(), version: model.version, contract: (*model.contract).clone() }
     }
 }
 

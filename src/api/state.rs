@@ -2,16 +2,16 @@
 //! server is draining for shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::error::ApiError;
-use crate::model::{LoadedModel, ModelRegistry};
+use crate::model::{LoadedModel, ModelRegistry, Repository};
 
 #[derive(Default)]
 pub struct ServerState {
-    registry: RwLock<Option<Arc<ModelRegistry>>>,
+    repository: OnceLock<Arc<Repository>>,
     draining: AtomicBool,
     metrics: OnceLock<PrometheusHandle>,
 }
@@ -21,16 +21,19 @@ impl ServerState {
         Arc::new(Self::default())
     }
 
-    /// Starts serving `registry` (the server answers "not ready" until this is called).
-    pub fn set_registry(&self, registry: ModelRegistry) {
-        if let Ok(mut slot) = self.registry.write() {
-            *slot = Some(Arc::new(registry));
-        }
+    /// Starts serving the models of `repository` (the server answers "not ready" until then).
+    pub fn set_repository(&self, repository: Arc<Repository>) {
+        let _ = self.repository.set(repository);
     }
 
-    /// The models, once loaded.
+    /// The models directory, once loaded: for the repository API.
+    pub fn repository(&self) -> Result<&Arc<Repository>, ApiError> {
+        self.repository.get().ok_or(ApiError::NotReady)
+    }
+
+    /// The models serving now, once loaded.
     pub fn registry(&self) -> Result<Arc<ModelRegistry>, ApiError> {
-        self.registry.read().ok().and_then(|r| r.clone()).ok_or(ApiError::NotReady)
+        Ok(self.repository()?.current())
     }
 
     /// Loaded, with at least one model, and not draining.

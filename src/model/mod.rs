@@ -1,7 +1,10 @@
-//! Models: the step-model contract and the registry of loaded models.
+//! Models: the step-model contract, the registry of loaded models, and the repository that
+//! changes it while the server runs.
 
 pub mod contract;
 pub mod registry;
+pub mod repository;
 
 pub use contract::{ContractError, InputKind, ModelContract, ModelSignature, TensorSpec};
 pub use registry::{LoadedModel, ModelRegistry, RefusedModel};
+pub use repository::{Repository, RepositoryError};

@@ -18,6 +18,8 @@ pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error("{path} holds neither {MODEL_FILE} nor {ENSEMBLE_FILE}")]
+    NotAModel { path: String },
     #[error(transparent)]
     Open(#[from] StepError),
     #[error("{path} breaks the step-model contract: {source}")]
@@ -71,6 +73,8 @@ pub struct LoadedModel {
     pub path: PathBuf,
     pub contract: Arc<ModelContract>,
     pub engine: Engine,
+    /// 1 when first loaded, one more with every reload that took over.
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -117,110 +121,91 @@ impl ModelRegistry {
             if !entry.is_dir() || name.starts_with('.') {
                 continue;
             }
-            let (ensemble, single) = (entry.join(ENSEMBLE_FILE), entry.join(MODEL_FILE));
-            let loaded = if ensemble.is_file() {
-                registry.load_ensemble(runtime, &name, &ensemble, options)
-            } else if single.is_file() {
-                registry.load_model(runtime, &name, &single, options)
-            } else {
+            if model_file(&entry).is_none() {
                 tracing::warn!(dir = %entry.display(), "skipping a directory without {MODEL_FILE} or {ENSEMBLE_FILE}");
                 continue;
-            };
-            if let Err(error) = loaded {
-                tracing::error!(model = %name, %error, "model refused");
-                let path = if ensemble.is_file() { ensemble } else { single };
-                registry.refused.push(RefusedModel {
-                    name,
-                    path: path.display().to_string(),
-                    reason: error.to_string(),
-                });
+            }
+            match LoadedModel::load(runtime, &name, &entry, options, 1) {
+                Ok(model) => {
+                    registry.models.insert(name, Arc::new(model));
+                }
+                Err(error) => registry.refused.push(RefusedModel::new(&name, &entry, &error)),
             }
         }
         Ok(registry)
     }
 
-    fn load_model(
-        &mut self,
-        runtime: &OrtRuntime,
-        name: &str,
-        path: &Path,
-        options: LoadOptions,
-    ) -> Result<(), LoadError> {
-        let (session, contract) = open_checked(runtime, path, options.intra_threads, options.device)?;
-        let sessions = vec![StepSession::new(session, contract.clone())];
-        self.insert(name, path, contract, sessions, options)
+    /// This registry with `model` added, or in place of the model of the same name.
+    pub fn with(&self, model: Arc<LoadedModel>) -> Self {
+        let mut next = Self { models: self.models.clone(), refused: self.refused.clone() };
+        next.refused.retain(|r| r.name != model.name);
+        next.models.insert(model.name.clone(), model);
+        next
     }
 
-    fn load_ensemble(
-        &mut self,
+    /// This registry without the model `name`.
+    pub fn without(&self, name: &str) -> Self {
+        let mut next = Self { models: self.models.clone(), refused: self.refused.clone() };
+        next.models.remove(name);
+        next.refused.retain(|r| r.name != name);
+        next
+    }
+
+    /// This registry with `refusal` listed (the model of that name, if any, keeps serving).
+    pub fn with_refusal(&self, refusal: RefusedModel) -> Self {
+        let mut next = Self { models: self.models.clone(), refused: self.refused.clone() };
+        next.refused.retain(|r| r.name != refusal.name);
+        next.refused.push(refusal);
+        next
+    }
+}
+
+/// The file that makes `dir` a model: its ensemble description, else its graph.
+pub fn model_file(dir: &Path) -> Option<PathBuf> {
+    let (ensemble, single) = (dir.join(ENSEMBLE_FILE), dir.join(MODEL_FILE));
+    if ensemble.is_file() {
+        Some(ensemble)
+    } else if single.is_file() {
+        Some(single)
+    } else {
+        None
+    }
+}
+
+impl RefusedModel {
+    /// Logs the refusal (one line with name, path and reason) and records it.
+    pub fn new(name: &str, dir: &Path, error: &LoadError) -> Self {
+        let path = model_file(dir).unwrap_or_else(|| dir.to_path_buf()).display().to_string();
+        tracing::error!(model = %name, %path, %error, "model refused");
+        Self { name: name.to_owned(), path, reason: error.to_string() }
+    }
+}
+
+impl LoadedModel {
+    /// Opens the model in `dir` (a graph or an ensemble), checks it against the contract and
+    /// starts its engine. Blocking: ONNX Runtime builds its sessions here.
+    pub fn load(
         runtime: &OrtRuntime,
         name: &str,
-        path: &Path,
+        dir: &Path,
         options: LoadOptions,
-    ) -> Result<(), LoadError> {
-        let fail = |reason: String| LoadError::Ensemble { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-        let spec: EnsembleSpec = serde_json::from_str(&text).map_err(|e| fail(format!("invalid: {e}")))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut sessions: Vec<StepSession> = Vec::with_capacity(spec.members.len());
-        for member in &spec.members {
-            let (session, contract) =
-                open_checked(runtime, &dir.join(member), options.intra_threads, options.device)?;
-            if let Some(first) = sessions.first() {
-                if let Some(difference) = incompatibility(first.contract(), &contract) {
-                    return Err(fail(format!(
-                        "member {} differs from the first: {difference}",
-                        member.display()
-                    )));
-                }
-            }
-            sessions.push(StepSession::new(session, contract));
-        }
-        let Some(first) = sessions.first() else {
-            return Err(fail("lists no members".into()));
+        version: u64,
+    ) -> Result<Self, LoadError> {
+        let Some(path) = model_file(dir) else {
+            return Err(LoadError::NotAModel { path: dir.display().to_string() });
         };
-        let mut contract = first.contract().clone();
-        contract.members = sessions.len();
-        if let Some(bound) = spec.default_max_variance {
-            if !(bound.is_finite() && bound >= 0.0) {
-                return Err(fail(format!("default_max_variance must be non-negative, found {bound}")));
-            }
-            contract.default_max_variance = Some(bound);
-        }
-        if let Some(threshold) = spec.default_threshold {
-            if !(threshold > 0.0 && threshold <= 1.0) {
-                return Err(fail(format!("default_threshold must be in (0, 1], found {threshold}")));
-            }
-            contract.default_threshold = threshold;
-        }
-        if let Some(accuracy) = spec.accuracy_per_timestep {
-            if accuracy.len() != contract.timesteps {
-                return Err(fail(format!(
-                    "accuracy_per_timestep has {} entries for {} timesteps",
-                    accuracy.len(),
-                    contract.timesteps
-                )));
-            }
-            contract.accuracy_per_timestep = accuracy;
-        }
-        if let Some(training) = spec.training {
-            contract.training = training;
-        }
-        self.insert(name, path, contract, sessions, options)
-    }
-
-    fn insert(
-        &mut self,
-        name: &str,
-        path: &Path,
-        contract: ModelContract,
-        sessions: Vec<StepSession>,
-        options: LoadOptions,
-    ) -> Result<(), LoadError> {
+        let (contract, sessions) = if path.ends_with(ENSEMBLE_FILE) {
+            open_ensemble(runtime, &path, options)?
+        } else {
+            let (session, contract) = open_checked(runtime, &path, options.intra_threads, options.device)?;
+            let sessions = vec![StepSession::new(session, contract.clone())];
+            (contract, sessions)
+        };
         let contract = Arc::new(contract);
         let engine = Engine::start(name, sessions, options.engine)?;
         tracing::info!(
             model = %name,
+            version,
             members = contract.members,
             timesteps = contract.timesteps,
             classes = contract.num_classes,
@@ -229,11 +214,68 @@ impl ModelRegistry {
             states = contract.states.len(),
             "model loaded"
         );
-        let model = LoadedModel { name: name.to_owned(), path: path.to_path_buf(), contract, engine };
-        self.models.insert(name.to_owned(), Arc::new(model));
-        Ok(())
+        Ok(Self { name: name.to_owned(), path, contract, engine, version })
     }
+}
 
+/// An ensemble's members, opened and checked to agree, and its contract.
+fn open_ensemble(
+    runtime: &OrtRuntime,
+    path: &Path,
+    options: LoadOptions,
+) -> Result<(ModelContract, Vec<StepSession>), LoadError> {
+    let fail = |reason: String| LoadError::Ensemble { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let spec: EnsembleSpec = serde_json::from_str(&text).map_err(|e| fail(format!("invalid: {e}")))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut sessions: Vec<StepSession> = Vec::with_capacity(spec.members.len());
+    for member in &spec.members {
+        let (session, contract) =
+            open_checked(runtime, &dir.join(member), options.intra_threads, options.device)?;
+        if let Some(first) = sessions.first() {
+            if let Some(difference) = incompatibility(first.contract(), &contract) {
+                return Err(fail(format!(
+                    "member {} differs from the first: {difference}",
+                    member.display()
+                )));
+            }
+        }
+        sessions.push(StepSession::new(session, contract));
+    }
+    let Some(first) = sessions.first() else {
+        return Err(fail("lists no members".into()));
+    };
+    let mut contract = first.contract().clone();
+    contract.members = sessions.len();
+    if let Some(bound) = spec.default_max_variance {
+        if !(bound.is_finite() && bound >= 0.0) {
+            return Err(fail(format!("default_max_variance must be non-negative, found {bound}")));
+        }
+        contract.default_max_variance = Some(bound);
+    }
+    if let Some(threshold) = spec.default_threshold {
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            return Err(fail(format!("default_threshold must be in (0, 1], found {threshold}")));
+        }
+        contract.default_threshold = threshold;
+    }
+    if let Some(accuracy) = spec.accuracy_per_timestep {
+        if accuracy.len() != contract.timesteps {
+            return Err(fail(format!(
+                "accuracy_per_timestep has {} entries for {} timesteps",
+                accuracy.len(),
+                contract.timesteps
+            )));
+        }
+        contract.accuracy_per_timestep = accuracy;
+    }
+    if let Some(training) = spec.training {
+        contract.training = training;
+    }
+    Ok((contract, sessions))
+}
+
+impl ModelRegistry {
     pub fn get(&self, name: &str) -> Option<&Arc<LoadedModel>> {
         self.models.get(name)
     }

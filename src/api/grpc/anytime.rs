@@ -415,5 +415,6 @@ fn model_info(model: &LoadedModel) -> pb::ModelInfo {
         members: contract.members as u32,
         input_description: contract.input_description.clone().unwrap_or_default(),
         contract_json: serde_json::to_string(contract.as_ref()).unwrap_or_default(),
+        version: model.version,
     }
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::{
     answer_outputs, config_parameters, decode_binary, input_metadata, output_metadata, partial_outputs,
-    request_spec, select_outputs, InputTensor, OutputTensor, Parameter, EXTENSIONS, MODEL_VERSION,
+    request_spec, select_outputs, InputTensor, OutputTensor, Parameter, EXTENSIONS,
 };
 use crate::api::error::ApiError;
 use crate::api::grpc::inference_pb as pb;
@@ -44,7 +44,7 @@ impl KServeService {
         version: &str,
         for_request: bool,
     ) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
-        super::check_version(name, version)?;
+        super::check_version(&self.state, name, version)?;
         if for_request {
             self.state.model(name)
         } else {
@@ -130,7 +130,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         };
         Ok(Response::new(pb::ModelMetadataResponse {
             name: model.name.clone(),
-            versions: vec![MODEL_VERSION.to_owned()],
+            versions: vec![model.version.to_string()],
             platform: "spikeserve_step_onnx".to_owned(),
             inputs: tensors(input_metadata(&model)),
             outputs: tensors(output_metadata(&model)),
@@ -215,6 +215,47 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
     }
 
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let ready_only = request.get_ref().ready;
+        let entries = self.state.repository()?.index().await;
+        let models = entries
+            .into_iter()
+            .filter(|entry| !ready_only || entry.state == "READY")
+            .map(|entry| pb::repository_index_response::ModelIndex {
+                name: entry.name,
+                version: entry.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: entry.state.to_owned(),
+                reason: entry.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    /// Loads or reloads a model from its directory; answers once the new version serves.
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let request = request.into_inner();
+        super::no_parameters(request.parameters.keys())?;
+        self.state.repository()?.load(&request.model_name).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    /// Stops serving a model; requests in flight on it finish.
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let request = request.into_inner();
+        super::no_parameters(request.parameters.keys())?;
+        self.state.repository()?.unload(&request.model_name).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+
     async fn model_config(
         &self,
         request: Request<pb::ModelConfigRequest>,
@@ -279,7 +320,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                 let success = s.answered();
                 pb::ModelStatistics {
                     name: model.name.clone(),
-                    version: MODEL_VERSION.to_owned(),
+                    version: model.version.to_string(),
                     last_inference: s.last_answer_unix_ms,
                     inference_count: success,
                     execution_count: s.steps,
@@ -450,7 +491,7 @@ fn response(
     }
     pb::ModelInferResponse {
         model_name: model.name.clone(),
-        model_version: MODEL_VERSION.to_owned(),
+        model_version: model.version.to_string(),
         id: id.to_owned(),
         parameters,
         outputs: outputs

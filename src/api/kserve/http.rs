@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::{
     answer_outputs, check_version, config_parameters, decode_binary, element_size, input_metadata,
     output_metadata, request_spec, select_outputs, InputTensor, OutputData, OutputTensor, Parameter,
-    EXTENSIONS, MODEL_VERSION,
+    EXTENSIONS,
 };
 use crate::api::error::ApiError;
 use crate::api::http::{read_body, AppState};
@@ -46,6 +46,77 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/models/{name}/versions/{version}/stats", get(model_stats_version))
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(repository_load))
+        .route("/v2/repository/models/{name}/unload", post(repository_unload))
+}
+
+/// The model repository extension's index request (every field optional, the body too).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+/// A load or unload request: Triton's parameters (a config or files to use instead of the
+/// directory's) are refused: models come from the models directory only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeRequest {
+    #[serde(default)]
+    parameters: BTreeMap<String, Value>,
+}
+
+/// An optional JSON body: empty means every field at its default.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// Every model of the models directory, with its state (`READY` or `UNAVAILABLE` and why).
+async fn repository_index(State(state): State<AppState>, body: Bytes) -> V2Result<Json<Value>> {
+    let request: IndexRequest = optional_body(&body)?;
+    let entries = state.repository()?.index().await;
+    let listed: Vec<Value> = entries
+        .into_iter()
+        .filter(|entry| !request.ready || entry.state == "READY")
+        .map(|entry| {
+            json!({
+                "name": entry.name,
+                "version": entry.version.map(|v| v.to_string()).unwrap_or_default(),
+                "state": entry.state,
+                "reason": entry.reason,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(listed)))
+}
+
+/// Loads or reloads a model from its directory; answers once the new version serves.
+async fn repository_load(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> V2Result<StatusCode> {
+    let request: ChangeRequest = optional_body(&body)?;
+    super::no_parameters(request.parameters.keys())?;
+    state.repository()?.load(&name).await.map_err(ApiError::from)?;
+    Ok(StatusCode::OK)
+}
+
+/// Stops serving a model; requests in flight on it finish.
+async fn repository_unload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> V2Result<StatusCode> {
+    let request: ChangeRequest = optional_body(&body)?;
+    super::no_parameters(request.parameters.keys())?;
+    state.repository()?.unload(&name).await.map_err(ApiError::from)?;
+    Ok(StatusCode::OK)
 }
 
 /// An error in the protocol's form.
@@ -101,7 +172,7 @@ async fn model_ready_version(
     state: State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> V2Result<(StatusCode, Json<Value>)> {
-    check_version(&name, &version)?;
+    check_version(&state, &name, &version)?;
     model_ready(state, Path(name)).await
 }
 
@@ -116,7 +187,7 @@ async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>)
     let model = state.model_info(&name)?;
     Ok(Json(json!({
         "name": model.name,
-        "versions": [MODEL_VERSION],
+        "versions": [model.version.to_string()],
         "platform": "spikeserve_step_onnx",
         "inputs": tensors_json(input_metadata(&model)),
         "outputs": tensors_json(output_metadata(&model)),
@@ -127,7 +198,7 @@ async fn model_metadata_version(
     state: State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> V2Result<Json<Value>> {
-    check_version(&name, &version)?;
+    check_version(&state, &name, &version)?;
     model_metadata(state, Path(name)).await
 }
 
@@ -153,7 +224,7 @@ async fn model_config_version(
     state: State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> V2Result<Json<Value>> {
-    check_version(&name, &version)?;
+    check_version(&state, &name, &version)?;
     model_config(state, Path(name)).await
 }
 
@@ -177,7 +248,7 @@ fn statistics(model: &LoadedModel) -> Value {
     let duration = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
     json!({
         "name": model.name,
-        "version": MODEL_VERSION,
+        "version": model.version.to_string(),
         "last_inference": s.last_answer_unix_ms,
         "inference_count": success,
         "execution_count": s.steps,
@@ -197,7 +268,7 @@ async fn model_stats_version(
     state: State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> V2Result<Json<Value>> {
-    check_version(&name, &version)?;
+    check_version(&state, &name, &version)?;
     model_stats(state, Path(name)).await
 }
 
@@ -239,7 +310,7 @@ async fn infer_version(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(error) = check_version(&name, &version) {
+    if let Err(error) = check_version(&state, &name, &version) {
         return V2Error(error).into_response();
     }
     infer(state, Path(name), headers, body).await
@@ -477,8 +548,7 @@ fn response(
             entry
         })
         .collect();
-    let body =
-        json!({ "model_name": model.name, "model_version": MODEL_VERSION, "id": id, "outputs": outputs });
+    let body = json!({ "model_name": model.name, "model_version": model.version.to_string(), "id": id, "outputs": outputs });
     let mut response = if binary.is_empty() {
         Json(body).into_response()
     } else {

@@ -18,27 +18,33 @@ use std::collections::BTreeMap;
 
 use super::error::ApiError;
 use super::request::{PolicyParams, RequestInput, RequestSpec};
+use super::state::ServerState;
 use crate::engine::{AnytimeAnswer, Partial};
 use crate::input::DenseTensor;
 use crate::model::contract::INPUT_NAME;
 use crate::model::{InputKind, LoadedModel};
 
-/// The only version of each model (the repository holds one).
-pub const MODEL_VERSION: &str = "1";
 /// The extensions implemented, as listed by server metadata.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "parameters", "model_configuration", "statistics"];
+pub const EXTENSIONS: &[&str] =
+    &["binary_tensor_data", "parameters", "model_configuration", "statistics", "model_repository"];
 pub const EVENTS_INPUT: &str = "events";
 pub const OUTPUTS: &[&str] =
     &["probabilities", "class_index", "label", "confidence", "timesteps", "exit_reason", "uncertainty"];
 
-/// `version` must be the one version served (the empty version means "the latest" over gRPC).
-pub fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
-    if version.is_empty() || version == MODEL_VERSION {
+/// `version` must be the version serving now (the empty version means "the latest"). Versions
+/// count up from 1 with every reload; requests in flight on an older one finish on it, but new
+/// requests cannot ask for it.
+pub fn check_version(state: &ServerState, name: &str, version: &str) -> Result<(), ApiError> {
+    if version.is_empty() {
+        return Ok(());
+    }
+    let serving = state.model_info(name)?.version;
+    if version == serving.to_string() {
         Ok(())
     } else {
         Err(ApiError::ModelNotFound {
             name: format!("{name}/versions/{version}"),
-            loaded: format!("{name} has version {MODEL_VERSION} only"),
+            loaded: format!("{name} has version {serving} only"),
         })
     }
 }
@@ -439,5 +445,15 @@ mod tests {
     fn bytes_outputs_are_length_prefixed() {
         let output = scalar("label", OutputData::Bytes(vec!["ab".into()]));
         assert_eq!(output.to_bytes(), vec![2, 0, 0, 0, b'a', b'b']);
+    }
+}
+
+/// Triton's load parameters (a config or files instead of the directory's) are not supported.
+pub fn no_parameters<'a>(mut names: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
+    match names.next() {
+        None => Ok(()),
+        Some(name) => Err(ApiError::InvalidField(format!(
+            "parameters.{name}: not supported; models load from the models directory as they are"
+        ))),
     }
 }

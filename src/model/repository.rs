@@ -1,0 +1,306 @@
+//! The models directory as a live repository: models are loaded, reloaded and unloaded while the
+//! server runs, by watching the directory or through the repository API (KServe/Triton's
+//! `repository` extension).
+//!
+//! A change is atomic per model. The new version is opened, checked against the contract and
+//! given its own engine off the async runtime; only then does the registry swap to it
+//! (copy-on-write: a new map sharing the untouched models). Requests already holding the old
+//! version finish on its engine, which stops once its last request is answered and its last
+//! handle dropped. A version that fails to load is refused with one log line and the old one
+//! keeps serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::registry::{
+    model_file, LoadError, LoadOptions, LoadedModel, ModelRegistry, RefusedModel, RegistryError,
+};
+use crate::backend::OrtRuntime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error("\"{0}\" is not a model name: a model is a directory right under the models directory")]
+    BadName(String),
+    #[error("model \"{name}\" is not in the models directory {dir}")]
+    NotInDirectory { name: String, dir: String },
+    #[error("model \"{0}\" is not loaded")]
+    NotLoaded(String),
+    #[error("model \"{name}\" refused, the version before it (if any) keeps serving: {source}")]
+    Refused { name: String, source: LoadError },
+    #[error("loading model \"{0}\" stopped unexpectedly")]
+    Interrupted(String),
+}
+
+/// One model directory's state, as the repository index reports it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IndexEntry {
+    pub name: String,
+    /// The version serving now (none when not loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// `READY` (serving) or `UNAVAILABLE` (refused, unloaded, or not loaded yet).
+    pub state: &'static str,
+    pub reason: String,
+}
+
+/// What a model directory's files looked like: (relative path, size, modification time).
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// What the watcher and the API remember between changes (behind one lock: one change at a time).
+#[derive(Default)]
+struct Changes {
+    /// The files of each model directory when it was last loaded (or refused, or unloaded).
+    known: BTreeMap<String, Fingerprint>,
+    /// Files seen changed once: loaded when they look the same at the next poll (not mid-copy).
+    settling: BTreeMap<String, Fingerprint>,
+    /// The last version given to each name, so that a model unloaded and loaded again counts on.
+    versions: BTreeMap<String, u64>,
+    /// Models unloaded through the API: the watcher leaves them alone until their files change.
+    unloaded: BTreeMap<String, String>,
+}
+
+pub struct Repository {
+    runtime: OrtRuntime,
+    dir: PathBuf,
+    options: LoadOptions,
+    current: RwLock<Arc<ModelRegistry>>,
+    changes: tokio::sync::Mutex<Changes>,
+}
+
+impl Repository {
+    /// Loads every model of `dir` (blocking; see [`ModelRegistry::load_dir`]).
+    pub fn open(runtime: OrtRuntime, dir: &Path, options: LoadOptions) -> Result<Self, RegistryError> {
+        let registry = ModelRegistry::load_dir(&runtime, dir, options)?;
+        let mut changes = Changes::default();
+        for (name, files) in scan(dir) {
+            if registry.get(&name).is_some() {
+                changes.versions.insert(name.clone(), 1);
+            }
+            changes.known.insert(name, files);
+        }
+        Ok(Self {
+            runtime,
+            dir: dir.to_path_buf(),
+            options,
+            current: RwLock::new(Arc::new(registry)),
+            changes: tokio::sync::Mutex::new(changes),
+        })
+    }
+
+    /// The models serving now.
+    pub fn current(&self) -> Arc<ModelRegistry> {
+        match self.current.read() {
+            Ok(registry) => registry.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn swap(&self, change: impl FnOnce(&ModelRegistry) -> ModelRegistry) {
+        let mut slot = match self.current.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(change(&slot));
+    }
+
+    /// Loads (or reloads) the model `name` from its directory; it takes over once it is ready.
+    pub async fn load(&self, name: &str) -> Result<Arc<LoadedModel>, RepositoryError> {
+        let dir = self.model_dir(name)?;
+        let mut changes = self.changes.lock().await;
+        changes.settling.remove(name);
+        changes.unloaded.remove(name);
+        let files = scan_one(&dir);
+        let outcome = self.load_locked(&mut changes, name, dir).await;
+        changes.known.insert(name.to_owned(), files);
+        outcome
+    }
+
+    /// Stops serving `name`; requests in flight on it finish.
+    pub async fn unload(&self, name: &str) -> Result<(), RepositoryError> {
+        let mut changes = self.changes.lock().await;
+        if self.current().get(name).is_none() {
+            return Err(RepositoryError::NotLoaded(name.to_owned()));
+        }
+        self.swap(|registry| registry.without(name));
+        changes.unloaded.insert(name.to_owned(), "unloaded through the repository API".to_owned());
+        crate::metrics::model_changed(name, "unloaded");
+        tracing::info!(model = %name, "model unloaded; requests in flight on it finish");
+        Ok(())
+    }
+
+    async fn load_locked(
+        &self,
+        changes: &mut Changes,
+        name: &str,
+        dir: PathBuf,
+    ) -> Result<Arc<LoadedModel>, RepositoryError> {
+        let version = changes.versions.get(name).copied().unwrap_or(0) + 1;
+        let (runtime, options, model_name) = (self.runtime.clone(), self.options, name.to_owned());
+        let opened = tokio::task::spawn_blocking(move || {
+            LoadedModel::load(&runtime, &model_name, &dir, options, version)
+        })
+        .await
+        .map_err(|_| RepositoryError::Interrupted(name.to_owned()))?;
+        match opened {
+            Ok(model) => {
+                let model = Arc::new(model);
+                let previous = self.current().get(name).map(|m| m.version);
+                self.swap(|registry| registry.with(model.clone()));
+                changes.versions.insert(name.to_owned(), version);
+                crate::metrics::model_changed(name, "loaded");
+                match previous {
+                    Some(old_version) => tracing::info!(
+                        model = %name, old_version, new_version = version,
+                        "model reloaded; requests in flight finish on the old version"
+                    ),
+                    None => tracing::info!(model = %name, version, "model added"),
+                }
+                Ok(model)
+            }
+            Err(error) => {
+                let refusal = RefusedModel::new(name, &self.dir.join(name), &error);
+                self.swap(|registry| registry.with_refusal(refusal));
+                crate::metrics::model_changed(name, "refused");
+                Err(RepositoryError::Refused { name: name.to_owned(), source: error })
+            }
+        }
+    }
+
+    /// One look at the directory: models whose files changed (and have stopped changing) are
+    /// reloaded, new ones loaded, and those whose directory is gone unloaded.
+    pub async fn poll(&self) {
+        let seen = scan(&self.dir);
+        let mut changes = self.changes.lock().await;
+        for (name, files) in &seen {
+            if changes.known.get(name) == Some(files) {
+                changes.settling.remove(name);
+                continue;
+            }
+            if changes.settling.get(name) != Some(files) {
+                // Changed since the last look: wait one more poll in case it is still being copied.
+                changes.settling.insert(name.clone(), files.clone());
+                continue;
+            }
+            changes.settling.remove(name);
+            changes.unloaded.remove(name);
+            changes.known.insert(name.clone(), files.clone());
+            // A refusal is logged and listed; nothing else to do here.
+            let _ = self.load_locked(&mut changes, name, self.dir.join(name)).await;
+        }
+        let gone: Vec<String> =
+            changes.known.keys().filter(|name| !seen.contains_key(*name)).cloned().collect();
+        for name in gone {
+            changes.known.remove(&name);
+            changes.settling.remove(&name);
+            if self.current().get(&name).is_some() || self.current().refused().iter().any(|r| r.name == name)
+            {
+                self.swap(|registry| registry.without(&name));
+                crate::metrics::model_changed(&name, "unloaded");
+                tracing::info!(model = %name, "model directory removed; model unloaded, requests in flight finish");
+            }
+        }
+    }
+
+    /// Polls the directory every `every` until the process ends.
+    pub fn watch(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                self.poll().await;
+            }
+        })
+    }
+
+    /// Every model directory and every model served, with its state.
+    pub async fn index(&self) -> Vec<IndexEntry> {
+        let changes = self.changes.lock().await;
+        let registry = self.current();
+        let mut names: Vec<String> = changes.known.keys().cloned().collect();
+        names.extend(registry.names().into_iter().map(str::to_owned));
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                if let Some(model) = registry.get(&name) {
+                    IndexEntry { name, version: Some(model.version), state: "READY", reason: String::new() }
+                } else {
+                    let reason = registry
+                        .refused()
+                        .iter()
+                        .find(|r| r.name == name)
+                        .map(|r| r.reason.clone())
+                        .or_else(|| changes.unloaded.get(&name).cloned())
+                        .unwrap_or_else(|| "not loaded".to_owned());
+                    IndexEntry { name, version: None, state: "UNAVAILABLE", reason }
+                }
+            })
+            .collect()
+    }
+
+    /// The directory of model `name`: one plain path component under the models directory (so
+    /// that the API cannot be pointed anywhere else).
+    fn model_dir(&self, name: &str) -> Result<PathBuf, RepositoryError> {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\', '\0'])
+            && Path::new(name).components().count() == 1;
+        if !plain {
+            return Err(RepositoryError::BadName(name.to_owned()));
+        }
+        let dir = self.dir.join(name);
+        if model_file(&dir).is_none() {
+            return Err(RepositoryError::NotInDirectory {
+                name: name.to_owned(),
+                dir: self.dir.display().to_string(),
+            });
+        }
+        Ok(dir)
+    }
+}
+
+/// Every model directory under `dir` (those holding a graph or an ensemble) and its files.
+fn scan(dir: &Path) -> BTreeMap<String, Fingerprint> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeMap::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_owned();
+            let path = entry.path();
+            (!name.starts_with('.') && path.is_dir() && model_file(&path).is_some())
+                .then(|| (name, scan_one(&path)))
+        })
+        .collect()
+}
+
+/// The files of one model directory, sorted, hidden ones (a copy in progress) left out. Ensembles
+/// keep their members one level down (`seed-0/model.onnx`), so two levels are read.
+fn scan_one(dir: &Path) -> Fingerprint {
+    let mut files = Vec::new();
+    let mut pending = vec![(dir.to_path_buf(), 0)];
+    while let Some((current, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().is_none_or(|n| n.starts_with('.')) {
+                continue;
+            }
+            let Ok(metadata) = entry.metadata() else { continue };
+            let path = entry.path();
+            if metadata.is_dir() && depth < 2 {
+                pending.push((path, depth + 1));
+            } else if metadata.is_file() {
+                let relative = path.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(path);
+                files.push((relative, metadata.len(), metadata.modified().ok()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
