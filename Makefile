@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi soak bench-engine bench-peers bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -80,6 +80,10 @@ bench: bench-engine bench-peers bench-anytime
 # cancellations, disconnects and a model reload, then SIGTERM under load. Figures in RELIABILITY.md.
 soak:
 	scripts/soak.sh $(SOAK_SECONDS)
+
+# The request decoders under cargo fuzz (nightly), FUZZ_SECONDS per target (default 60).
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench-engine: venv
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo bench $(CARGO_FLAGS) --bench engine

@@ -286,7 +286,7 @@ pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Parses a JSON body, naming the path of a field that does not fit.
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let request: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

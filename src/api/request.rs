@@ -72,9 +72,19 @@ pub fn anytime_request(
     spec: RequestSpec,
     arrived: Instant,
 ) -> Result<AnytimeRequest, ApiError> {
-    let mut policy = cutoff_policy(&spec.policy, &model.contract)?;
+    checked_request(&model.name, &model.contract, spec, arrived)
+}
+
+/// [`anytime_request`] against a contract alone (no engine needed: the fuzz targets use it).
+pub fn checked_request(
+    name: &str,
+    contract: &ModelContract,
+    spec: RequestSpec,
+    arrived: Instant,
+) -> Result<AnytimeRequest, ApiError> {
+    let mut policy = cutoff_policy(&spec.policy, contract)?;
     let deadline = deadline(spec.policy.latency_budget_ms, arrived)?;
-    let frames = request_frames(spec.input, model)?;
+    let frames = request_frames(spec.input, name, contract)?;
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
     if let RequestFrames::Sequence { count, .. } = &frames {
         policy.max_timesteps = policy.max_timesteps.min(*count);
@@ -133,12 +143,15 @@ pub fn deadline(budget_ms: Option<f64>, arrived: Instant) -> Result<Option<Insta
 }
 
 /// The request's frames: a tensor, or raw events binned as in training (event models only).
-fn request_frames(input: RequestInput, model: &LoadedModel) -> Result<RequestFrames, ApiError> {
-    let contract = &model.contract;
+fn request_frames(
+    input: RequestInput,
+    name: &str,
+    contract: &ModelContract,
+) -> Result<RequestFrames, ApiError> {
     match input {
         RequestInput::Tensor(tensor) => Ok(into_frames(tensor, contract)?),
         RequestInput::Events(events) => {
-            let binning = event_binning(model)?;
+            let binning = binning_of(name, contract)?;
             let data = binning.bin(&events)?;
             Ok(RequestFrames::Sequence { data, count: binning.bins })
         }
@@ -147,10 +160,14 @@ fn request_frames(input: RequestInput, model: &LoadedModel) -> Result<RequestFra
 
 /// The model's event binning, or the error for sending events to a model that takes frames.
 pub fn event_binning(model: &LoadedModel) -> Result<crate::input::EventBinning, ApiError> {
-    model.contract.events.ok_or_else(|| {
+    binning_of(&model.name, &model.contract)
+}
+
+fn binning_of(name: &str, contract: &ModelContract) -> Result<crate::input::EventBinning, ApiError> {
+    contract.events.ok_or_else(|| {
         ApiError::InvalidField(format!(
-            "events: model \"{}\" takes input kind {:?}, not raw events; send a tensor",
-            model.name, model.contract.input_kind
+            "events: model \"{name}\" takes input kind {:?}, not raw events; send a tensor",
+            contract.input_kind
         ))
     })
 }

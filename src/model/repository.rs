@@ -30,7 +30,7 @@ pub enum RepositoryError {
     #[error("model \"{0}\" is not loaded")]
     NotLoaded(String),
     #[error("model \"{name}\" refused, the version before it (if any) keeps serving: {source}")]
-    Refused { name: String, source: LoadError },
+    Refused { name: String, source: Box<LoadError> },
     #[error("loading model \"{0}\" stopped unexpectedly")]
     Interrupted(String),
 }
@@ -165,7 +165,7 @@ impl Repository {
                 let refusal = RefusedModel::new(name, &self.dir.join(name), &error);
                 self.swap(|registry| registry.with_refusal(refusal));
                 crate::metrics::model_changed(name, "refused");
-                Err(RepositoryError::Refused { name: name.to_owned(), source: error })
+                Err(RepositoryError::Refused { name: name.to_owned(), source: Box::new(error) })
             }
         }
     }

@@ -69,7 +69,7 @@ impl KServeService {
         let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
         select_outputs(Vec::new(), &requested)?;
         let inputs = inputs(request.inputs, request.raw_input_contents)?;
-        let spec = request_spec(&model, inputs, &parameters)?;
+        let spec = request_spec(&model.contract, inputs, &parameters)?;
         let anytime = anytime_request(&model, spec, arrived)?;
         Ok((model, anytime, requested))
     }

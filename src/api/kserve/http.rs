@@ -347,11 +347,36 @@ async fn run(
 ) -> V2Result<Response> {
     let model = state.model(name)?;
     let body = read_body(body)?;
-    let (request, binary) = split_body(headers, &body)?;
-    let id = request_id(request.id.as_deref().or(header_id.as_deref()));
+    let decoded = decode_body(headers, &body)?;
+    let id = request_id(decoded.id.as_deref().or(header_id.as_deref()));
     tracing::Span::current().record("id", id.as_str());
-    let parameters = parameters(&request.parameters, "parameters")?;
+    let DecodedBody { parameters, inputs, requested, binary_outputs, .. } = decoded;
     let binary_output = parameters.get("binary_data_output").and_then(Parameter::as_bool).unwrap_or(false);
+    let spec = request_spec(&model.contract, inputs, &parameters)?;
+    let anytime = anytime_request(&model, spec, arrived)?;
+    let answer = model.engine.infer(anytime).await.map_err(ApiError::from)?;
+    record_exit(answer.timesteps, answer.exit_reason.as_str());
+    let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
+    let binary_for = |o: &OutputTensor| binary_outputs.get(o.name).copied().unwrap_or(binary_output);
+    Ok(response(&model, &id, outputs, binary_for))
+}
+
+/// An inference request's body, decoded and checked as far as it can be without the model.
+pub struct DecodedBody {
+    pub id: Option<String>,
+    pub parameters: BTreeMap<String, Parameter>,
+    pub inputs: Vec<InputTensor>,
+    /// The outputs asked for (all when empty).
+    pub requested: Vec<String>,
+    /// Outputs asked for in binary form (or explicitly not).
+    pub binary_outputs: BTreeMap<String, bool>,
+}
+
+/// Decodes an inference request: JSON, or JSON followed by binary tensor data when the headers
+/// carry `Inference-Header-Content-Length`. Pure, so that it is fuzzed as the server runs it.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<DecodedBody, ApiError> {
+    let (request, binary) = split_body(headers, body)?;
+    let parameters = parameters(&request.parameters, "parameters")?;
     let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
     let mut binary_outputs = BTreeMap::new();
     for output in &request.outputs {
@@ -367,13 +392,7 @@ async fn run(
     }
     select_outputs(Vec::new(), &requested)?;
     let inputs = inputs(request.inputs, binary)?;
-    let spec = request_spec(&model, inputs, &parameters)?;
-    let anytime = anytime_request(&model, spec, arrived)?;
-    let answer = model.engine.infer(anytime).await.map_err(ApiError::from)?;
-    record_exit(answer.timesteps, answer.exit_reason.as_str());
-    let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
-    let binary_for = |o: &OutputTensor| binary_outputs.get(o.name).copied().unwrap_or(binary_output);
-    Ok(response(&model, &id, outputs, binary_for))
+    Ok(DecodedBody { id: request.id, parameters, inputs, requested, binary_outputs })
 }
 
 /// The JSON part and the binary part of the body.

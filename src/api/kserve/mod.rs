@@ -22,7 +22,7 @@ use super::state::ServerState;
 use crate::engine::{AnytimeAnswer, Partial};
 use crate::input::DenseTensor;
 use crate::model::contract::INPUT_NAME;
-use crate::model::{InputKind, LoadedModel};
+use crate::model::{InputKind, LoadedModel, ModelContract};
 
 /// The extensions implemented, as listed by server metadata.
 pub const EXTENSIONS: &[&str] =
@@ -135,7 +135,7 @@ pub fn decode_binary(name: &str, datatype: &str, bytes: &[u8]) -> Result<Vec<f64
 
 /// Turns the protocol's inputs and parameters into the request every door runs.
 pub fn request_spec(
-    model: &LoadedModel,
+    contract: &ModelContract,
     inputs: Vec<InputTensor>,
     parameters: &BTreeMap<String, Parameter>,
 ) -> Result<RequestSpec, ApiError> {
@@ -143,7 +143,7 @@ pub fn request_spec(
     let (Some(input), None) = (inputs.next(), inputs.next()) else {
         return Err(ApiError::InvalidField(format!(
             "inputs: exactly one input is taken (\"{INPUT_NAME}\"{}), found {}",
-            if model.contract.events.is_some() { " or \"events\"" } else { "" },
+            if contract.events.is_some() { " or \"events\"" } else { "" },
             inputs.len() + 2
         )));
     };
@@ -155,7 +155,7 @@ pub fn request_spec(
                 &input,
                 shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX),
             )?;
-            let shape = strip_batch(shape, model);
+            let shape = strip_batch(shape, contract);
             let data: Vec<f32> = input.values.iter().map(|&v| v as f32).collect();
             RequestInput::Tensor(DenseTensor::from_parts(INPUT_NAME, shape, data)?)
         }
@@ -171,7 +171,7 @@ pub fn request_spec(
                     "inputs[events]: shape must be [N, 4] (x, y, t_us, p), found {shape:?}"
                 )));
             }
-            check_count(&input, shape[0] * 4)?;
+            check_count(&input, shape[0].saturating_mul(4))?;
             RequestInput::Events(
                 input
                     .values
@@ -183,7 +183,7 @@ pub fn request_spec(
         other => {
             return Err(ApiError::InvalidField(format!(
                 "inputs: unknown input \"{other}\"; the model takes \"{INPUT_NAME}\"{}",
-                if model.contract.events.is_some() { " or \"events\"" } else { "" }
+                if contract.events.is_some() { " or \"events\"" } else { "" }
             )))
         }
     };
@@ -226,8 +226,8 @@ fn check_count(input: &InputTensor, expected: usize) -> Result<(), ApiError> {
 
 /// Drops a leading batch dimension of 1 that KServe clients add (`[1, *frame]` for a static model,
 /// `[1, n, *frame]` for frames).
-fn strip_batch(shape: Vec<usize>, model: &LoadedModel) -> Vec<usize> {
-    let rank = model.contract.frame_shape.len() + usize::from(model.contract.input_kind != InputKind::Static);
+fn strip_batch(shape: Vec<usize>, contract: &ModelContract) -> Vec<usize> {
+    let rank = contract.frame_shape.len() + usize::from(contract.input_kind != InputKind::Static);
     if shape.len() == rank + 1 && shape.first() == Some(&1) {
         shape[1..].to_vec()
     } else {
@@ -425,6 +425,16 @@ pub fn config_parameters(model: &LoadedModel) -> BTreeMap<String, String> {
     parameters
 }
 
+/// Triton's load parameters (a config or files instead of the directory's) are not supported.
+pub fn no_parameters<'a>(mut names: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
+    match names.next() {
+        None => Ok(()),
+        Some(name) => Err(ApiError::InvalidField(format!(
+            "parameters.{name}: not supported; models load from the models directory as they are"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,15 +455,5 @@ mod tests {
     fn bytes_outputs_are_length_prefixed() {
         let output = scalar("label", OutputData::Bytes(vec!["ab".into()]));
         assert_eq!(output.to_bytes(), vec![2, 0, 0, 0, b'a', b'b']);
-    }
-}
-
-/// Triton's load parameters (a config or files instead of the directory's) are not supported.
-pub fn no_parameters<'a>(mut names: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
-    match names.next() {
-        None => Ok(()),
-        Some(name) => Err(ApiError::InvalidField(format!(
-            "parameters.{name}: not supported; models load from the models directory as they are"
-        ))),
     }
 }
