@@ -69,12 +69,12 @@ start_server "$work/soak.log"
 reloader=$!
 soak --duration-secs "$SECONDS_TO_RUN" --json "$RESULTS/soak.json"
 wait "$reloader"
-if ! grep -q '"model reloaded"' "$work/soak.log"; then
+if ! grep -q '"message":"model reloaded' "$work/soak.log"; then
     echo "the new model version was not loaded; server log:" >&2
     grep -v '"spikeserve::request"' "$work/soak.log" | tail -20 >&2
     exit 1
 fi
-grep '"model reloaded"' "$work/soak.log" | tail -1
+grep '"message":"model reloaded' "$work/soak.log" | tail -1
 
 echo "== SIGTERM under load"
 soak --duration-secs 60 --until-shutdown --json "$RESULTS/soak-sigterm.json" &

@@ -154,8 +154,15 @@ impl ApiError {
         serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } })
     }
 
-    fn log(&self) {
-        if self.status().is_server_error() && !matches!(self, Self::NotReady | Self::ShuttingDown) {
+    /// Logs the refusal: an error line for server failures, a debug line for the rest.
+    pub(crate) fn log(&self) {
+        // A budget that ran out in the queue is the client's choice of budget (or overload),
+        // not a server failure: it is counted and answered, not logged as an error.
+        let expected = matches!(
+            self,
+            Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::DeadlineBeforeFirstStep { .. })
+        );
+        if self.status().is_server_error() && !expected {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, code = self.code(), "request refused");

@@ -85,6 +85,9 @@ impl EventBinning {
 
     /// Bins `events` into `bins` frames, back to back (`bins * polarities * height * width`).
     pub fn bin(&self, events: &[Event]) -> Result<Vec<f32>, EventError> {
+        if events.is_empty() {
+            return Err(EventError::Empty);
+        }
         self.validate(events)?;
         let frame_len = self.frame_len();
         let mut frames = vec![0.0f32; self.bins * frame_len];

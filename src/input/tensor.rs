@@ -93,7 +93,11 @@ fn decode_flat(input: &Value, shape: &[usize]) -> Result<DenseTensor, InputError
     if items.iter().any(Value::is_array) {
         return Err(InputError::ShapeWithNested);
     }
-    let expected: usize = shape.iter().product();
+    // Checked: a shape is the client's to choose, and its product can overflow.
+    let expected = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX);
+    if expected == 0 || items.is_empty() {
+        return Err(InputError::Empty { path: "input".into() });
+    }
     if expected != items.len() {
         return Err(InputError::ShapeElementCount { shape: shape.to_vec(), expected, found: items.len() });
     }
@@ -104,6 +108,9 @@ fn decode_flat(input: &Value, shape: &[usize]) -> Result<DenseTensor, InputError
         .collect::<Result<Vec<_>, _>>()?;
     Ok(DenseTensor { shape: shape.to_vec(), data })
 }
+
+/// The most elements a nested input preallocates for (4 MiB of float32).
+const MAX_PREALLOCATED: usize = 1 << 20;
 
 fn decode_nested(input: &Value) -> Result<DenseTensor, InputError> {
     // The shape is read off the first element at each depth; every other element must agree.
@@ -117,7 +124,11 @@ fn decode_nested(input: &Value) -> Result<DenseTensor, InputError> {
         shape.push(items.len());
         probe = &items[0];
     }
-    let mut data = Vec::with_capacity(shape.iter().product());
+    // The shape read off the first elements is only a claim until `walk` has checked every
+    // sibling: a small body nested deep could claim billions of elements. Preallocate what a
+    // real input needs at most, and let larger (valid, body-limited) ones grow.
+    let claimed = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX);
+    let mut data = Vec::with_capacity(claimed.min(MAX_PREALLOCATED));
     let mut path = String::from("input");
     walk(input, &shape, &mut path, &mut data)?;
     Ok(DenseTensor { shape, data })
@@ -153,6 +164,10 @@ pub fn into_frames(tensor: DenseTensor, contract: &ModelContract) -> Result<Requ
         InputKind::Static => Err(wrong_shape(&tensor.shape)),
         InputKind::Frames | InputKind::Events => match tensor.shape.split_first() {
             Some((&count, frame)) if frame == contract.frame_shape.as_slice() => {
+                if count == 0 {
+                    // Nothing to step: a sequence of no frames would leave the request no timestep.
+                    return Err(InputError::Empty { path: "input".into() });
+                }
                 if count > contract.timesteps {
                     return Err(InputError::TooManyFrames { found: count, max: contract.timesteps });
                 }
@@ -214,6 +229,28 @@ mod tests {
         assert_eq!(err.to_string(), "x[1]: NaN is not a finite float32");
         let err = DenseTensor::from_parts("x", vec![0], vec![]).unwrap_err();
         assert_eq!(err.to_string(), "x: is empty");
+    }
+
+    /// Found by reading for the fuzz targets: a 0 in a flat shape made an empty sequence (no
+    /// timestep to step), a huge one overflowed, and a small deeply nested body made the decoder
+    /// preallocate for the product of its first elements' lengths before checking the others.
+    #[test]
+    fn claimed_sizes_are_checked_before_they_are_trusted() {
+        let err = decode_json_tensor(&json!([]), Some(&[0, 1, 8, 8])).unwrap_err();
+        assert_eq!(err.to_string(), "input: is empty");
+        let huge = [usize::MAX / 2, 3];
+        let err = decode_json_tensor(&json!([1, 2]), Some(&huge)).unwrap_err();
+        assert!(matches!(err, InputError::ShapeElementCount { expected: usize::MAX, .. }), "{err}");
+        // 8 levels whose first element holds 100 items claim 10^16 elements in a body of ~800
+        // numbers: the second item of each level is a number where an array belongs.
+        let mut deep = json!(vec![1.0; 100]);
+        for _ in 0..7 {
+            let mut level = vec![json!(1.0); 100];
+            level[0] = deep;
+            deep = json!(level);
+        }
+        let err = decode_json_tensor(&deep, None).unwrap_err();
+        assert!(matches!(err, InputError::Ragged { .. } | InputError::NotArray { .. }), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! keeps serving.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -47,8 +48,10 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
-/// What a model directory's files looked like: (relative path, size, modification time).
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+/// What a model directory's files looked like: (relative path, size, modification time, inode).
+/// The inode matters: a new version renamed into place may have the old one's size, and a copy
+/// made with `cp -p` its modification time too.
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
 
 /// What the watcher and the API remember between changes (behind one lock: one change at a time).
 #[derive(Default)]
@@ -61,6 +64,9 @@ struct Changes {
     versions: BTreeMap<String, u64>,
     /// Models unloaded through the API: the watcher leaves them alone until their files change.
     unloaded: BTreeMap<String, String>,
+    /// Model directories seen missing once: unloaded if they are still missing at the next poll
+    /// (a model file replaced by delete-then-copy is briefly absent).
+    missing: std::collections::BTreeSet<String>,
 }
 
 pub struct Repository {
@@ -76,7 +82,7 @@ impl Repository {
     pub fn open(runtime: OrtRuntime, dir: &Path, options: LoadOptions) -> Result<Self, RegistryError> {
         let registry = ModelRegistry::load_dir(&runtime, dir, options)?;
         let mut changes = Changes::default();
-        for (name, files) in scan(dir) {
+        for (name, files) in scan(dir).unwrap_or_default() {
             if registry.get(&name).is_some() {
                 changes.versions.insert(name.clone(), 1);
             }
@@ -173,7 +179,11 @@ impl Repository {
     /// One look at the directory: models whose files changed (and have stopped changing) are
     /// reloaded, new ones loaded, and those whose directory is gone unloaded.
     pub async fn poll(&self) {
-        let seen = scan(&self.dir);
+        let Some(seen) = scan(&self.dir) else {
+            // An unreadable directory (a mount gone away) is not a reason to unload everything.
+            tracing::warn!(dir = %self.dir.display(), "cannot read the models directory; serving what is loaded");
+            return;
+        };
         let mut changes = self.changes.lock().await;
         for (name, files) in &seen {
             if changes.known.get(name) == Some(files) {
@@ -191,9 +201,14 @@ impl Repository {
             // A refusal is logged and listed; nothing else to do here.
             let _ = self.load_locked(&mut changes, name, self.dir.join(name)).await;
         }
+        changes.missing.retain(|name| !seen.contains_key(name));
         let gone: Vec<String> =
             changes.known.keys().filter(|name| !seen.contains_key(*name)).cloned().collect();
         for name in gone {
+            if changes.missing.insert(name.clone()) {
+                continue;
+            }
+            changes.missing.remove(&name);
             changes.known.remove(&name);
             changes.settling.remove(&name);
             if self.current().get(&name).is_some() || self.current().refused().iter().any(|r| r.name == name)
@@ -267,9 +282,9 @@ impl Repository {
 }
 
 /// Every model directory under `dir` (those holding a graph or an ensemble) and its files.
-fn scan(dir: &Path) -> BTreeMap<String, Fingerprint> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeMap::new() };
-    entries
+fn scan(dir: &Path) -> Option<BTreeMap<String, Fingerprint>> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let models = entries
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_str()?.to_owned();
@@ -277,7 +292,8 @@ fn scan(dir: &Path) -> BTreeMap<String, Fingerprint> {
             (!name.starts_with('.') && path.is_dir() && model_file(&path).is_some())
                 .then(|| (name, scan_one(&path)))
         })
-        .collect()
+        .collect();
+    Some(models)
 }
 
 /// The files of one model directory, sorted, hidden ones (a copy in progress) left out. Ensembles
@@ -297,7 +313,7 @@ fn scan_one(dir: &Path) -> Fingerprint {
                 pending.push((path, depth + 1));
             } else if metadata.is_file() {
                 let relative = path.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(path);
-                files.push((relative, metadata.len(), metadata.modified().ok()));
+                files.push((relative, metadata.len(), metadata.modified().ok(), metadata.ino()));
             }
         }
     }

@@ -131,11 +131,7 @@ impl From<ApiError> for V2Error {
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         let status = self.0.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self.0, "request failed");
-        } else {
-            tracing::debug!(error = %self.0, code = self.0.code(), "request refused");
-        }
+        self.0.log();
         (status, Json(json!({ "error": self.0.to_string() }))).into_response()
     }
 }

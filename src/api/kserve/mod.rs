@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::request::{PolicyParams, RequestInput, RequestSpec};
 use super::state::ServerState;
 use crate::engine::{AnytimeAnswer, Partial};
-use crate::input::DenseTensor;
+use crate::input::{DenseTensor, EventError};
 use crate::model::contract::INPUT_NAME;
 use crate::model::{InputKind, LoadedModel, ModelContract};
 
@@ -172,6 +172,10 @@ pub fn request_spec(
                 )));
             }
             check_count(&input, shape[0].saturating_mul(4))?;
+            // Events are integers: a fraction is refused, not cut (as on `/v1`).
+            if let Some(at) = input.values.iter().position(|v| !v.is_finite() || v.fract() != 0.0) {
+                return Err(EventError::NotAnEvent { index: at / 4 }.into());
+            }
             RequestInput::Events(
                 input
                     .values
