@@ -32,6 +32,8 @@ pub fn digits() -> ModelContract {
             ("labels", LABELS),
             ("input_kind", "static"),
             ("default_threshold", "0.9"),
+            ("accuracy_per_timestep", "[0.9, 0.95, 0.96, 0.97, 0.97, 0.98, 0.98, 0.98]"),
+            ("training", "{}"),
         ],
         &[1, 8, 8],
     )
@@ -46,6 +48,8 @@ pub fn event_digits() -> ModelContract {
             ("labels", LABELS),
             ("input_kind", "events"),
             ("default_threshold", "0.9"),
+            ("accuracy_per_timestep", "[0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.95]"),
+            ("training", "{}"),
             ("events", r#"{"width": 34, "height": 34, "polarities": 2, "window_us": 300000, "bins": 10}"#),
         ],
         &[2, 34, 34],
