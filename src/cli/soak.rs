@@ -269,7 +269,7 @@ impl Doors {
                             exit_reason: exit_name(answer.exit_reason),
                         }
                     }
-                    Err(status) => grpc_refusal(&status),
+                    Err(status) => grpc_refusal(&status, self.during_shutdown),
                 }
             }
             Door::GrpcStream => client.infer_stream(payload.grpc.clone()).await,
@@ -277,7 +277,7 @@ impl Doors {
         };
         let mut stream = match stream {
             Ok(stream) => stream.into_inner(),
-            Err(status) => return grpc_refusal(&status),
+            Err(status) => return grpc_refusal(&status, self.during_shutdown),
         };
         loop {
             match stream.message().await {
@@ -296,7 +296,7 @@ impl Doors {
                     _ => {}
                 },
                 Ok(None) => return Fate::Failed("gRPC stream ended without a final answer".into()),
-                Err(status) => return grpc_refusal(&status),
+                Err(status) => return grpc_refusal(&status, self.during_shutdown),
             }
         }
     }
@@ -389,10 +389,15 @@ fn refusal(code: &str, description: &str) -> Fate {
     }
 }
 
-fn grpc_refusal(status: &tonic::Status) -> Fate {
+fn grpc_refusal(status: &tonic::Status, during_shutdown: bool) -> Fate {
     let code = status.metadata().get("spikeserve-error-code").and_then(|v| v.to_str().ok()).unwrap_or("");
     match (status.code(), code) {
         (_, "overloaded" | "deadline_exceeded" | "shutting_down") => refusal(code, ""),
+        // The draining server's GOAWAY names the last stream it will serve; calls the client had
+        // not got onto the connection before it closed are cancelled unsent, never accepted.
+        (Code::Cancelled, "") if during_shutdown && status.message().contains("operation was canceled") => {
+            Fate::ShuttingDown
+        }
         // Transport-level: the server closed its listener (shutdown) before the call was sent.
         (Code::Unavailable, _) if code.is_empty() => connect_failure(status.message()),
         _ => Fate::Failed(format!("gRPC {:?} {code}: {}", status.code(), status.message())),
