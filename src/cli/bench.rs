@@ -299,7 +299,8 @@ fn answer_of(body: &Value) -> Result<(u64, String), String> {
     Ok((timesteps, reason))
 }
 
-fn exit_name(reason: i32) -> String {
+/// An exit reason's wire value as its name (`confident`, `max_timesteps`, ...).
+pub(super) fn exit_name(reason: i32) -> String {
     pb::ExitReason::try_from(reason)
         .map(|r| r.as_str_name().trim_start_matches("EXIT_REASON_").to_lowercase())
         .unwrap_or_else(|_| "unknown".into())

@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use super::bench::{payloads, percentiles, Payload, Percentiles};
+use super::bench::{exit_name, payloads, percentiles, Payload, Percentiles};
 use crate::api::grpc::anytime_pb as pb;
 use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
 
@@ -411,12 +411,6 @@ fn connect_failure(message: &str) -> Fate {
     } else {
         Fate::Failed(format!("gRPC transport: {message}"))
     }
-}
-
-fn exit_name(reason: i32) -> String {
-    pb::ExitReason::try_from(reason)
-        .map(|r| r.as_str_name().trim_start_matches("EXIT_REASON_").to_lowercase())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 #[derive(Debug, Default, Serialize)]
