@@ -26,10 +26,15 @@ help:
 	@echo "make train-event-digits - retrain models/event-digits (simulated event camera)"
 	@echo "make bench  - engine benchmark"
 
-$(VENV_STAMP): training/requirements.txt
+# --no-cache-dir: a CI machine's disk is small, and a cached copy of torch's CUDA wheels would double
+# the 5 GB the environment needs.
+PIP_INSTALL := $(VENV)/bin/pip install --quiet --no-cache-dir
+
+$(VENV_STAMP): training/requirements.txt training/requirements-torch.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r training/requirements.txt
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -r training/requirements.txt
+	$(PIP_INSTALL) --no-deps -r training/requirements-torch.txt
 	touch $@
 
 venv: $(VENV_STAMP)
