@@ -18,6 +18,7 @@ use spikeserve::model::ModelContract;
 
 const SEQUENTIAL_REQUESTS: usize = 2000;
 const CONCURRENT_REQUESTS: usize = 6000;
+const STEP_REPEATS: usize = 400;
 
 fn main() -> anyhow::Result<()> {
     let library = std::env::var("ORT_DYLIB_PATH")
@@ -62,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     let engine = engine_with(64)?;
     let mut floor = Vec::with_capacity(SEQUENTIAL_REQUESTS);
     let mut sequential = Vec::with_capacity(SEQUENTIAL_REQUESTS);
+
     session.reserve_slots(1)?;
     let mut floor_steps = 0;
     let rounds = 10;
@@ -104,6 +106,36 @@ fn main() -> anyhow::Result<()> {
         micros(engine_median),
         engine_median.as_secs_f64() / floor_median.as_secs_f64()
     );
+
+    // What one batched step costs by batch size: the ceiling on what batching can buy (the ratio of
+    // B batch-1 steps to one batch-B step), whatever the scheduler does around it.
+    println!();
+    println!("| batch | us per step | us per sample | batch-1 steps per batched step |");
+    println!("|---|---|---|---|");
+    let mut session = open()?;
+    session.reserve_slots(256)?;
+    let mut batch_one = 0.0;
+    for batch in [1usize, 8, 38, 64, 256] {
+        for row in 0..batch {
+            session.frame_mut(row)?.copy_from_slice(&inputs[row % inputs.len()]);
+        }
+        let mut times = Vec::with_capacity(STEP_REPEATS);
+        for _ in 0..STEP_REPEATS {
+            let started = Instant::now();
+            session.step(batch)?;
+            times.push(started.elapsed());
+        }
+        let per_step = micros(percentile(&mut times, 0.5));
+        if batch == 1 {
+            batch_one = per_step;
+        }
+        println!(
+            "| {batch} | {per_step:.1} | {:.2} | {:.1} |",
+            per_step / batch as f64,
+            batch_one * batch as f64 / per_step
+        );
+    }
+    drop(session);
 
     // 3. Closed loop: N clients, each sending its next request when the last one is answered.
     println!();

@@ -11,7 +11,9 @@
 #    or if the server's resident memory grew.
 # 2. SIGTERM under load: 256 clients on every door, waiting for their answers, then SIGTERM after a
 #    few seconds: admission stops, every request in flight is answered (any other error fails),
-#    the process exits 0 within the grace period.
+#    the process exits 0 within the grace period. A call whose HTTP/2 connection broke during the
+#    shutdown cannot tell by itself whether it was answered; the server's final counts settle it:
+#    its answers must equal the answers the clients received, with none cancelled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,7 +79,10 @@ if ! grep -q '"message":"model reloaded' "$work/soak.log"; then
 fi
 grep '"message":"model reloaded' "$work/soak.log" | tail -1
 
-echo "== SIGTERM under load"
+echo "== SIGTERM under load (a fresh server, so that its final counts are this phase's)"
+kill -TERM "$server_pid"
+wait "$server_pid" || true
+start_server "$work/sigterm.log"
 # Clients that wait for their answers: a client that cancels or drops its connection on purpose
 # cannot tell a refused call from a lost one (RELIABILITY.md, SIGTERM under load).
 soak --duration-secs 60 --until-shutdown --cancel-fraction 0 --disconnect-fraction 0 --budget-fraction 0 \
@@ -92,9 +97,27 @@ stopped=$(date +%s.%N)
 server_pid=""
 load_status=0
 wait "$load" || load_status=$?
-grep -E '"(stopped: every request in flight was answered|stopped: the grace period ran out)"' "$work/soak.log" | tail -1
+grep -E '"(stopped: every request in flight was answered|stopped: the grace period ran out)"' "$work/sigterm.log" | tail -1
 echo "server exit status $status after $(python3 -c "print(round($stopped - $started, 2))") s; load generator exit status $load_status"
 if [[ "$status" != 0 || "$load_status" != 0 ]]; then
     exit 1
 fi
+# Every answer the server sent reached its client, and nothing it accepted was dropped.
+python3 - "$work/sigterm.log" "$RESULTS/soak-sigterm.json" <<'PY'
+import json
+import sys
+
+log, report = sys.argv[1], json.load(open(sys.argv[2]))
+counts = [json.loads(line)["fields"] for line in open(log) if '"final counts"' in line]
+if not counts:
+    sys.exit("the server logged no final counts")
+answered = sum(c["answered"] for c in counts)
+cancelled = sum(c["cancelled"] for c in counts)
+print(
+    f"server: {answered} answered, {cancelled} cancelled; clients: {report['answered']} answered, "
+    f"{report['unsettled_at_shutdown']} calls unsettled at shutdown"
+)
+if answered != report["answered"] or cancelled != 0:
+    sys.exit("the server's counts differ from the clients': an answer or an accepted request was lost")
+PY
 echo "soak passed: results in $RESULTS/soak.json and $RESULTS/soak-sigterm.json"

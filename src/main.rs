@@ -261,7 +261,27 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
             tracing::warn!(grace_secs = config.shutdown_grace_secs, "stopped: the grace period ran out")
         }
     }
+    log_final_counts(&state);
     Ok(())
+}
+
+/// What each model's engine did since it was loaded: the last word on which requests were answered,
+/// for comparing with what clients received (a lost answer shows as a difference).
+fn log_final_counts(state: &ServerState) {
+    let Ok(registry) = state.registry() else { return };
+    for model in registry.models() {
+        let stats = model.engine.stats();
+        let exits = &stats.exits;
+        tracing::info!(
+            model = %model.name,
+            version = model.version,
+            answered = exits.confident + exits.max_timesteps + exits.deadline,
+            cancelled = exits.cancelled,
+            failed = stats.failed,
+            refused = stats.refused,
+            "final counts"
+        );
+    }
 }
 
 /// Services whose health is reported (the empty name is the whole server).

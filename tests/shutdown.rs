@@ -88,4 +88,12 @@ async fn sigterm_finishes_the_requests_in_flight_refuses_new_ones_and_exits_zero
     assert!(exit.success(), "exit status {exit}");
     let log: Vec<String> = server.log.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("every request in flight was answered")), "{log:?}");
+    // The last word on what was answered: the one session, for the model that served it.
+    let counts = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|line| line["fields"].clone())
+        .find(|fields| fields["message"] == "final counts" && fields["model"] == "digits");
+    let counts = counts.unwrap_or_else(|| panic!("no final counts for digits: {log:?}"));
+    assert_eq!((counts["answered"].as_u64(), counts["cancelled"].as_u64()), (Some(1), Some(0)), "{counts}");
 }

@@ -106,6 +106,10 @@ enum Fate {
     ShuttingDown,
     /// The client gave up or dropped its connection, as it meant to.
     LeftByClient,
+    /// During shutdown the connection broke under the call (an HTTP/2 protocol error): the client
+    /// cannot tell whether it was answered. `scripts/soak.sh` settles it with the server's final
+    /// counts, which must equal the answers the clients received.
+    UnsettledAtShutdown,
     Failed(String),
 }
 
@@ -400,6 +404,9 @@ fn grpc_refusal(status: &tonic::Status, during_shutdown: bool) -> Fate {
         }
         // Transport-level: the server closed its listener (shutdown) before the call was sent.
         (Code::Unavailable, _) if code.is_empty() => connect_failure(status.message()),
+        (_, "") if during_shutdown && status.message().contains("h2 protocol error") => {
+            Fate::UnsettledAtShutdown
+        }
         _ => Fate::Failed(format!("gRPC {:?} {code}: {}", status.code(), status.message())),
     }
 }
@@ -423,6 +430,8 @@ pub struct SoakReport {
     pub overloaded: usize,
     pub deadline_before_first_step: usize,
     pub shutting_down: usize,
+    /// Calls whose connection broke during shutdown (see [`Fate::UnsettledAtShutdown`]).
+    pub unsettled_at_shutdown: usize,
     pub left_by_client: usize,
     /// Errors that should not happen: must be zero.
     pub unexpected: BTreeMap<String, usize>,
@@ -615,6 +624,10 @@ fn summarize(records: &[Record], elapsed: Duration) -> SoakReport {
                 report.left_by_client += 1;
                 "left_by_client"
             }
+            Fate::UnsettledAtShutdown => {
+                report.unsettled_at_shutdown += 1;
+                "unsettled_at_shutdown"
+            }
             Fate::Failed(why) => {
                 *report.unexpected.entry(why.clone()).or_default() += 1;
                 "unexpected"
@@ -686,7 +699,8 @@ async fn sample_rss(pid: Option<u32>, duration: Duration, done: Arc<AtomicBool>)
 fn print_report(report: &SoakReport) {
     println!(
         "soak: {} clients, {:.0} s, {} requests: {} answered ({:.0}/s, mean {:.2} timesteps), {} overloaded, \
-         {} deadline before the first step, {} left by their client, {} refused for shutdown, {} unexpected",
+         {} deadline before the first step, {} left by their client, {} refused for shutdown, \
+         {} unsettled at shutdown, {} unexpected",
         report.clients,
         report.duration_s,
         report.sent,
@@ -697,6 +711,7 @@ fn print_report(report: &SoakReport) {
         report.deadline_before_first_step,
         report.left_by_client,
         report.shutting_down,
+        report.unsettled_at_shutdown,
         report.unexpected.values().sum::<usize>(),
     );
     for (door, fates) in &report.by_door {
