@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-overhead bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -51,8 +51,8 @@ lint: venv
 	cargo fmt --check
 	cargo clippy --all-targets $(CARGO_FLAGS) -- -D warnings
 	cd training && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS)
-	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS)
+	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
+	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
 
 # Debian's prometheus package: promtool for the deploy checks, and a real Prometheus for the metrics test.
 tools:
@@ -79,7 +79,7 @@ openapi: venv
 #   the server against the alternatives (Rust and Python floors, batching off, the FastAPI peer),
 #   and the anytime evaluation of every shipped model through the server over gRPC (fails if any
 #   sample's exit timestep differs from the training job's offline evaluation).
-bench: bench-engine bench-peers bench-anytime
+bench: bench-engine bench-peers bench-overhead bench-anytime
 
 # Load and faults (minutes; not part of `make test`): 256 clients mixing every door with
 # cancellations, disconnects and a model reload, then SIGTERM under load. Figures in RELIABILITY.md.
@@ -95,6 +95,10 @@ bench-engine: venv
 
 bench-peers: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/run_bench.py
+
+# One client through the server against the in-process floor, on models from digits to the papers' VGGSNN.
+bench-overhead: venv build
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/overhead.py
 
 bench-anytime: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) benchmarks/anytime_eval.py --start \

@@ -86,3 +86,31 @@ def test_quick_run_covers_every_server_without_errors(tmp_path: Path) -> None:
     assert "## Ratios" in markdown and "Python peer" in markdown
     assert (tmp_path / "bench-quick-throughput.png").stat().st_size > 0
     assert (tmp_path / "bench-quick-latency.png").stat().st_size > 0
+
+
+def test_overhead_quick_compares_the_floor_and_the_server_on_the_same_requests(tmp_path: Path) -> None:
+    """``benchmarks/overhead.py --quick``: digits and an untrained VGGSNN exported on the fly, each
+    through the floor and one gRPC client; both sides must take the same exits."""
+    missing = bench_subcommand_missing()
+    if missing:
+        pytest.skip(missing)
+    command = [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--bin", str(BIN)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "overhead-quick.json").read_text())
+    assert [r["model"] for r in result["results"]] == ["digits", "vggsnn-x0.125"]
+    for r in result["results"]:
+        assert r["floor_ms"] > 0 and r["served_ms"] > 0, r["model"]
+        assert r["ratio"] == pytest.approx(r["served_ms"] / r["floor_ms"]), r["model"]
+        for x in r["rounds"]:
+            # The same requests and cutoff: the server's exits are the floor's.
+            assert x["served_mean_timesteps"] == pytest.approx(x["floor_mean_timesteps"]), r["model"]
+            assert x["served_errors"] == {}, r["model"]
+    assert "| vggsnn-x0.125" in (tmp_path / "overhead-quick.md").read_text()

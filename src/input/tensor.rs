@@ -129,28 +129,40 @@ fn decode_nested(input: &Value) -> Result<DenseTensor, InputError> {
     // real input needs at most, and let larger (valid, body-limited) ones grow.
     let claimed = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX);
     let mut data = Vec::with_capacity(claimed.min(MAX_PREALLOCATED));
-    let mut path = String::from("input");
-    walk(input, &shape, &mut path, &mut data)?;
+    let mut indices = Vec::with_capacity(shape.len());
+    walk(input, &shape, &mut indices, &mut data)?;
     Ok(DenseTensor { shape, data })
 }
 
-fn walk(value: &Value, shape: &[usize], path: &mut String, out: &mut Vec<f32>) -> Result<(), InputError> {
+/// Copies the numbers of `value` into `out`, checking every sibling against `shape`. `indices` is
+/// where the walk is; it becomes a path such as `input[3][1]` only for an error message, so a
+/// valid body costs no string formatting.
+fn walk(value: &Value, shape: &[usize], indices: &mut Vec<usize>, out: &mut Vec<f32>) -> Result<(), InputError> {
     let Some((&expected, rest)) = shape.split_first() else {
-        out.push(number(value, || path.clone())?);
+        out.push(number(value, || element_path(indices))?);
         return Ok(());
     };
-    let items =
-        value.as_array().ok_or_else(|| InputError::NotArray { path: path.clone(), found: kind_of(value) })?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| InputError::NotArray { path: element_path(indices), found: kind_of(value) })?;
     if items.len() != expected {
-        return Err(InputError::Ragged { path: path.clone(), expected, found: items.len() });
+        return Err(InputError::Ragged { path: element_path(indices), expected, found: items.len() });
     }
     for (i, item) in items.iter().enumerate() {
-        let len = path.len();
-        path.push_str(&format!("[{i}]"));
-        walk(item, rest, path, out)?;
-        path.truncate(len);
+        indices.push(i);
+        walk(item, rest, indices, out)?;
+        indices.pop();
     }
     Ok(())
+}
+
+fn element_path(indices: &[usize]) -> String {
+    use std::fmt::Write;
+    let mut path = String::from("input");
+    for i in indices {
+        let _ = write!(path, "[{i}]");
+    }
+    path
 }
 
 /// Checks the tensor against what the model takes and turns it into per-timestep frames.
