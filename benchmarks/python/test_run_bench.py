@@ -40,12 +40,13 @@ def bench_subcommand_missing() -> str | None:
     return None
 
 
-def test_quick_run_covers_every_server_without_errors(tmp_path: Path) -> None:
+def run_quick(script: Path, out: Path) -> None:
+    """Runs ``script --quick`` into ``out`` (skipping the test where ``spikeserve bench`` is missing)."""
     missing = bench_subcommand_missing()
     if missing:
         pytest.skip(missing)
     done = subprocess.run(
-        [sys.executable, str(RUN_BENCH), "--quick", "--out", str(tmp_path), "--bin", str(BIN)],
+        [sys.executable, str(script), "--quick", "--out", str(out), "--bin", str(BIN)],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -53,6 +54,10 @@ def test_quick_run_covers_every_server_without_errors(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_quick_run_covers_every_server_without_errors(tmp_path: Path) -> None:
+    run_quick(RUN_BENCH, tmp_path)
     result = json.loads((tmp_path / "bench-quick.json").read_text())
 
     assert set(result["floors"]) == {"rust", "python"}
@@ -91,19 +96,7 @@ def test_quick_run_covers_every_server_without_errors(tmp_path: Path) -> None:
 def test_overhead_quick_compares_the_floor_and_the_server_on_the_same_requests(tmp_path: Path) -> None:
     """``benchmarks/overhead.py --quick``: digits and an untrained VGGSNN exported on the fly, each
     through the floor and one gRPC client; both sides must take the same exits."""
-    missing = bench_subcommand_missing()
-    if missing:
-        pytest.skip(missing)
-    command = [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--quick", "--out", str(tmp_path)]
-    done = subprocess.run(
-        [*command, "--bin", str(BIN)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick(REPO / "benchmarks" / "overhead.py", tmp_path)
     result = json.loads((tmp_path / "overhead-quick.json").read_text())
     assert [r["model"] for r in result["results"]] == ["digits", "vggsnn-x0.125"]
     for r in result["results"]:
