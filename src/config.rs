@@ -75,6 +75,11 @@ pub struct ServeConfig {
     /// removed ones; 0 turns the watching off (the repository API still loads and unloads).
     #[arg(long, env = "SPIKESERVE_RELOAD_INTERVAL_SECS", default_value_t = 2.0, value_parser = non_negative_seconds)]
     pub reload_interval_secs: f64,
+    /// Refuse the repository API's load and unload (403 / PERMISSION_DENIED); the index stays
+    /// readable and the models directory is still watched. For servers whose models only change
+    /// by deployment, or whose ports are reachable without a token.
+    #[arg(long, env = "SPIKESERVE_REPOSITORY_READ_ONLY")]
+    pub repository_read_only: bool,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

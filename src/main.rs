@@ -232,6 +232,7 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
     if config.reload_interval_secs > 0.0 {
         repository.clone().watch(Duration::from_secs_f64(config.reload_interval_secs));
     }
+    state.set_repository_read_only(config.repository_read_only);
     state.set_repository(repository);
     for service in GRPC_SERVICES {
         health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;

@@ -388,3 +388,39 @@ async fn the_repository_api_loads_unloads_and_lists_over_http_and_grpc() {
     assert_eq!(model_info(&client, &server).await["version"], 3);
     assert_eq!(probabilities(&client, &server).await, after);
 }
+
+#[tokio::test]
+async fn a_read_only_repository_lists_and_watches_but_refuses_loads_and_unloads() {
+    let models = models_with_digits();
+    let server = Server::start(models.path(), &["--repository-read-only", "--reload-interval-secs", "0.2"]);
+    let client = reqwest::Client::new();
+    for action in ["load", "unload"] {
+        let response = client
+            .post(server.url(&format!("/v2/repository/models/digits/{action}")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 403, "{action}");
+        let error: Value = response.json().await.expect("JSON");
+        assert!(error["error"].as_str().is_some_and(|e| e.contains("--repository-read-only")), "{error}");
+    }
+    let mut triton = GrpcInferenceServiceClient::connect(server.grpc.clone()).await.expect("connects");
+    let status = triton
+        .repository_model_unload(kpb::RepositoryModelUnloadRequest {
+            model_name: "digits".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let index = triton
+        .repository_index(kpb::RepositoryIndexRequest { ready: true, ..Default::default() })
+        .await
+        .expect("the index stays readable")
+        .into_inner();
+    assert_eq!(index.models.len(), 1);
+    // Still serving version 1, and the directory is still watched: a new file takes over.
+    assert_eq!(model_info(&client, &server).await["version"], 1);
+    publish(&models.path().join("digits"), &std::fs::read(next_version()).expect("read"));
+    wait_for_version(&client, &server, 2).await;
+}

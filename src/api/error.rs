@@ -33,6 +33,8 @@ pub enum ApiError {
     SessionIdle { seconds: f64 },
     #[error("{0}")]
     Unauthenticated(&'static str),
+    #[error("this server takes no model changes through its API (--repository-read-only); change the models directory instead")]
+    RepositoryReadOnly,
     #[error("the server is still loading its models")]
     NotReady,
     #[error("the server is shutting down and takes no new requests")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::RepositoryReadOnly => StatusCode::FORBIDDEN,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +100,7 @@ impl ApiError {
             Self::BadBody(_) => "bad_body",
             Self::SessionIdle { .. } => "session_idle",
             Self::Unauthenticated(_) => "unauthenticated",
+            Self::RepositoryReadOnly => "repository_read_only",
             Self::NotReady => "not_ready",
             Self::ShuttingDown => "shutting_down",
             Self::Engine(error) => error.code(),
@@ -123,6 +127,7 @@ impl ApiError {
             | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
             Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
             Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::RepositoryReadOnly => Code::PermissionDenied,
             Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) | Self::SessionIdle { .. } => {
                 Code::DeadlineExceeded

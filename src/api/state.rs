@@ -12,6 +12,8 @@ use crate::model::{LoadedModel, ModelRegistry, Repository};
 #[derive(Default)]
 pub struct ServerState {
     repository: OnceLock<Arc<Repository>>,
+    /// The repository API may list models but not load or unload them.
+    repository_read_only: AtomicBool,
     draining: AtomicBool,
     metrics: OnceLock<PrometheusHandle>,
 }
@@ -29,6 +31,19 @@ impl ServerState {
     /// The models directory, once loaded: for the repository API.
     pub fn repository(&self) -> Result<&Arc<Repository>, ApiError> {
         self.repository.get().ok_or(ApiError::NotReady)
+    }
+
+    /// Refuses the repository API's loads and unloads (the directory is still watched).
+    pub fn set_repository_read_only(&self, read_only: bool) {
+        self.repository_read_only.store(read_only, Ordering::Relaxed);
+    }
+
+    /// The models directory, for a load or unload asked through the API.
+    pub fn repository_for_changes(&self) -> Result<&Arc<Repository>, ApiError> {
+        if self.repository_read_only.load(Ordering::Relaxed) {
+            return Err(ApiError::RepositoryReadOnly);
+        }
+        self.repository()
     }
 
     /// The models serving now, once loaded.

@@ -137,7 +137,12 @@ fn decode_nested(input: &Value) -> Result<DenseTensor, InputError> {
 /// Copies the numbers of `value` into `out`, checking every sibling against `shape`. `indices` is
 /// where the walk is; it becomes a path such as `input[3][1]` only for an error message, so a
 /// valid body costs no string formatting.
-fn walk(value: &Value, shape: &[usize], indices: &mut Vec<usize>, out: &mut Vec<f32>) -> Result<(), InputError> {
+fn walk(
+    value: &Value,
+    shape: &[usize],
+    indices: &mut Vec<usize>,
+    out: &mut Vec<f32>,
+) -> Result<(), InputError> {
     let Some((&expected, rest)) = shape.split_first() else {
         out.push(number(value, || element_path(indices))?);
         return Ok(());

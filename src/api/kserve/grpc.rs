@@ -241,7 +241,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let request = request.into_inner();
         super::no_parameters(request.parameters.keys())?;
-        self.state.repository()?.load(&request.model_name).await.map_err(ApiError::from)?;
+        self.state.repository_for_changes()?.load(&request.model_name).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -252,7 +252,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let request = request.into_inner();
         super::no_parameters(request.parameters.keys())?;
-        self.state.repository()?.unload(&request.model_name).await.map_err(ApiError::from)?;
+        self.state.repository_for_changes()?.unload(&request.model_name).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 

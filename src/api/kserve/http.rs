@@ -103,7 +103,7 @@ async fn repository_load(
 ) -> V2Result<StatusCode> {
     let request: ChangeRequest = optional_body(&body)?;
     super::no_parameters(request.parameters.keys())?;
-    state.repository()?.load(&name).await.map_err(ApiError::from)?;
+    state.repository_for_changes()?.load(&name).await.map_err(ApiError::from)?;
     Ok(StatusCode::OK)
 }
 
@@ -115,7 +115,7 @@ async fn repository_unload(
 ) -> V2Result<StatusCode> {
     let request: ChangeRequest = optional_body(&body)?;
     super::no_parameters(request.parameters.keys())?;
-    state.repository()?.unload(&name).await.map_err(ApiError::from)?;
+    state.repository_for_changes()?.unload(&name).await.map_err(ApiError::from)?;
     Ok(StatusCode::OK)
 }
 
