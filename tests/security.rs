@@ -307,6 +307,38 @@ async fn tls_and_tokens_from_a_file_guard_both_doors_and_leave_health_open() {
     let output = run_infer(vec![]).await.expect("joined");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-cert"), "{output:?}");
 
+    // So does the load generator, over HTTPS and gRPC over TLS, every request answered.
+    let heldout = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/heldout.json");
+    for protocol in ["http", "grpc-unary", "grpc-stream"] {
+        let report = pki.dir.path().join(format!("bench-{protocol}.json"));
+        let mut args: Vec<String> =
+            ["bench", "--no-progress", "--requests", "20", "--warmup", "2", "--protocol", protocol]
+                .map(str::to_owned)
+                .to_vec();
+        args.extend(["--http".to_owned(), server.base.clone(), "--grpc".to_owned(), server.grpc.clone()]);
+        args.extend(["--inputs".to_owned(), heldout.display().to_string(), "--json".to_owned()]);
+        args.push(report.display().to_string());
+        args.extend(ca_arg.iter().cloned());
+        args.extend(["--token".to_owned(), "file-token-one".to_owned()]);
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+                .args(args)
+                .env_remove("SPIKESERVE_TOKEN")
+                .output()
+                .expect("runs")
+        })
+        .await
+        .expect("joined");
+        assert!(output.status.success(), "{protocol}: {}", String::from_utf8_lossy(&output.stderr));
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
+        assert_eq!(
+            (report["ok"].as_u64(), report["requests"].as_u64()),
+            (Some(20), Some(20)),
+            "{protocol}: {report}"
+        );
+    }
+
     // Graceful shutdown works with the TLS listener too: SIGTERM, exit 0. (The wait is async: the
     // clients' connection tasks run on this runtime and must answer the server's HTTP/2 GOAWAY.)
     drop((grpc, channel));

@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use crate::api::grpc::anytime_pb as pb;
@@ -22,6 +23,8 @@ use crate::backend::{Device, OrtRuntime, StepSession};
 use crate::engine::{CutoffPolicy, RunningPrediction};
 use crate::input::{decode_json_events, decode_json_tensor, into_frames};
 use crate::model::ModelContract;
+
+use super::access::{with_authorization, ClientAccess};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -72,6 +75,8 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub access: ClientAccess,
 }
 
 /// One request's outcome.
@@ -188,6 +193,8 @@ struct Connections {
     http: reqwest::Client,
     infer_url: Arc<String>,
     grpc: Option<AnytimeClient<Channel>>,
+    /// `authorization` for gRPC requests (the HTTP client sends it by itself).
+    authorization: Option<MetadataValue<Ascii>>,
     protocol: Protocol,
 }
 
@@ -257,7 +264,7 @@ impl Connections {
     async fn grpc_unary(&self, payload: &Payload) -> Result<(u64, String), String> {
         let mut client = self.grpc.clone().ok_or("no gRPC channel")?;
         let answer = client
-            .infer(payload.grpc.clone())
+            .infer(with_authorization(payload.grpc.clone(), self.authorization.as_ref()))
             .await
             .map_err(|s| format!("grpc {:?}", s.code()))?
             .into_inner();
@@ -270,7 +277,8 @@ impl Connections {
         started: Instant,
     ) -> (Option<Duration>, Result<(u64, String), String>) {
         let Some(mut client) = self.grpc.clone() else { return (None, Err("no gRPC channel".into())) };
-        let mut stream = match client.infer_stream(payload.grpc.clone()).await {
+        let request = with_authorization(payload.grpc.clone(), self.authorization.as_ref());
+        let mut stream = match client.infer_stream(request).await {
             Ok(s) => s.into_inner(),
             Err(s) => return (None, Err(format!("grpc {:?}", s.code()))),
         };
@@ -336,17 +344,16 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
     let payloads = Arc::new(payloads(&args.inputs, &args.model, args.threshold)?);
     let grpc = match args.protocol {
         Protocol::GrpcUnary | Protocol::GrpcStream => Some(
-            AnytimeClient::connect(args.grpc.clone())
-                .await
-                .with_context(|| format!("connecting to {}", args.grpc))?
+            AnytimeClient::new(args.access.grpc_channel(&args.grpc).await?)
                 .max_decoding_message_size(64 << 20),
         ),
         _ => None,
     };
     let connections = Connections {
-        http: reqwest::Client::builder().pool_max_idle_per_host(1024).build()?,
+        http: args.access.http_client(reqwest::Client::builder().pool_max_idle_per_host(1024), &args.http)?,
         infer_url: Arc::new(format!("{}/v1/models/{}/infer", args.http.trim_end_matches('/'), args.model)),
         grpc,
+        authorization: args.access.grpc_authorization()?,
         protocol: args.protocol,
     };
     // Warm-up: connections open, caches warm; not measured.

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use super::access::{with_authorization, ClientAccess};
 use crate::api::grpc::anytime_pb as pb;
 use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
 use crate::input::{decode_json_events, decode_json_tensor};
@@ -37,27 +37,8 @@ pub struct InferArgs {
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Bearer token for a server started with tokens (sent as `authorization` metadata).
-    #[arg(long, env = "SPIKESERVE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// PEM certificate of the CA that signed the server's certificate, for an `https://` server.
-    #[arg(long, value_name = "PATH")]
-    pub ca_cert: Option<PathBuf>,
-}
-
-/// A channel to the server: TLS when the address is `https://` (trusting `--ca-cert`).
-async fn connect(args: &InferArgs) -> anyhow::Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("not an address: {}", args.server))?;
-    if args.server.starts_with("https://") {
-        let Some(path) = &args.ca_cert else {
-            bail!("{} is a TLS address: give --ca-cert with the CA that signed its certificate", args.server)
-        };
-        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-        endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
-    }
-    endpoint.connect().await.with_context(|| format!("connecting to {}", args.server))
+    #[command(flatten)]
+    pub access: ClientAccess,
 }
 
 pub async fn run(args: InferArgs) -> anyhow::Result<()> {
@@ -83,12 +64,8 @@ pub async fn run(args: InferArgs) -> anyhow::Result<()> {
         }),
         return_confidences: false,
     };
-    let mut client = AnytimeClient::new(connect(&args).await?);
-    let mut request = tonic::Request::new(request);
-    if let Some(token) = &args.token {
-        let value = format!("Bearer {token}").parse().context("the token must be visible ASCII")?;
-        request.metadata_mut().insert("authorization", value);
-    }
+    let mut client = AnytimeClient::new(args.access.grpc_channel(&args.server).await?);
+    let request = with_authorization(request, args.access.grpc_authorization()?.as_ref());
     let mut stream = client.infer_stream(request).await.map_err(status_error)?.into_inner();
     while let Some(message) = stream.message().await.map_err(status_error)? {
         match message.message {
