@@ -45,6 +45,10 @@ pub struct ServeConfig {
     /// flight before exiting.
     #[arg(long, env = "SPIKESERVE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM/SIGINT, first report "not ready" for this many seconds while still answering
+    /// (so that load balancers stop sending before connections close), then drain.
+    #[arg(long, env = "SPIKESERVE_SHUTDOWN_DELAY_SECS", default_value_t = 0.0, value_parser = non_negative_seconds)]
+    pub shutdown_delay_secs: f64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Where models run: `cpu`, or `cuda` / `cuda:N` (needs the onnxruntime-gpu library; never

@@ -240,10 +240,18 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
     tracing::info!(%http_addr, %grpc_addr, tls = security.tls.is_some(), "listening");
 
     shutdown_signal().await;
-    state.start_draining();
+    state.announce_shutdown();
     for service in GRPC_SERVICES {
         health.set_service_status(*service, tonic_health::ServingStatus::NotServing).await;
     }
+    if config.shutdown_delay_secs > 0.0 {
+        // Load balancers see "not ready" and stop sending; whatever still arrives is answered, so
+        // clients on kept-alive connections are not refused or reset in the meantime.
+        tracing::info!(delay_secs = config.shutdown_delay_secs, "shutdown delay: not ready, still answering");
+        tokio::time::sleep(Duration::from_secs_f64(config.shutdown_delay_secs)).await;
+    }
+    tracing::info!("shutting down: no new requests; finishing those in flight");
+    state.start_draining();
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
@@ -338,5 +346,4 @@ async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: no new requests; finishing those in flight");
 }

@@ -97,3 +97,51 @@ async fn sigterm_finishes_the_requests_in_flight_refuses_new_ones_and_exits_zero
     let counts = counts.unwrap_or_else(|| panic!("no final counts for digits: {log:?}"));
     assert_eq!((counts["answered"].as_u64(), counts["cancelled"].as_u64()), (Some(1), Some(0)), "{counts}");
 }
+
+#[tokio::test]
+async fn with_a_shutdown_delay_readiness_turns_first_and_requests_are_still_answered() {
+    let mut server = Server::start(&shipped_models(), &["--shutdown-delay-secs", "1.5"]);
+    let (inputs, _) = heldout_digits();
+    let client = reqwest::Client::new();
+    let infer = || {
+        client
+            .post(server.url("/v1/models/digits/infer"))
+            .json(&serde_json::json!({ "input": inputs[0] }))
+            .send()
+    };
+    assert_eq!(infer().await.expect("sent").status(), 200);
+    let signalled = Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    // Readiness turns at once (KServe's ready route answers 400 when not ready)...
+    loop {
+        let ready =
+            client.get(server.url("/v2/health/ready")).send().await.expect("still listening").status();
+        if ready == 400 {
+            break;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "readiness did not turn");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while requests, on this kept-alive connection or a new one, are still answered.
+    assert_eq!(infer().await.expect("sent").status(), 200);
+    let fresh = reqwest::Client::new()
+        .post(server.url("/v1/models/digits/infer"))
+        .json(&serde_json::json!({ "input": inputs[1] }))
+        .send()
+        .await
+        .expect("a new connection is accepted during the delay");
+    assert_eq!(fresh.status(), 200);
+    assert!(signalled.elapsed() < Duration::from_millis(1500), "the checks ran after the delay");
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(15), "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit}");
+    assert!(signalled.elapsed() >= Duration::from_millis(1500), "exited before the delay was over");
+    let log: Vec<String> = server.log.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains("shutdown delay")), "{log:?}");
+}

@@ -113,7 +113,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     };
     let word = if state.registry().is_err() {
         "loading"
-    } else if state.is_draining() {
+    } else if state.is_leaving() {
         "draining"
     } else if models.is_empty() {
         "no_models"

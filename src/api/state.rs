@@ -14,6 +14,8 @@ pub struct ServerState {
     repository: OnceLock<Arc<Repository>>,
     /// The repository API may list models but not load or unload them.
     repository_read_only: AtomicBool,
+    /// Shutdown was announced: not ready for new traffic, though requests are still answered.
+    leaving: AtomicBool,
     draining: AtomicBool,
     metrics: OnceLock<PrometheusHandle>,
 }
@@ -51,9 +53,9 @@ impl ServerState {
         Ok(self.repository()?.current())
     }
 
-    /// Loaded, with at least one model, and not draining.
+    /// Loaded, with at least one model, and not leaving.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.registry().is_ok_and(|r| !r.is_empty())
+        !self.is_leaving() && self.registry().is_ok_and(|r| !r.is_empty())
     }
 
     /// A model by name, for a request: refused while draining.
@@ -91,6 +93,17 @@ impl ServerState {
     }
 
     /// Stop admitting requests; those in flight finish.
+    /// Readiness turns "not ready" (so that load balancers stop sending) while requests are still
+    /// answered: the shutdown delay before draining.
+    pub fn announce_shutdown(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// Not ready for new traffic: shutdown announced, or draining.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire) || self.is_draining()
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }

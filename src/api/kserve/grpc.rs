@@ -98,7 +98,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        let ready = self.model(&request.name, &request.version, false).is_ok() && !self.state.is_draining();
+        let ready = self.model(&request.name, &request.version, false).is_ok() && !self.state.is_leaving();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 

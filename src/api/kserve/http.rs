@@ -159,7 +159,7 @@ async fn model_ready(
     Path(name): Path<String>,
 ) -> V2Result<(StatusCode, Json<Value>)> {
     state.model_info(&name)?;
-    let ready = !state.is_draining();
+    let ready = !state.is_leaving();
     let status = if ready { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, Json(json!({ "name": name, "ready": ready }))))
 }
