@@ -92,7 +92,6 @@ impl ServerState {
         }
     }
 
-    /// Stop admitting requests; those in flight finish.
     /// Readiness turns "not ready" (so that load balancers stop sending) while requests are still
     /// answered: the shutdown delay before draining.
     pub fn announce_shutdown(&self) {
@@ -104,6 +103,7 @@ impl ServerState {
         self.leaving.load(Ordering::Acquire) || self.is_draining()
     }
 
+    /// Stop admitting requests; those in flight finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
