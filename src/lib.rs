@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod input;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod tls;

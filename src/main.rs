@@ -27,7 +27,6 @@ use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::model::Repository;
 use spikeserve::tls::{TlsIdentity, TlsListener};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "spikeserve", version, about = "Anytime inference server for spiking neural networks")]
@@ -35,6 +34,16 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
+    /// Log lines held for a reader of stderr that falls behind; beyond this, lines are dropped
+    /// (and counted in `spikeserve_log_lines_dropped_total`) so that requests never wait on logging.
+    #[arg(
+        long,
+        env = "SPIKESERVE_LOG_QUEUE_LINES",
+        default_value_t = 65_536,
+        global = true,
+        value_name = "LINES"
+    )]
+    log_queue_lines: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,7 +68,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Held to the end of `main`, so that the lines still queued are written before the process exits.
+    let _log_writer = spikeserve::logging::init(cli.log_format, cli.log_queue_lines);
     match cli.command {
         Command::Serve(config) => serve(config),
         Command::Inspect { path, runtime } => inspect(&path, &runtime),
@@ -78,15 +88,6 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("starting the async runtime")?
             .block_on(spikeserve::cli::soak::run(args)),
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -27,6 +27,7 @@ pub const SYNAPTIC_OPS: &str = "spikeserve_synaptic_ops";
 pub const UNCERTAINTY: &str = "spikeserve_ensemble_uncertainty";
 pub const UNAUTHENTICATED: &str = "spikeserve_unauthenticated_total";
 pub const MODEL_CHANGES: &str = "spikeserve_model_changes_total";
+pub const LOG_LINES_DROPPED: &str = "spikeserve_log_lines_dropped_total";
 pub const NV_SUCCESS: &str = "nv_inference_request_success";
 pub const NV_FAILURE: &str = "nv_inference_request_failure";
 pub const NV_COUNT: &str = "nv_inference_count";
@@ -96,6 +97,10 @@ fn describe() {
     describe_counter!(
         MODEL_CHANGES,
         "Model loads, reloads and unloads after start-up, by model and outcome (loaded, refused, unloaded)"
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because the reader of the server's stderr fell behind (requests are never held up by logging)"
     );
     describe_counter!(NV_SUCCESS, "Triton-compatible: successful inference requests");
     describe_counter!(NV_FAILURE, "Triton-compatible: failed inference requests");
@@ -231,6 +236,11 @@ pub fn failed(model: &str, code: &'static str) {
 /// or invalid).
 pub fn unauthenticated(door: &'static str, reason: &'static str) {
     metrics::counter!(UNAUTHENTICATED, "door" => door, "reason" => reason).increment(1);
+}
+
+/// Brings the dropped log lines' counter up to `total` (read from the log writer when scraped).
+pub fn log_lines_dropped(total: u64) {
+    metrics::counter!(LOG_LINES_DROPPED).absolute(total);
 }
 
 /// Counts a change of the served models after start-up (`outcome`: loaded, refused or unloaded).

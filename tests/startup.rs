@@ -45,6 +45,9 @@ fn a_server_with_no_loadable_model_does_not_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no model could be loaded") && stderr.contains("1 refused"), "{stderr}");
+    // The queued log lines were written before the exit, and without colour codes (not a terminal).
+    assert!(stderr.contains("ERROR") && stderr.contains("broken/model.onnx"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in a log that is not a terminal:\n{stderr}");
 
     let out = run_binary(
         &["serve", "--http-addr", "127.0.0.1:0", "--models", "/nonexistent/models"],

@@ -82,7 +82,9 @@ impl ServerState {
 
     /// The Prometheus text exposition of every metric, if a recorder is installed.
     pub fn render_metrics(&self) -> Option<String> {
-        self.metrics.get().map(PrometheusHandle::render)
+        let handle = self.metrics.get()?;
+        crate::metrics::log_lines_dropped(crate::logging::dropped_lines());
+        Some(handle.render())
     }
 
     /// Drains histogram data and prunes; run periodically.

@@ -5,7 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,6 +41,8 @@ pub struct Server {
     pub startup_log: Vec<String>,
     /// The log lines after "listening", as they come.
     pub log: mpsc::Receiver<String>,
+    /// Cleared by [`Server::stop_reading_log`].
+    reading_log: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -71,11 +74,25 @@ impl Server {
             .expect("starting spikeserve");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (lines, log) = mpsc::channel();
+        let reading_log = Arc::new(AtomicBool::new(true));
+        let reading = Arc::clone(&reading_log);
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
+            let mut stderr = BufReader::new(stderr);
+            let mut line = String::new();
+            while reading.load(Ordering::Relaxed) {
+                line.clear();
+                match stderr.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if lines.send(line.trim_end().to_owned()).is_err() {
+                            return;
+                        }
+                    }
                 }
+            }
+            // A stalled log reader: the pipe stays open and nobody reads it, until the test ends.
+            loop {
+                std::thread::park();
             }
         });
         let mut seen = Vec::new();
@@ -92,6 +109,7 @@ impl Server {
                             grpc: format!("{scheme}://{grpc}"),
                             startup_log: seen,
                             log,
+                            reading_log,
                         };
                     }
                 }
@@ -106,6 +124,12 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stops reading the server's stderr (after at most one more line) while keeping the pipe open:
+    /// a log collector that has stalled.
+    pub fn stop_reading_log(&self) {
+        self.reading_log.store(false, Ordering::Relaxed);
     }
 }
 
