@@ -307,9 +307,10 @@ async fn tls_and_tokens_from_a_file_guard_both_doors_and_leave_health_open() {
     let output = run_infer(vec![]).await.expect("joined");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-cert"), "{output:?}");
 
-    // So does the load generator, over HTTPS and gRPC over TLS, every request answered.
+    // So does the load generator, over HTTPS and gRPC over TLS, every request answered (and its
+    // empty gRPC call, the transport's floor).
     let heldout = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/heldout.json");
-    for protocol in ["http", "grpc-unary", "grpc-stream"] {
+    for protocol in ["http", "grpc-unary", "grpc-stream", "grpc-health"] {
         let report = pki.dir.path().join(format!("bench-{protocol}.json"));
         let mut args: Vec<String> =
             ["bench", "--no-progress", "--requests", "20", "--warmup", "2", "--protocol", protocol]

@@ -103,6 +103,9 @@ def test_overhead_quick_compares_the_floor_and_the_server_on_the_same_requests(t
         assert r["floor_ms"] > 0 and r["served_ms"] > 0, r["model"]
         assert r["ratio"] == pytest.approx(r["served_ms"] / r["floor_ms"]), r["model"]
         for x in r["rounds"]:
+            # The empty gRPC call was measured too, and the rest of the overhead is what is left.
+            assert 0 < x["transport_ms"] < x["served_ms"], r["model"]
+            assert x["server_ms"] == pytest.approx(x["served_ms"] - x["floor_ms"] - x["transport_ms"]), r["model"]
             # The same requests and cutoff: the server's exits are the floor's.
             assert x["served_mean_timesteps"] == pytest.approx(x["floor_mean_timesteps"]), r["model"]
             assert x["served_errors"] == {}, r["model"]

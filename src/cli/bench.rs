@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::api::grpc::anytime_pb as pb;
 use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
@@ -33,6 +35,10 @@ pub enum Protocol {
     GrpcStream,
     Http,
     Sse,
+    /// Not an inference: an empty gRPC call (`grpc.health.v1.Health/Check`), answered without
+    /// touching a model. The round trip every gRPC request pays (client, loopback, HTTP/2,
+    /// protobuf): the transport's floor, to set beside the model's.
+    GrpcHealth,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -193,6 +199,7 @@ struct Connections {
     http: reqwest::Client,
     infer_url: Arc<String>,
     grpc: Option<AnytimeClient<Channel>>,
+    health: Option<HealthClient<Channel>>,
     /// `authorization` for gRPC requests (the HTTP client sends it by itself).
     authorization: Option<MetadataValue<Ascii>>,
     protocol: Protocol,
@@ -206,6 +213,7 @@ impl Connections {
             Protocol::Sse => self.sse(payload, started).await,
             Protocol::GrpcUnary => (None, self.grpc_unary(payload).await),
             Protocol::GrpcStream => self.grpc_stream(payload, started).await,
+            Protocol::GrpcHealth => (None, self.grpc_health().await),
         };
         Sample { latency: started.elapsed(), first_partial, outcome }
     }
@@ -269,6 +277,17 @@ impl Connections {
             .map_err(|s| format!("grpc {:?}", s.code()))?
             .into_inner();
         Ok((u64::from(answer.timesteps), exit_name(answer.exit_reason)))
+    }
+
+    /// No model, no timestep: reported as 0 timesteps, exit reason `none`.
+    async fn grpc_health(&self) -> Result<(u64, String), String> {
+        let mut client = self.health.clone().ok_or("no gRPC channel")?;
+        let request = HealthCheckRequest { service: String::new() };
+        client
+            .check(with_authorization(request, self.authorization.as_ref()))
+            .await
+            .map_err(|s| format!("grpc {:?}", s.code()))?;
+        Ok((0, "none".into()))
     }
 
     async fn grpc_stream(
@@ -342,17 +361,19 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
         bail!("--clients must be at least 1");
     }
     let payloads = Arc::new(payloads(&args.inputs, &args.model, args.threshold)?);
-    let grpc = match args.protocol {
-        Protocol::GrpcUnary | Protocol::GrpcStream => Some(
-            AnytimeClient::new(args.access.grpc_channel(&args.grpc).await?)
-                .max_decoding_message_size(64 << 20),
-        ),
-        _ => None,
+    let channel = match args.protocol {
+        Protocol::GrpcUnary | Protocol::GrpcStream | Protocol::GrpcHealth => {
+            Some(args.access.grpc_channel(&args.grpc).await?)
+        }
+        Protocol::Http | Protocol::Sse => None,
     };
+    let grpc = channel.clone().map(|c| AnytimeClient::new(c).max_decoding_message_size(64 << 20));
+    let health = channel.map(HealthClient::new);
     let connections = Connections {
         http: args.access.http_client(reqwest::Client::builder().pool_max_idle_per_host(1024), &args.http)?,
         infer_url: Arc::new(format!("{}/v1/models/{}/infer", args.http.trim_end_matches('/'), args.model)),
         grpc,
+        health,
         authorization: args.access.grpc_authorization()?,
         protocol: args.protocol,
     };
