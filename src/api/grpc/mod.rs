@@ -2,6 +2,7 @@
 //! (`inference.GRPCInferenceService`), `grpc.health.v1` and reflection, on one port.
 
 pub mod anytime;
+pub mod event_columns;
 pub mod limits;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use super::request_id::{request_id, HEADER as REQUEST_ID};
 /// The generated code of `proto/anytime/v1/anytime.proto`.
 pub mod anytime_pb {
     tonic::include_proto!("spikeserve.anytime.v1");
+    pub use super::event_columns::Events;
 }
 
 /// The generated code of `proto/inference/*.proto` (KServe v2 with Triton's extensions).
