@@ -286,50 +286,37 @@ async fn tls_and_tokens_from_a_file_guard_both_doors_and_leave_health_open() {
                 .to_vec();
         args.extend(["--input".to_owned(), input.display().to_string()]);
         args.extend(extra);
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
-                .args(args)
-                .env_remove("SPIKESERVE_TOKEN")
-                .output()
-                .expect("runs")
-        })
+        run_client(args)
     };
     let ca_arg = ["--ca-cert".to_owned(), ca.display().to_string()];
-    let output = run_infer([&ca_arg[..], &["--token".to_owned(), "file-token-one".to_owned()]].concat())
-        .await
-        .expect("joined");
+    let output =
+        run_infer([&ca_arg[..], &["--token".to_owned(), "file-token-one".to_owned()]].concat()).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains(&format!("\"label\":\"{label}\"")), "{stdout}");
-    let output = run_infer(ca_arg.to_vec()).await.expect("joined");
+    let output = run_infer(ca_arg.to_vec()).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Unauthenticated"), "{output:?}");
-    let output = run_infer(vec![]).await.expect("joined");
+    let output = run_infer(vec![]).await;
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-cert"), "{output:?}");
 
     // So does the load generator, over HTTPS and gRPC over TLS, every request answered (and its
-    // empty gRPC call, the transport's floor).
+    // empty gRPC call, the transport's floor); and the soak, every door, nothing failed.
     let heldout = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/heldout.json");
-    for protocol in ["http", "grpc-unary", "grpc-stream", "grpc-health"] {
-        let report = pki.dir.path().join(format!("bench-{protocol}.json"));
-        let mut args: Vec<String> =
-            ["bench", "--no-progress", "--requests", "20", "--warmup", "2", "--protocol", protocol]
-                .map(str::to_owned)
-                .to_vec();
+    let secure_client = |command: &[&str], report: &std::path::Path| {
+        let mut args: Vec<String> = command.iter().map(|a| (*a).to_owned()).collect();
         args.extend(["--http".to_owned(), server.base.clone(), "--grpc".to_owned(), server.grpc.clone()]);
         args.extend(["--inputs".to_owned(), heldout.display().to_string(), "--json".to_owned()]);
         args.push(report.display().to_string());
         args.extend(ca_arg.iter().cloned());
-        args.extend(["--token".to_owned(), "file-token-one".to_owned()]);
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
-                .args(args)
-                .env_remove("SPIKESERVE_TOKEN")
-                .output()
-                .expect("runs")
-        })
-        .await
-        .expect("joined");
+        args.extend(["--token".to_owned(), "file-token-one".to_owned(), "--no-progress".to_owned()]);
+        run_client(args)
+    };
+    for protocol in ["http", "grpc-unary", "grpc-stream", "grpc-health"] {
+        let report = pki.dir.path().join(format!("bench-{protocol}.json"));
+        let output =
+            secure_client(&["bench", "--requests", "20", "--warmup", "2", "--protocol", protocol], &report)
+                .await;
         assert!(output.status.success(), "{protocol}: {}", String::from_utf8_lossy(&output.stderr));
         let report: Value =
             serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
@@ -339,6 +326,12 @@ async fn tls_and_tokens_from_a_file_guard_both_doors_and_leave_health_open() {
             "{protocol}: {report}"
         );
     }
+    let report = pki.dir.path().join("soak.json");
+    let output = secure_client(&["soak", "--clients", "8", "--duration-secs", "2"], &report).await;
+    assert!(output.status.success(), "soak: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
+    assert!(report["answered"].as_u64().is_some_and(|n| n > 0), "{report}");
 
     // Graceful shutdown works with the TLS listener too: SIGTERM, exit 0. (The wait is async: the
     // clients' connection tasks run on this runtime and must answer the server's HTTP/2 GOAWAY.)
@@ -451,4 +444,17 @@ fn bad_tls_and_token_settings_stop_the_start_with_a_clear_message() {
     assert!(stderr.contains("line 2 of") && !stderr.contains("secret with spaces"), "{stderr}");
     let stderr = failed_start(&["--auth-health"]);
     assert!(stderr.contains("--auth-health needs tokens"), "{stderr}");
+}
+
+/// Runs a `spikeserve` client subcommand to completion, with no token from the environment.
+async fn run_client(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+            .args(args)
+            .env_remove("SPIKESERVE_TOKEN")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("joined")
 }

@@ -21,9 +21,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
 use tonic::Code;
 
+use super::access::{with_authorization, ClientAccess};
 use super::bench::{exit_name, payloads, percentiles, Payload, Percentiles};
 use crate::api::grpc::anytime_pb as pb;
 use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
@@ -70,6 +72,8 @@ pub struct SoakArgs {
     pub json: Option<PathBuf>,
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub access: ClientAccess,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -143,6 +147,10 @@ struct Doors {
     http_base: Arc<String>,
     grpc_url: Arc<String>,
     channels: Arc<Vec<AnytimeClient<Channel>>>,
+    /// TLS trust and token, for the connections a disconnecting client opens of its own.
+    access: Arc<ClientAccess>,
+    /// `authorization` for gRPC calls (the HTTP clients send it by themselves).
+    authorization: Option<MetadataValue<Ascii>>,
     model: Arc<String>,
     timesteps: usize,
     frame_len: usize,
@@ -159,9 +167,10 @@ impl Doors {
                 Door::Http | Door::Sse => {
                     let client = if behaviour == Behaviour::Disconnect {
                         // A connection of its own, closed when the future is dropped.
-                        match reqwest::Client::builder().pool_max_idle_per_host(0).build() {
+                        let builder = reqwest::Client::builder().pool_max_idle_per_host(0);
+                        match self.access.http_client(builder, &self.http_base) {
                             Ok(client) => client,
-                            Err(error) => return Fate::Failed(format!("http client: {error}")),
+                            Err(error) => return Fate::Failed(format!("http client: {error:#}")),
                         }
                     } else {
                         self.http.clone()
@@ -170,12 +179,9 @@ impl Doors {
                 }
                 _ => {
                     let client = if behaviour == Behaviour::Disconnect {
-                        match Endpoint::from_shared(self.grpc_url.to_string()) {
-                            Ok(endpoint) => match endpoint.connect().await {
-                                Ok(channel) => AnytimeClient::new(channel),
-                                Err(error) => return connect_failure(&error.to_string()),
-                            },
-                            Err(error) => return Fate::Failed(format!("gRPC endpoint: {error}")),
+                        match self.access.grpc_channel(&self.grpc_url).await {
+                            Ok(channel) => AnytimeClient::new(channel),
+                            Err(error) => return connect_failure(&format!("{error:#}")),
                         }
                     } else {
                         self.channels[channel].clone()
@@ -265,7 +271,7 @@ impl Doors {
     ) -> Fate {
         let stream = match door {
             Door::GrpcUnary => {
-                return match client.infer(payload.grpc.clone()).await {
+                return match client.infer(self.authorized(payload.grpc.clone())).await {
                     Ok(answer) => {
                         let answer = answer.into_inner();
                         Fate::Answered {
@@ -276,7 +282,7 @@ impl Doors {
                     Err(status) => grpc_refusal(&status, self.during_shutdown),
                 }
             }
-            Door::GrpcStream => client.infer_stream(payload.grpc.clone()).await,
+            Door::GrpcStream => client.infer_stream(self.authorized(payload.grpc.clone())).await,
             _ => self.open_session(&mut client, payload).await,
         };
         let mut stream = match stream {
@@ -349,7 +355,11 @@ impl Doors {
             let _ = tx.try_send(pb::SessionRequest { message: Some(message) });
         }
         drop(tx);
-        client.session(ReceiverStream::new(rx)).await
+        client.session(self.authorized(ReceiverStream::new(rx))).await
+    }
+
+    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
+        with_authorization(message, self.authorization.as_ref())
     }
 }
 
@@ -467,7 +477,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     }
     let payloads = Arc::new(payloads(&args.inputs, &args.model, None)?);
     let http_base = args.http.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let http =
+        args.access.http_client(reqwest::Client::builder().pool_max_idle_per_host(1024), &http_base)?;
     let model: Value = http
         .get(format!("{http_base}/v1/models/{}", args.model))
         .send()
@@ -482,17 +493,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         .context("the model info has no frame_shape")?;
     let mut channels = Vec::with_capacity(args.grpc_connections);
     for _ in 0..args.grpc_connections {
-        let channel = Endpoint::from_shared(args.grpc.clone())?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", args.grpc))?;
-        channels.push(AnytimeClient::new(channel));
+        channels.push(AnytimeClient::new(args.access.grpc_channel(&args.grpc).await?));
     }
     let doors = Doors {
         http: http.clone(),
         http_base: Arc::new(http_base.clone()),
         grpc_url: Arc::new(args.grpc.clone()),
         channels: Arc::new(channels),
+        access: Arc::new(args.access.clone()),
+        authorization: args.access.grpc_authorization()?,
         model: Arc::new(args.model.clone()),
         timesteps,
         frame_len,
