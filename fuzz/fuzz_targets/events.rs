@@ -1,18 +1,23 @@
 //! Raw events: as JSON (`[[x, y, t_us, p], ...]`, the `/v1` form) and as integer quadruples (the
 //! gRPC and KServe forms), binned whole and streamed in chunks as sessions do. Events off the
-//! sensor, outside the window or out of order must be refused, never binned out of bounds.
+//! sensor, outside the window or out of order must be refused, never binned out of bounds. JSON
+//! events read straight from the text (as `/v1` bodies are) must equal those read from the JSON tree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use spikeserve::input::events::StreamingBinner;
-use spikeserve::input::{decode_json_events, EventBinning};
+use spikeserve::input::{decode_json_events, EventBinning, JsonEvents};
 
 const BINNING: EventBinning =
     EventBinning { width: 34, height: 34, polarities: 2, window_us: 300_000, bins: 10 };
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
-        if let Ok(events) = decode_json_events(&value) {
+        // The /v1 body reads events straight from the text: it must agree with the JSON tree.
+        let direct = serde_json::from_slice::<JsonEvents>(data).expect("valid JSON reads as JsonEvents");
+        let decoded = decode_json_events(&value);
+        assert_eq!(direct.0, decoded, "read directly and from the JSON tree, the events differ");
+        if let Ok(events) = decoded {
             let _ = BINNING.bin(&events);
         }
     }

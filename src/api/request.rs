@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::schema::InferRequest;
 use crate::engine::{AnytimeRequest, CutoffPolicy, RequestFrames};
 use crate::input::events::Event;
-use crate::input::{decode_json_events, decode_json_tensor, into_frames, DenseTensor};
+use crate::input::{decode_json_tensor, into_frames, DenseTensor};
 use crate::model::{LoadedModel, ModelContract};
 
 /// The longest latency budget accepted (one hour): beyond it a budget is surely a unit mistake.
@@ -44,9 +44,9 @@ pub struct RequestSpec {
 impl InferRequest {
     /// Decodes the JSON body's input; the rest is checked by [`anytime_request`].
     pub fn into_spec(self) -> Result<RequestSpec, ApiError> {
-        let input = match (&self.input, &self.events) {
+        let input = match (&self.input, self.events) {
             (Some(input), None) => RequestInput::Tensor(decode_json_tensor(input, self.shape.as_deref())?),
-            (None, Some(events)) => RequestInput::Events(decode_json_events(events)?),
+            (None, Some(events)) => RequestInput::Events(events.0?),
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidField("give either \"input\" or \"events\", not both".into()))
             }

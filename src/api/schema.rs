@@ -6,6 +6,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::engine::{AnytimeAnswer, EngineConfig, ExitReason, Partial, StatsSnapshot};
+use crate::input::JsonEvents;
 use crate::model::{LoadedModel, ModelContract, RefusedModel};
 
 /// `POST /v1/models/{name}/infer`.
@@ -20,7 +21,7 @@ pub struct InferRequest {
     /// server exactly as the model was trained.
     #[serde(default)]
     #[schema(value_type = Option<Vec<Vec<i64>>>)]
-    pub events: Option<Value>,
+    pub events: Option<JsonEvents>,
     /// The shape of a flat `input`.
     #[serde(default)]
     pub shape: Option<Vec<usize>>,
