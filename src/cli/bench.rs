@@ -490,17 +490,18 @@ fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
     session.reserve_slots(1)?;
     let text = std::fs::read_to_string(&args.inputs)?;
     let file: Value = serde_json::from_str(&text)?;
+    // Tensors become frames here; raw events are binned inside the timed loop, as the server bins
+    // each request's events, so that both sides do the same work per request.
     let mut frames = Vec::new();
     if let Some(inputs) = file.get("inputs").and_then(Value::as_array) {
         for input in inputs {
-            frames.push(into_frames(decode_json_tensor(input, None)?, &contract)?);
+            frames.push(FloorInput::Frames(into_frames(decode_json_tensor(input, None)?, &contract)?));
         }
     } else if let (Some(samples), Some(binning)) =
         (file.get("events").and_then(Value::as_array), contract.events)
     {
         for sample in samples {
-            let data = binning.bin(&decode_json_events(sample)?)?;
-            frames.push(crate::engine::RequestFrames::Sequence { data, count: binning.bins });
+            frames.push(FloorInput::Events(decode_json_events(sample)?, binning));
         }
     }
     if frames.is_empty() {
@@ -513,7 +514,18 @@ fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
         max_variance: None,
     };
     let frame_len = contract.frame_len();
-    let mut run_one = |request: &crate::engine::RequestFrames| -> anyhow::Result<(u64, &'static str)> {
+    let mut run_one = |input: &FloorInput| -> anyhow::Result<(u64, &'static str)> {
+        let binned;
+        let request = match input {
+            FloorInput::Frames(frames) => frames,
+            FloorInput::Events(events, binning) => {
+                binned = crate::engine::RequestFrames::Sequence {
+                    data: binning.bin(events)?,
+                    count: binning.bins,
+                };
+                &binned
+            }
+        };
         session.zero_row(0);
         let mut prediction = RunningPrediction::new(contract.num_classes);
         loop {
@@ -552,6 +564,12 @@ fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
     let duration = started.elapsed();
     bar.finish_and_clear();
     Ok(summarize(args, "floor", &samples, duration))
+}
+
+/// One held-out sample for the floor: frames ready to step, or raw events to bin first.
+enum FloorInput {
+    Frames(crate::engine::RequestFrames),
+    Events(Vec<crate::input::events::Event>, crate::input::EventBinning),
 }
 
 fn print_report(r: &Report) {
