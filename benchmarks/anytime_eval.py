@@ -44,17 +44,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
-import glob
 import json
-import os
-import queue
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "training") not in sys.path:
     sys.path.insert(0, str(REPO / "training"))
 
+import spikeserve_process  # noqa: E402
 from spiketrain import anytime, data, event_digits  # noqa: E402
 from spiketrain.events import EventBinning, bin_events  # noqa: E402
 from spiketrain.export import METADATA_PREFIX, onnx_logits, open_session  # noqa: E402
@@ -76,8 +72,6 @@ DEFAULT_MODELS = ("digits", "digits-tet", "digits-str", "event-digits", "event-d
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 #: An offline confidence this close to the threshold may be decided either way by float rounding.
 NEAR_THRESHOLD = 1e-9
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -579,96 +573,6 @@ def write_plot(path: Path, report: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Starting the server
-
-
-def _binary(configured: str | None) -> Path:
-    value = configured or os.environ.get("SPIKESERVE_BIN") or "target/release/spikeserve"
-    path = Path(value)
-    if path.is_absolute() or path.exists():
-        return path.resolve()
-    return REPO / path
-
-
-def _ort_library() -> str:
-    configured = os.environ.get("ORT_DYLIB_PATH")
-    if configured:
-        return configured
-    found = sorted(glob.glob(str(REPO / ".venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.*")))
-    if not found:
-        raise SystemExit("anytime_eval: set ORT_DYLIB_PATH to ONNX Runtime's shared library")
-    return found[-1]
-
-
-@contextmanager
-def started_server(binary: Path, models_dir: Path) -> Iterator[str]:
-    """Runs the release binary on free loopback ports; yields its gRPC address; stops it after."""
-    if not binary.exists():
-        raise SystemExit(f"anytime_eval: {binary} is missing; build it with `cargo build --release --locked`")
-    env = dict(os.environ, ORT_DYLIB_PATH=_ort_library())
-    env.setdefault("RUST_LOG", "info")
-    command = [
-        str(binary),
-        "--log-format",
-        "json",
-        "serve",
-        "--models",
-        str(models_dir),
-        "--http-addr",
-        "127.0.0.1:0",
-        "--grpc-addr",
-        "127.0.0.1:0",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    log: list[str] = []
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            log.append(line.rstrip("\n"))
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        address = None
-        while address is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SystemExit("anytime_eval: the server did not start listening; its log:\n" + "\n".join(log))
-            try:
-                line = lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise SystemExit(f"anytime_eval: the server exited ({process.wait()}); its log:\n" + "\n".join(log))
-            address = _grpc_address(line)
-        yield address
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        reader.join(timeout=5)
-
-
-def _grpc_address(line: str) -> str | None:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    fields = record.get("fields", {}) if isinstance(record, dict) else {}
-    if not isinstance(fields, dict) or fields.get("message") != "listening" or "grpc_addr" not in fields:
-        return None
-    return str(fields["grpc_addr"])
-
-
-# --------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -773,8 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     if args.start:
-        with started_server(_binary(args.bin), args.models_dir) as address:
-            report = evaluate(args, address)
+        try:
+            with spikeserve_process.started(spikeserve_process.release_binary(args.bin), args.models_dir) as server:
+                report = evaluate(args, server.grpc_addr)
+        except spikeserve_process.ServerStartError as error:
+            raise SystemExit(f"anytime_eval: {error}") from error
     else:
         report = evaluate(args, args.grpc)
     report["runtime_s"] = time.perf_counter() - started

@@ -21,8 +21,9 @@ import grpc
 import numpy as np
 import pytest
 from grpc_tools import protoc
-from spikeserve_process import MODELS, ROOT, Server
+from spikeserve_process import REPO, Server
 
+MODELS = REPO / "models"
 # digits samples that exit after 1, 2, 4 timesteps and at T = 8 (offline evaluation, threshold 0.9).
 DIGITS_SAMPLES = [0, 55, 106, 15]
 
@@ -39,7 +40,7 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
     out = tmp_path_factory.mktemp("stubs")
     well_known = Path(protoc.__file__).parent / "_proto"
-    arguments = [f"-I{ROOT / 'proto'}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
+    arguments = [f"-I{REPO / 'proto'}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
     assert protoc.main(["protoc", *arguments, "anytime/v1/anytime.proto"]) == 0, "protoc failed"
     sys.path.insert(0, str(out))
     try:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from spikeserve_process import MODELS, Server
+from spikeserve_process import REPO, Server
 from tritonclient.utils import InferenceServerException
 
+MODELS = REPO / "models"
 MODEL = "digits"
 # Held-out samples: the first few answer after one timestep; 55, 106 and 190 need 2, 4 and 4,
 # and 15 runs all 8 (offline evaluation at the default threshold).
