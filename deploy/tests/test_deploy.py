@@ -53,6 +53,11 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "nv_inference_queue_duration_us": ("counter", frozenset({"model", "version"})),
     "nv_inference_request_duration_us": ("counter", frozenset({"model", "version"})),
 }
+# Metrics of the whole process, not per model (no dashboard panel filters them by model).
+PROCESS_METRICS: dict[str, tuple[str, frozenset[str]]] = {
+    "spikeserve_log_lines_dropped_total": ("counter", frozenset()),
+    "spikeserve_unauthenticated_total": ("counter", frozenset({"door", "reason"})),
+}
 # Prometheus' own series, and the labels every scraped series gets (prometheus.yml adds the last three).
 PROMETHEUS_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "component"})
@@ -136,6 +141,8 @@ def resolve(name: str) -> tuple[str, frozenset[str]] | None:
     if name in METRICS:
         kind, labels = METRICS[name]
         return (name, labels) if kind != _H else None
+    if name in PROCESS_METRICS:
+        return name, PROCESS_METRICS[name][1]
     for suffix, extra in (("_bucket", {"le"}), ("_sum", set()), ("_count", set())):
         base = name.removesuffix(suffix)
         if base != name and base in METRICS and METRICS[base][0] == _H:
@@ -456,6 +463,7 @@ def test_alerts_cover_the_operational_risks() -> None:
         "SpikeserveErrorRateHigh",
         "SpikeserveSlotsSaturated",
         "SpikeserveTargetDown",
+        "SpikeserveLogLinesDropped",
     }
     for rule in alerts.values():
         assert rule["labels"]["severity"] in ("warning", "critical")
@@ -464,6 +472,7 @@ def test_alerts_cover_the_operational_risks() -> None:
     assert "model:spikeserve_timesteps_used:mean5m" in records
     assert "spikeserve_timesteps_used_sum" in records["model:spikeserve_timesteps_used:mean5m"]
     assert "mean1d" in alerts["SpikeserveTimestepsDrift"]["expr"]
+    assert "spikeserve_log_lines_dropped_total" in alerts["SpikeserveLogLinesDropped"]["expr"]
 
 
 # ---------------------------------------------------------------- metric names everywhere
