@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::json_events::JsonEvents;
+
 /// How a model's events become frames; stored in the model's metadata as `spikeserve.events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -159,31 +161,14 @@ impl StreamingBinner {
     }
 }
 
-/// Reads `[[x, y, t, p], ...]` from a request.
+/// Reads `[[x, y, t, p], ...]` from a JSON value, by the rule of [`JsonEvents`] (which `/v1` bodies
+/// apply while they are parsed, without a tree).
 pub fn decode_json_events(value: &Value) -> Result<Vec<Event>, EventError> {
-    let kind = match value {
-        Value::Array(_) => "",
-        Value::Object(_) => "an object",
-        Value::String(_) => "a string",
-        Value::Number(_) => "a number",
-        Value::Bool(_) => "a boolean",
-        Value::Null => "null",
-    };
-    let rows = value.as_array().ok_or(EventError::NotAnArray(kind))?;
-    if rows.is_empty() {
-        return Err(EventError::Empty);
+    match JsonEvents::deserialize(value) {
+        Ok(events) => events.0,
+        // Not reached: `JsonEvents` takes every kind of JSON value and keeps its verdict on it.
+        Err(_) => Err(EventError::NotAnArray("a value that cannot be read")),
     }
-    rows.iter()
-        .enumerate()
-        .map(|(index, row)| {
-            let fields = row.as_array().filter(|f| f.len() == 4).ok_or(EventError::NotAnEvent { index })?;
-            let mut event = [0i64; 4];
-            for (slot, field) in event.iter_mut().zip(fields) {
-                *slot = field.as_i64().ok_or(EventError::NotAnEvent { index })?;
-            }
-            Ok(event)
-        })
-        .collect()
 }
 
 #[cfg(test)]
