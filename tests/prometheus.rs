@@ -166,10 +166,10 @@ async fn prometheus_reads_the_average_timesteps_and_exit_reasons_the_responses_r
 
 #[tokio::test]
 async fn metrics_can_move_to_their_own_port() {
-    let port = free_port();
-    let server = Server::start(&shipped_models(), &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    // Port 0, read back from the log: a port picked free beforehand can be taken by then.
+    let server = Server::start(&shipped_models(), &["--metrics-addr", "127.0.0.1:0"]);
     let client = reqwest::Client::new();
-    let own = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("scrape");
+    let own = client.get(format!("http://{}/metrics", server.metrics_addr())).send().await.expect("scrape");
     assert_eq!(own.status(), 200);
     assert!(own.text().await.expect("text").contains("spikeserve_slots_capacity"));
     let main = client.get(server.url("/metrics")).send().await.expect("sent");

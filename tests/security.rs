@@ -365,13 +365,7 @@ async fn tokens_from_the_environment_and_auth_health_guard_health_and_metrics_to
         assert_eq!(get(&http, &server.url(path), None).await, 401, "{path}");
         assert_eq!(get(&http, &server.url(path), Some("env-token-b")).await, 200, "{path}");
     }
-    let metrics_addr = server
-        .startup_log
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find_map(|record| record["fields"]["metrics_addr"].as_str().map(str::to_owned))
-        .expect("the metrics address is logged");
-    let metrics = format!("http://{metrics_addr}/metrics");
+    let metrics = format!("http://{}/metrics", server.metrics_addr());
     assert_eq!(get(&http, &metrics, None).await, 401);
     assert_eq!(get(&http, &metrics, Some("env-token-a")).await, 200);
     assert_unauthorized(post_infer(&http, &server, Some("env-token-c")).await, Some("invalid_token")).await;

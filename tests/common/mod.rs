@@ -126,6 +126,16 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Where `/metrics` is served when the server was started with `--metrics-addr` (as logged at
+    /// start-up, so that port 0 can be asked for).
+    pub fn metrics_addr(&self) -> String {
+        self.startup_log
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find_map(|record| record["fields"]["metrics_addr"].as_str().map(str::to_owned))
+            .expect("the metrics address is logged")
+    }
+
     /// Stops reading the server's stderr (after at most one more line) while keeping the pipe open:
     /// a log collector that has stalled.
     pub fn stop_reading_log(&self) {
