@@ -26,8 +26,10 @@ members' variance on the chosen class at exit). Writes ``--json``, ``--markdown`
 
 Held-out samples: ``digits`` ships all 360 in ``heldout.json``. The event models' ``heldout.json`` holds
 the first 24 only (raw events are large), so the rest are regenerated with the training job's simulated
-event camera (``spiketrain.event_digits``; deterministic, the seed is the sample's index), checked to be
-identical to ``heldout.json`` where it has them; ``--heldout-json-only`` uses only ``heldout.json``.
+event camera (``spiketrain.event_digits``; deterministic, the seed is the sample's index). Where
+``heldout.json`` has a sample it is the one used, and its regenerated twin must agree with it within
+``event_digits.REGENERATION_TOLERANCE`` (never bit for bit: ``heldout.json`` may come from another CPU);
+``--heldout-json-only`` uses only ``heldout.json``. Both sides always read the very same events.
 
     PYTHONPATH=training .venv/bin/python benchmarks/anytime_eval.py --start \\
         --json out.json --markdown out.md --plot out.png              # all six models, full sets
@@ -70,8 +72,13 @@ from spiketrain.export import METADATA_PREFIX, onnx_logits, open_session  # noqa
 
 DEFAULT_MODELS = ("digits", "digits-tet", "digits-str", "event-digits", "event-digits-tet", "event-digits-str")
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
-#: An offline confidence this close to the threshold may be decided either way by float rounding.
+#: An offline confidence this close to the threshold may be decided either way by float rounding
+#: (the server and the offline evaluation step the same graph on the same machine).
 NEAR_THRESHOLD = 1e-9
+#: Against ``eval.json``, written on another machine whose CPU may take other SIMD paths through ONNX
+#: Runtime, a confidence this close to the threshold may be decided either way (the Rust tests'
+#: ``CROSS_CPU_CONFIDENCE_TOLERANCE``).
+CROSS_CPU_TOLERANCE = 1e-4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,13 +169,23 @@ def load_samples(model: ModelInfo, limit: int | None, heldout_json_only: bool) -
     if heldout_json_only or model.dataset != "event-digits":
         raw, targets, source = shipped[:limit], shipped_targets[:limit], "heldout.json"
     else:
-        raw, targets = simulated_heldout(limit)
-        for i, events in enumerate(shipped[: len(raw)]):
-            if not np.array_equal(events, raw[i]) or shipped_targets[i] != targets[i]:
+        regenerated, targets = simulated_heldout(limit)
+        for i, events in enumerate(shipped[: len(regenerated)]):
+            problems = event_digits.regeneration_differences(events, regenerated[i], model.binning.bins)
+            if problems or shipped_targets[i] != targets[i]:
                 raise SystemExit(
-                    f"anytime_eval: {model.name}: regenerated held-out sample {i} differs from heldout.json"
+                    f"anytime_eval: {model.name}: regenerated held-out sample {i} is not heldout.json's "
+                    f"({'; '.join(problems) or 'another target'}; tolerance "
+                    f"{event_digits.REGENERATION_TOLERANCE:g} of its events)"
                 )
-        source = f"spiketrain.event_digits (held-out split; the first {min(len(shipped), len(raw))} equal heldout.json)"
+        # heldout.json is the source of truth where it has the sample; the server and the offline
+        # evaluation below read the very same events either way.
+        kept = min(len(shipped), len(regenerated))
+        raw = [*shipped[:kept], *regenerated[kept:]]
+        source = (
+            f"heldout.json's first {kept}, then spiketrain.event_digits (held-out split; the shipped samples "
+            f"regenerate within {event_digits.REGENERATION_TOLERANCE:g})"
+        )
     binned = np.stack([bin_events(e, model.binning) for e in raw])
     frames = data.to_frames(binned, model.timesteps, "events")
     return Samples([np.ascontiguousarray(e, dtype=np.int64) for e in raw], frames, np.asarray(targets), source)
@@ -213,38 +230,62 @@ def eval_json_thresholds(model: ModelInfo) -> list[float]:
     return [float(evaluation["default_threshold"]), *(float(e["threshold"]) for e in evaluation["threshold_sweep"])]
 
 
+def _near_threshold(offline: Offline, threshold: float, sample: int, up_to: int, tolerance: float) -> bool:
+    """Whether this run's offline confidence of ``sample`` lies within ``tolerance`` of ``threshold`` at
+    some timestep up to ``up_to`` (1-based)."""
+    window = offline.confidences[:up_to, sample]
+    return threshold < 1.0 and bool(np.any(np.abs(window - threshold) < tolerance))
+
+
 def check_against_eval_json(model: ModelInfo, offline: Offline, samples: Samples) -> dict[str, object]:
     """On a full held-out set, the recomputed offline evaluation must be ``eval.json``'s (its default
-    threshold sample by sample, its sweep's accuracy and mean timesteps)."""
+    threshold sample by sample, its sweep's accuracy and mean timesteps).
+
+    ``eval.json`` was written on the machine that trained the model, and ONNX Runtime's kernels take
+    CPU-specific SIMD paths, so a sample may exit differently here where its confidence lies within
+    ``CROSS_CPU_TOLERANCE`` of the threshold; the sweep's figures may then move by what those samples
+    can move (one sample's accuracy and ``T - 1`` timesteps each). Anything more is a difference."""
     evaluation = json.loads((model.directory / "eval.json").read_text())
-    if len(samples.targets) != evaluation["held_out_samples"]:
-        return {"checked": False, "why": f"{len(samples.targets)} of {evaluation['held_out_samples']} samples"}
+    n = len(samples.targets)
+    if n != evaluation["held_out_samples"]:
+        return {"checked": False, "why": f"{n} of {evaluation['held_out_samples']} samples"}
     threshold = float(evaluation["default_threshold"])
     stored = evaluation["anytime_at_default_threshold"]
     result = offline.runs[threshold].result
-    differing = [
-        i
-        for i, (e, p) in enumerate(zip(result.exit_timesteps.tolist(), result.predictions.tolist(), strict=True))
-        if (e, p) != (stored["exit_timesteps"][i], stored["predictions"][i])
-    ]
+    differing, near = [], []
+    pairs = zip(result.exit_timesteps.tolist(), result.predictions.tolist(), strict=True)
+    for i, (e, p) in enumerate(pairs):
+        if (e, p) == (stored["exit_timesteps"][i], stored["predictions"][i]):
+            continue
+        later = max(e, int(stored["exit_timesteps"][i]))
+        (near if _near_threshold(offline, threshold, i, later, CROSS_CPU_TOLERANCE) else differing).append(i)
     sweep_differences = []
     compared = []
     for entry in evaluation["threshold_sweep"]:
         t = float(entry["threshold"])
         compared.append(t)
         mine = offline.runs[t].result
-        if abs(mine.accuracy - entry["accuracy"]) > 1e-12 or abs(mine.mean_timesteps - entry["mean_timesteps"]) > 1e-12:
+        movable = sum(_near_threshold(offline, t, i, model.timesteps, CROSS_CPU_TOLERANCE) for i in range(n))
+        accuracy_slack = movable / n + 1e-12
+        timestep_slack = movable * (model.timesteps - 1) / n + 1e-12
+        if (
+            abs(mine.accuracy - entry["accuracy"]) > accuracy_slack
+            or abs(mine.mean_timesteps - entry["mean_timesteps"]) > timestep_slack
+        ):
             sweep_differences.append(
                 {
                     "threshold": t,
                     "eval_json": [entry["accuracy"], entry["mean_timesteps"]],
                     "offline": [mine.accuracy, mine.mean_timesteps],
+                    "samples_near_threshold": movable,
                 }
             )
     return {
         "checked": True,
         "default_threshold": threshold,
+        "cross_cpu_tolerance": CROSS_CPU_TOLERANCE,
         "default_threshold_samples_differing": differing,
+        "default_threshold_samples_differing_near_threshold": near,
         "sweep_thresholds_compared": compared,
         "sweep_differences": sweep_differences,
         "ok": not differing and not sweep_differences,

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{heldout_digits, infer, read_json, shipped_models, Server};
+use common::{heldout_digits, infer, read_json, shipped_models, Server, CROSS_CPU_CONFIDENCE_TOLERANCE};
 use serde_json::{json, Value};
 
 async fn stats(client: &reqwest::Client, server: &Server) -> Value {
@@ -70,7 +70,7 @@ async fn batched_answers_equal_one_at_a_time_and_the_offline_exits() {
                 .expect("confidences")
                 .iter()
                 .flat_map(Value::as_f64)
-                .any(|c| (c - threshold).abs() < 1e-6);
+                .any(|c| (c - threshold).abs() < CROSS_CPU_CONFIDENCE_TOLERANCE);
             assert!(near, "sample {i}: server exits at {}, offline at {}", a["timesteps"], offline_exits[i]);
         }
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{heldout_digits, infer, read_json, shipped_models, Server};
+use common::{heldout_digits, infer, read_json, shipped_models, Server, CROSS_CPU_CONFIDENCE_TOLERANCE};
 use serde_json::{json, Value};
 
 /// A models directory holding the ensemble and, beside it, each member as a model of its own.
@@ -76,7 +76,9 @@ async fn ensemble_exits_equal_the_offline_evaluation_and_a_variance_bound_holds_
         assert_eq!(status, 200, "{a}");
         if (&a["timesteps"], &a["class_index"]) != (&offline["exit_timesteps"][i], &offline["predictions"][i])
         {
-            let near = floats(&a["confidences"]).iter().any(|c| (c - threshold).abs() < 1e-9);
+            let near = floats(&a["confidences"])
+                .iter()
+                .any(|c| (c - threshold).abs() < CROSS_CPU_CONFIDENCE_TOLERANCE);
             assert!(
                 near,
                 "sample {i}: server {a}, offline t={} class={}",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{infer, read_json, shipped_models, Server};
+use common::{infer, read_json, shipped_models, Server, CROSS_CPU_CONFIDENCE_TOLERANCE};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -35,7 +35,10 @@ async fn raw_events_are_answered_as_the_offline_evaluation_says() {
             && answer["class_index"] == offline["predictions"][i];
         if !same {
             let confidences = answer["confidences"].as_array().expect("confidences");
-            let near = confidences.iter().flat_map(Value::as_f64).any(|c| (c - threshold).abs() < 1e-6);
+            let near = confidences
+                .iter()
+                .flat_map(Value::as_f64)
+                .any(|c| (c - threshold).abs() < CROSS_CPU_CONFIDENCE_TOLERANCE);
             assert!(
                 near,
                 "sample {i}: server {answer}, offline t={} class={}",

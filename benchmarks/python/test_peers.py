@@ -34,6 +34,9 @@ EVENT_DIGITS = REPO / "models" / "event-digits"
 DIGIT_SAMPLES = 12
 EVENT_SAMPLES = 3
 START_TIMEOUT_S = 30.0
+#: eval.json was written on the training machine; on another CPU ONNX Runtime's SIMD paths may decide a
+#: confidence this close to the threshold the other way (the Rust tests' CROSS_CPU_CONFIDENCE_TOLERANCE).
+CROSS_CPU_TOLERANCE = 1e-4
 
 # Loopback only: never through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -146,7 +149,11 @@ def digits_url() -> Iterator[str]:
 def test_the_offline_reference_is_the_model_cards(digits_offline: Offline) -> None:
     card = json.loads((DIGITS / "eval.json").read_text())["anytime_at_default_threshold"]
     exits = [t for _, t, _ in expected(digits_offline, 0.9)]
-    assert exits == card["exit_timesteps"][:DIGIT_SAMPLES]
+    confidences = anytime.running_probabilities(digits_offline.logits).max(axis=2)  # [T, N]
+    for i, (mine, stored) in enumerate(zip(exits, card["exit_timesteps"][:DIGIT_SAMPLES], strict=True)):
+        # eval.json comes from the training machine; ONNX Runtime on another CPU may round differently.
+        near = np.abs(confidences[: max(mine, stored), i] - 0.9) < CROSS_CPU_TOLERANCE
+        assert mine == stored or near.any(), f"sample {i}: exits at {mine} here, at {stored} in eval.json"
     heldout = json.loads((DIGITS / "heldout.json").read_text())
     assert np.array_equal(np.asarray(heldout["inputs"][:DIGIT_SAMPLES]), digits_offline.frames[0])
 
@@ -255,14 +262,19 @@ def test_event_digits_raw_events_and_binned_frames(tmp_path: Path) -> None:
     *_, images, targets, indices = data._digit_split(EVENT_SAMPLES)
     meta = json.loads((EVENT_DIGITS / "eval.json").read_text())
     binning = event_digits.binning(int(meta["timesteps"]))
-    raw = [event_digits.simulate(image[0], int(index)) for image, index in zip(images, indices, strict=True)]
+    heldout = json.loads((EVENT_DIGITS / "heldout.json").read_text())
+    # heldout.json's events are what both sides read; regenerating them on this CPU must give them back
+    # within the simulator's stated tolerance (never bit for bit: the file may come from another CPU).
+    raw = [np.asarray(e, dtype=np.int64).reshape(-1, 4) for e in heldout["events"][:EVENT_SAMPLES]]
+    for i, (image, index) in enumerate(zip(images, indices, strict=True)):
+        regenerated = event_digits.simulate(image[0], int(index))
+        assert event_digits.regeneration_differences(raw[i], regenerated, binning.bins) == [], f"sample {i}"
+    assert heldout["targets"][:EVENT_SAMPLES] == targets.tolist()
     frames = np.stack([events.bin_events(e, binning) for e in raw])  # [N, T, 2, 34, 34]
     off = offline(EVENT_DIGITS, frames, targets, "events")
-    heldout = json.loads((EVENT_DIGITS / "heldout.json").read_text())
     want = expected(off, 0.9)
     with serving(EVENT_DIGITS) as url:
         for i, (label, timesteps, reason) in enumerate(want):
-            assert np.array_equal(np.asarray(heldout["events"][i]), raw[i])
             for body in ({"events": heldout["events"][i]}, {"input": frames[i].tolist()}):
                 status, answer = request(f"{url}/v1/models/event-digits/infer", body)
                 assert status == 200, answer

@@ -1,7 +1,8 @@
 """spikeserve's own gRPC API (`spikeserve.anytime.v1.Anytime`) from Python, as a user would call it:
 stubs generated from proto/anytime/v1/anytime.proto by the protoc that grpcio-tools bundles, the
 official grpcio client and protobuf encoder, against the real release binary. The answers are the
-offline evaluation's (models/*/eval.json), raw events included: their columns packed by protobuf's
+offline evaluation's (recomputed here from heldout.json and the same ONNX graph, as eval.json was
+made), raw events included: their columns packed by protobuf's
 own encoder and read by the server's hand-written decoder (src/api/grpc/event_columns.rs).
 
 Run from the repository root (`make` sets ORT_DYLIB_PATH and SPIKESERVE_BIN):
@@ -21,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_tools import protoc
+from reference import offline_reference
 from spikeserve_process import REPO, Server
 
 MODELS = REPO / "models"
@@ -58,10 +60,10 @@ def stub(server: Server, api: Api) -> Iterator[Any]:
 
 
 def offline(model: str) -> tuple[int, list[int], list[int]]:
-    """T, and per held-out sample the offline exit timestep and prediction at the default threshold."""
-    evaluation = json.loads((MODELS / model / "eval.json").read_text())
-    at_default = evaluation["anytime_at_default_threshold"]
-    return evaluation["timesteps"], at_default["exit_timesteps"], at_default["predictions"]
+    """T, and per held-out sample the offline exit timestep and prediction at the default threshold
+    (recomputed on this machine: see ``reference.py``)."""
+    reference = offline_reference(model)
+    return reference.timesteps, reference.exits, reference.predictions
 
 
 def heldout(model: str) -> dict[str, Any]:
