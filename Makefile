@@ -83,8 +83,9 @@ bench: bench-engine bench-peers bench-overhead bench-anytime
 
 # Load and faults (minutes; not part of `make test`): 256 clients mixing every door with
 # cancellations, disconnects and a model reload, then SIGTERM under load. Figures in RELIABILITY.md.
+# SOAK_SECONDS (default 180) per run, SOAK_RUNS (default 1) runs in a row, each on fresh servers.
 soak:
-	scripts/soak.sh $(SOAK_SECONDS)
+	scripts/soak.sh $(or $(SOAK_SECONDS),180) $(or $(SOAK_RUNS),1)
 
 # The request decoders under cargo fuzz (nightly), FUZZ_SECONDS per target (default 60).
 fuzz:

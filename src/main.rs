@@ -190,6 +190,7 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
     );
     let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
     let app = auth::guard_http(app, security.auth.clone());
+    let mut metrics_server = None;
     if let Some(addr) = config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -199,7 +200,9 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
         tracing::info!(metrics_addr = %bound, "serving /metrics on its own address");
         let metrics_app =
             auth::guard_http(spikeserve::api::http::metrics_router(state.clone()), security.auth);
-        tokio::spawn(axum::serve(listener, metrics_app).into_future());
+        metrics_server = Some(tokio::spawn(
+            axum::serve(listener, metrics_app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future(),
+        ));
     }
     let http_server = match &security.tls {
         Some(tls) => {
@@ -251,28 +254,117 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
         tracing::info!(delay_secs = config.shutdown_delay_secs, "shutdown delay: not ready, still answering");
         tokio::time::sleep(Duration::from_secs_f64(config.shutdown_delay_secs)).await;
     }
-    tracing::info!("shutting down: no new requests; finishing those in flight");
-    state.start_draining();
-    let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async {
-        let (http, grpc) = tokio::join!(http_server, grpc_server);
-        if let Ok(Err(error)) = http {
-            tracing::error!(%error, "HTTP server failed");
-        }
-        if let Ok(Err(error)) = grpc {
-            tracing::error!(%error, "gRPC server failed");
-        }
-    })
-    .await;
-    match drained {
-        Ok(()) => tracing::info!("stopped: every request in flight was answered"),
+    let bound = tokio::time::Instant::now() + grace;
+    // 1. New calls are refused with a status while every connection stays open, and the calls in
+    //    flight finish: a call that races the drain is answered `shutting_down` (UNAVAILABLE / 503),
+    //    never cut off by a closing connection.
+    tracing::info!("shutting down: refusing new calls (`shutting_down`); finishing those in flight");
+    state.start_draining();
+    let settled = in_flight_settled(&state, bound).await;
+    // 2. Then the transports close as their protocols intend: GOAWAY on every HTTP/2 connection
+    //    (the streams it admitted finish and flush their trailers first), HTTP/1.1 connections close
+    //    after their answer (`Connection: close`), idle ones at once.
+    let _ = stop_tx.send(true);
+    let mut servers = tokio::spawn(async move {
+        let metrics = async {
+            match metrics_server {
+                Some(server) => Some(server.await),
+                None => None,
+            }
+        };
+        tokio::join!(http_server, grpc_server, metrics)
+    });
+    let closed = match tokio::time::timeout_at(bound, &mut servers).await {
+        Ok(closed) => Some(closed),
         Err(_) => {
-            tracing::warn!(grace_secs = config.shutdown_grace_secs, "stopped: the grace period ran out")
+            // 3. The grace period is over: what is still in flight is ended with a status (counted
+            //    and logged by each engine), and the transports get a moment to deliver it.
+            let cut = abort_in_flight(&state);
+            tracing::warn!(
+                grace_secs = config.shutdown_grace_secs,
+                requests = cut,
+                "the grace period ran out: requests still in flight were ended with `shutting_down`"
+            );
+            tokio::time::timeout(AFTER_ABORT, &mut servers).await.ok()
         }
+    };
+    let mut failed = false;
+    match closed {
+        Some(Ok((http, grpc, metrics))) => {
+            failed |= server_ended("HTTP", http.map(|r| r.map_err(anyhow::Error::from)));
+            failed |= server_ended("gRPC", grpc.map(|r| r.map_err(anyhow::Error::from)));
+            if let Some(metrics) = metrics {
+                failed |= server_ended("metrics", metrics.map(|r| r.map_err(anyhow::Error::from)));
+            }
+            if settled {
+                tracing::info!("stopped: every request in flight was answered");
+            } else {
+                tracing::warn!("stopped: the grace period ran out before every request was answered");
+            }
+        }
+        Some(Err(error)) => {
+            tracing::error!(%error, "the servers' shutdown task failed");
+            failed = true;
+        }
+        None => tracing::warn!("stopped: connections still open after the grace period were closed"),
     }
     log_final_counts(&state);
+    if failed {
+        bail!("a server task failed during shutdown (see the errors above)");
+    }
     Ok(())
+}
+
+/// After the grace period ends the requests still in flight, how long the transports get to
+/// deliver those statuses before the process exits anyway.
+const AFTER_ABORT: Duration = Duration::from_secs(1);
+
+/// How often the drain looks at the engines' queues and slots.
+const SETTLE_POLL: Duration = Duration::from_millis(5);
+
+/// Waits until no model has a request queued or stepping (open sessions included), or `bound`.
+/// Returns whether everything settled in time.
+async fn in_flight_settled(state: &ServerState, bound: tokio::time::Instant) -> bool {
+    loop {
+        let in_flight: usize =
+            state.registry().map(|r| r.models().map(|m| m.engine.in_flight()).sum()).unwrap_or(0);
+        if in_flight == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= bound {
+            return false;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Ends every request still in flight with `shutting_down`; returns how many there were.
+fn abort_in_flight(state: &ServerState) -> usize {
+    let Ok(registry) = state.registry() else { return 0 };
+    registry
+        .models()
+        .map(|model| {
+            let in_flight = model.engine.in_flight();
+            model.engine.abort_in_flight();
+            in_flight
+        })
+        .sum()
+}
+
+/// Logs how a server task ended; true when it failed (an error, or a panic).
+fn server_ended(name: &str, ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
+    match ended {
+        Ok(Ok(())) => false,
+        Ok(Err(error)) => {
+            tracing::error!(server = name, error = %format!("{error:#}"), "server failed");
+            true
+        }
+        Err(error) => {
+            tracing::error!(server = name, %error, "server task panicked or was cancelled");
+            true
+        }
+    }
 }
 
 /// What each model's engine did since it was loaded: the last word on which requests were answered,

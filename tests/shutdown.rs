@@ -75,16 +75,7 @@ async fn sigterm_finishes_the_requests_in_flight_refuses_new_ones_and_exits_zero
     assert_eq!(last.expect("the request in flight is answered").timesteps, 3);
     drop(answers);
     drop(grpc);
-    let exit = {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = server.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the server did not exit after draining");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let exit = wait_for_exit(&mut server, Duration::from_secs(15)).await;
     assert!(exit.success(), "exit status {exit}");
     let log: Vec<String> = server.log.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("every request in flight was answered")), "{log:?}");
@@ -144,4 +135,178 @@ async fn with_a_shutdown_delay_readiness_turns_first_and_requests_are_still_answ
     assert!(signalled.elapsed() >= Duration::from_millis(1500), "exited before the delay was over");
     let log: Vec<String> = server.log.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("shutdown delay")), "{log:?}");
+}
+
+fn session_start(threshold: f64) -> pb::SessionRequest {
+    let start = pb::SessionStart {
+        model: "digits".into(),
+        policy: Some(pb::Policy { threshold: Some(threshold), ..Default::default() }),
+        ..Default::default()
+    };
+    pb::SessionRequest { message: Some(pb::session_request::Message::Start(start)) }
+}
+
+fn send_sigterm(server: &Server) {
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+}
+
+/// Waits for the process to end without blocking the test's runtime: the client connections must
+/// still answer the server's HTTP/2 PING while it closes them.
+async fn wait_for_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let log: Vec<String> = server.log.try_iter().collect();
+            panic!("the server did not exit within {within:?}; its log:\n{}", log.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn json_log(server: &Server) -> Vec<serde_json::Value> {
+    server
+        .log
+        .try_iter()
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .map(|r: serde_json::Value| r["fields"].clone())
+        .collect()
+}
+
+fn error_code(status: &tonic::Status) -> &str {
+    status.metadata().get("spikeserve-error-code").and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// A session and a server stream held open across SIGTERM get their final answers (the stream's
+/// last partials and trailers are read only after the signal); calls started after it, on the same
+/// connections or new ones, get UNAVAILABLE / 503 `shutting_down`, and HTTP/1.1 answers close
+/// their connection.
+#[tokio::test]
+async fn calls_open_at_sigterm_get_their_answers_and_later_calls_a_retryable_status() {
+    let mut server = Server::start(&shipped_models(), &["--shutdown-grace-secs", "20"]);
+    let (inputs, _) = heldout_digits();
+    let mut grpc = AnytimeClient::connect(server.grpc.clone()).await.expect("connects");
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(session_start(1.0)).await.expect("start");
+    tx.send(frame(digit(&inputs[0]))).await.expect("frame");
+    let mut session = grpc.session(ReceiverStream::new(rx)).await.expect("session").into_inner();
+    assert!(session.message().await.expect("partial").is_some());
+    // A stream of all 8 timesteps, of which the client reads one partial before the signal.
+    let request = pb::InferRequest {
+        model: "digits".into(),
+        input: Some(pb::infer_request::Input::Tensor(digit(&inputs[1]))),
+        policy: Some(pb::Policy { threshold: Some(1.0), ..Default::default() }),
+        ..Default::default()
+    };
+    let mut stream = grpc.infer_stream(request.clone()).await.expect("stream").into_inner();
+    assert!(stream.message().await.expect("first partial").is_some());
+    let http = reqwest::Client::new();
+
+    send_sigterm(&server);
+    // New calls are refused with a status while the connections stay open: HTTP (kept alive)...
+    let refused = loop {
+        let response = http
+            .post(server.url("/v1/models/digits/infer"))
+            .json(&serde_json::json!({ "input": inputs[2] }))
+            .send()
+            .await
+            .expect("the HTTP port answers while calls are in flight");
+        if response.status() == 503 {
+            break response;
+        }
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(refused.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    // ...gRPC on the connection that holds the open calls...
+    let status = grpc.infer(request.clone()).await.expect_err("refused after SIGTERM");
+    assert_eq!(
+        (status.code(), error_code(&status)),
+        (tonic::Code::Unavailable, "shutting_down"),
+        "{status:?}"
+    );
+    // ...and gRPC on a new connection.
+    let mut fresh = AnytimeClient::connect(server.grpc.clone()).await.expect("connects while draining");
+    let status = fresh.infer(request).await.expect_err("refused after SIGTERM");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    // The stream: every partial, its final answer, then a clean end (trailers with OK).
+    let mut partials = 1;
+    let mut last = None;
+    while let Some(message) = stream.message().await.expect("the stream ends with OK") {
+        match message.message {
+            Some(pb::infer_stream_response::Message::Partial(_)) => partials += 1,
+            Some(pb::infer_stream_response::Message::Final(f)) => last = Some(f),
+            None => panic!("an empty stream message"),
+        }
+    }
+    assert_eq!(partials, 8);
+    assert_eq!(last.expect("the stream's final answer").timesteps, 8);
+    // The session: two more frames after the signal, then the client ends it.
+    for _ in 0..2 {
+        tx.send(frame(digit(&inputs[0]))).await.expect("frame");
+    }
+    drop(tx);
+    let mut last = None;
+    while let Some(message) = session.message().await.expect("the session ends with OK") {
+        if let Some(pb::infer_stream_response::Message::Final(f)) = message.message {
+            last = Some(f);
+        }
+    }
+    assert_eq!(last.expect("the session's final answer").timesteps, 3);
+    drop((session, stream, grpc, fresh));
+
+    let exit = wait_for_exit(&mut server, Duration::from_secs(15)).await;
+    assert!(exit.success(), "exit status {exit}");
+    let log = json_log(&server);
+    assert!(log.iter().any(|f| f["message"] == "stopped: every request in flight was answered"), "{log:?}");
+    let counts = log.iter().find(|f| f["message"] == "final counts" && f["model"] == "digits");
+    let counts = counts.unwrap_or_else(|| panic!("no final counts for digits: {log:?}"));
+    assert_eq!((counts["answered"].as_u64(), counts["cancelled"].as_u64()), (Some(2), Some(0)), "{counts}");
+}
+
+/// A session still open when the grace period runs out is ended with UNAVAILABLE `shutting_down`
+/// (counted and logged), not by a broken connection, and the server exits 0 soon after.
+#[tokio::test]
+async fn a_call_still_open_when_the_grace_period_ends_gets_a_status() {
+    let mut server = Server::start(&shipped_models(), &["--shutdown-grace-secs", "1"]);
+    let (inputs, _) = heldout_digits();
+    let mut grpc = AnytimeClient::connect(server.grpc.clone()).await.expect("connects");
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(session_start(1.0)).await.expect("start");
+    tx.send(frame(digit(&inputs[0]))).await.expect("frame");
+    let mut session = grpc.session(ReceiverStream::new(rx)).await.expect("session").into_inner();
+    assert!(session.message().await.expect("partial").is_some());
+    let signalled = Instant::now();
+    send_sigterm(&server);
+    // The client never ends its session: the grace period does.
+    let status = loop {
+        match session.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the session ended without an answer or a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        (status.code(), error_code(&status)),
+        (tonic::Code::Unavailable, "shutting_down"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("grace period"), "{status:?}");
+    assert!(signalled.elapsed() >= Duration::from_millis(900), "ended before the grace period was over");
+    drop(tx);
+    let exit = wait_for_exit(&mut server, Duration::from_secs(10)).await;
+    assert!(exit.success(), "exit status {exit}");
+    let log = json_log(&server);
+    let cut =
+        log.iter().find(|f| f["message"].as_str().is_some_and(|m| m.starts_with("the grace period ran out")));
+    assert_eq!(cut.unwrap_or_else(|| panic!("{log:?}"))["requests"].as_u64(), Some(1));
+    let counts = log.iter().find(|f| f["message"] == "final counts" && f["model"] == "digits");
+    let counts = counts.unwrap_or_else(|| panic!("no final counts for digits: {log:?}"));
+    assert_eq!((counts["answered"].as_u64(), counts["failed"].as_u64()), (Some(0), Some(1)), "{counts}");
 }

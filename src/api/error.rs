@@ -72,7 +72,7 @@ impl ApiError {
             Self::RepositoryReadOnly => StatusCode::FORBIDDEN,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Engine(EngineError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Engine(EngineError::Stopped | EngineError::ShutDown) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Self::Engine(EngineError::NoFrames) => StatusCode::BAD_REQUEST,
             Self::Engine(EngineError::Step(_)) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,7 +128,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::RepositoryReadOnly => Code::PermissionDenied,
-            Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::Stopped) => Code::Unavailable,
+            Self::NotReady
+            | Self::ShuttingDown
+            | Self::Engine(EngineError::Stopped | EngineError::ShutDown) => Code::Unavailable,
             Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) | Self::SessionIdle { .. } => {
                 Code::DeadlineExceeded
             }
@@ -165,7 +167,9 @@ impl ApiError {
         // not a server failure: it is counted and answered, not logged as an error.
         let expected = matches!(
             self,
-            Self::NotReady | Self::ShuttingDown | Self::Engine(EngineError::DeadlineBeforeFirstStep { .. })
+            Self::NotReady
+                | Self::ShuttingDown
+                | Self::Engine(EngineError::DeadlineBeforeFirstStep { .. } | EngineError::ShutDown)
         );
         if self.status().is_server_error() && !expected {
             tracing::error!(error = %self, "request failed");

@@ -62,7 +62,24 @@ pub fn router(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Rou
         .merge(super::kserve::http::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), close_while_draining))
         .with_state(state)
+}
+
+/// While the server drains, every HTTP/1.1 answer says `Connection: close`, so that a client on a
+/// kept-alive connection opens its next request elsewhere instead of racing the connection's close.
+/// (HTTP/2 has no such header: its connections get GOAWAY when the transports close.)
+async fn close_while_draining(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(request).await;
+    if http1 && state.is_draining() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[derive(OpenApi)]

@@ -80,6 +80,9 @@ pub enum EngineError {
     DeadlineBeforeFirstStep { waited_ms: f64 },
     #[error("the frame stream ended before its first frame")]
     NoFrames,
+    /// The server's shutdown grace period ran out before this request finished.
+    #[error("the server shut down before this request finished (its shutdown grace period ran out); retry elsewhere")]
+    ShutDown,
     #[error(transparent)]
     Step(#[from] StepError),
 }
@@ -92,6 +95,7 @@ impl EngineError {
             Self::Stopped => "unavailable",
             Self::DeadlineBeforeFirstStep { .. } => "deadline_exceeded",
             Self::NoFrames => "no_frames",
+            Self::ShutDown => "shutting_down",
             Self::Step(_) => "inference_failed",
         }
     }
@@ -124,11 +128,14 @@ pub(crate) struct Job {
     reply: oneshot::Sender<Result<AnytimeAnswer, EngineError>>,
 }
 
-/// What the scheduler's channel carries: requests, and wake-ups when a stream's frames arrive.
+/// What the scheduler's channel carries: requests, wake-ups when a stream's frames arrive, and the
+/// end of a shutdown's grace period.
 #[derive(Debug)]
 pub(crate) enum Message {
     Job(Box<Job>),
     Wake,
+    /// Answer every request queued or stepping with [`EngineError::ShutDown`].
+    Abort,
 }
 
 impl std::fmt::Debug for Job {
@@ -219,6 +226,20 @@ impl Engine {
 
     pub fn config(&self) -> EngineConfig {
         self.config
+    }
+
+    /// Requests waiting for a slot or holding one now (open sessions included).
+    pub fn in_flight(&self) -> usize {
+        let stats = self.stats.snapshot();
+        stats.queued + stats.active_slots
+    }
+
+    /// Ends every request still queued or stepping with [`EngineError::ShutDown`], so that each
+    /// caller gets a status rather than a broken connection when the server's grace period runs
+    /// out. Requests submitted afterwards are served as usual.
+    pub fn abort_in_flight(&self) {
+        // A send fails only when the scheduler has stopped, and then nothing is in flight.
+        let _ = self.messages.send(Message::Abort);
     }
 
     pub fn stats(&self) -> StatsSnapshot {

@@ -141,8 +141,31 @@ impl Scheduler {
     }
 
     fn take(&mut self, message: Message) {
-        if let Message::Job(job) = message {
-            self.pending.push_back(*job);
+        match message {
+            Message::Job(job) => self.pending.push_back(*job),
+            Message::Wake => {}
+            Message::Abort => self.abort_all(),
+        }
+    }
+
+    /// The server's grace period ran out: every request queued or stepping gets
+    /// [`EngineError::ShutDown`], counted as failed.
+    fn abort_all(&mut self) {
+        let (stepping, waiting) = (self.slots.len(), self.pending.len());
+        for row in (0..self.slots.len()).rev() {
+            self.fail(row, EngineError::ShutDown);
+        }
+        while let Some(job) = self.pending.pop_front() {
+            self.stats.dequeued();
+            self.stats.failed(EngineError::ShutDown.code());
+            let _ = job.reply.send(Err(EngineError::ShutDown));
+        }
+        if stepping + waiting > 0 {
+            tracing::warn!(
+                stepping,
+                waiting,
+                "shutdown grace period over: requests ended with `shutting_down`"
+            );
         }
     }
 
@@ -210,9 +233,9 @@ impl Scheduler {
     }
 
     fn admit(&mut self, job: Job) {
-        self.stats.dequeued();
         if job.reply.is_closed() {
             // The caller left while it waited: don't spend a step on it.
+            self.stats.dequeued();
             self.stats.exited(ExitReason::Cancelled);
             return;
         }
@@ -230,7 +253,9 @@ impl Scheduler {
             admitted: Instant::now(),
             queue_time: job.enqueued.elapsed(),
         });
+        // Slot first, queue second: `Engine::in_flight` never sees an admitted request in neither.
         self.stats.set_active_slots(self.slots.len());
+        self.stats.dequeued();
     }
 
     /// Frees slot `row` by moving the last slot (and its state rows) into it.
