@@ -25,9 +25,14 @@ CLIENTS="${CLIENTS:-256}"
 RESULTS="${RESULTS:-benchmarks/results}"
 HTTP_PORT="${HTTP_PORT:-18100}"
 GRPC_PORT="${GRPC_PORT:-18101}"
-BIN=target/release/spikeserve
+# SPIKESERVE_BIN runs a binary built beforehand (nothing is built then).
+BIN="${SPIKESERVE_BIN:-target/release/spikeserve}"
 
-make --no-print-directory venv build >/dev/null
+if [[ -n "${SPIKESERVE_BIN:-}" ]]; then
+    make --no-print-directory venv >/dev/null
+else
+    make --no-print-directory venv build >/dev/null
+fi
 ORT_DYLIB_PATH="$(ls "$PWD"/.venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.* | sort | tail -1)"
 export ORT_DYLIB_PATH
 mkdir -p "$RESULTS"

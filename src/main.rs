@@ -186,7 +186,10 @@ async fn run_servers(config: ServeConfig, security: Security, runtime: OrtRuntim
         grpc_builder
             .layer(tower::util::MapResponseLayer::new(limits::rewrite_too_large))
             .add_routes(grpc)
-            .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone())),
+            .serve_with_incoming_shutdown(
+                until_stopped(grpc_incoming, stop_rx.clone()),
+                stopped(stop_rx.clone()),
+            ),
     );
     let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
     let app = auth::guard_http(app, security.auth.clone());
@@ -323,13 +326,22 @@ const AFTER_ABORT: Duration = Duration::from_secs(1);
 /// How often the drain looks at the engines' queues and slots.
 const SETTLE_POLL: Duration = Duration::from_millis(5);
 
-/// Waits until no model has a request queued or stepping (open sessions included), or `bound`.
-/// Returns whether everything settled in time.
+/// How long the drain goes on refusing with a status after the last request in flight was
+/// answered, until no call has arrived for this long: a client that just got its answer and
+/// sends its next call then hears `shutting_down` instead of meeting a closing connection.
+const QUIET_BEFORE_CLOSING: Duration = Duration::from_millis(100);
+
+/// Waits until no model has a request queued or stepping (open sessions included) and no call
+/// has been refused for [`QUIET_BEFORE_CLOSING`], or `bound`. Returns whether the requests in
+/// flight all finished in time.
 async fn in_flight_settled(state: &ServerState, bound: tokio::time::Instant) -> bool {
     loop {
         let in_flight: usize =
             state.registry().map(|r| r.models().map(|m| m.engine.in_flight()).sum()).unwrap_or(0);
-        if in_flight == 0 {
+        if in_flight == 0 && state.since_last_refusal() >= QUIET_BEFORE_CLOSING {
+            return true;
+        }
+        if in_flight == 0 && tokio::time::Instant::now() >= bound {
             return true;
         }
         if tokio::time::Instant::now() >= bound {
@@ -337,6 +349,27 @@ async fn in_flight_settled(state: &ServerState, bound: tokio::time::Instant) -> 
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }
+}
+
+/// The listener's connections until the transports close; then the listener is dropped at once,
+/// so that new connections are refused (a clean, retryable connect error) instead of waiting in
+/// the kernel's backlog for an accept that never comes and a reset when the process exits.
+fn until_stopped<S>(
+    incoming: S,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = S::Item>
+where
+    S: futures_util::Stream + Send + 'static,
+{
+    futures_util::stream::unfold((Some(Box::pin(incoming)), stop), |(incoming, mut stop)| async move {
+        let mut incoming = incoming?;
+        let item = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => None,
+            item = futures_util::StreamExt::next(&mut incoming) => item,
+        };
+        item.map(|item| (item, (Some(incoming), stop)))
+    })
 }
 
 /// Ends every request still in flight with `shutting_down`; returns how many there were.

@@ -1,8 +1,9 @@
 //! What every door shares: the models being served (none until they have loaded), and whether the
 //! server is draining for shutdown.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -17,6 +18,9 @@ pub struct ServerState {
     /// Shutdown was announced: not ready for new traffic, though requests are still answered.
     leaving: AtomicBool,
     draining: AtomicBool,
+    /// When a call was last refused for the drain, in microseconds since `epoch`.
+    last_refusal_us: AtomicU64,
+    epoch: OnceLock<Instant>,
     metrics: OnceLock<PrometheusHandle>,
 }
 
@@ -61,6 +65,7 @@ impl ServerState {
     /// A model by name, for a request: refused while draining.
     pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
         if self.is_draining() {
+            self.last_refusal_us.store(self.micros_since_epoch(), Ordering::Release);
             return Err(ApiError::ShuttingDown);
         }
         self.model_info(name)
@@ -107,7 +112,18 @@ impl ServerState {
 
     /// Stop admitting requests; those in flight finish.
     pub fn start_draining(&self) {
+        self.last_refusal_us.store(self.micros_since_epoch(), Ordering::Release);
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// How long ago a call was last refused for the drain (or the drain started).
+    pub fn since_last_refusal(&self) -> Duration {
+        let last = self.last_refusal_us.load(Ordering::Acquire);
+        Duration::from_micros(self.micros_since_epoch().saturating_sub(last))
+    }
+
+    fn micros_since_epoch(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_micros() as u64
     }
 
     pub fn is_draining(&self) -> bool {

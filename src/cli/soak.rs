@@ -417,8 +417,24 @@ fn grpc_refusal(status: &tonic::Status, during_shutdown: bool) -> Fate {
         (_, "") if during_shutdown && status.message().contains("h2 protocol error") => {
             Fate::UnsettledAtShutdown
         }
-        _ => Fate::Failed(format!("gRPC {:?} {code}: {}", status.code(), status.message())),
+        _ => Fate::Failed(format!(
+            "gRPC {:?} {code}: {}{}",
+            status.code(),
+            status.message(),
+            status_causes(status)
+        )),
     }
+}
+
+/// What lies under a status the transport made (`: cause: cause ...`), empty for a server's own.
+fn status_causes(status: &tonic::Status) -> String {
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        causes.push_str(&format!(": {error}"));
+        source = error.source();
+    }
+    causes
 }
 
 fn connect_failure(message: &str) -> Fate {
