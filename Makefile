@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-overhead bench-anytime test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -25,6 +25,7 @@ help:
 	@echo "make train-all  - retrain every shipped model (TET and STR, 3 seeds each) and compare them"
 	@echo "make train-event-digits - retrain models/event-digits (simulated event camera)"
 	@echo "make bench  - engine benchmark"
+	@echo "make bench-deadlines - latency budgets under overload: deadline-aware admission against FIFO"
 
 # --no-cache-dir: a CI machine's disk is small, and a cached copy of torch's CUDA wheels would double
 # the 5 GB the environment needs.
@@ -100,6 +101,11 @@ bench-peers: venv build
 # One client through the server against the in-process floor, on models from digits to the papers' VGGSNN.
 bench-overhead: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/overhead.py
+
+# Latency budgets under overload: deadline-aware admission against FIFO, goodput per class (minutes).
+bench-deadlines: venv build
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/deadlines.py \
+		--json benchmarks/results/deadlines.json --markdown benchmarks/results/deadlines.md
 
 bench-anytime: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) benchmarks/anytime_eval.py --start \

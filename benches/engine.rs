@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     // one request at a time, interleaved in rounds so that both see the same machine state.
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let engine_with = |max_batch: usize| -> anyhow::Result<Engine> {
-        let config = EngineConfig { max_batch, batch_wait: Duration::ZERO, queue_capacity: 4096 };
+        let config = EngineConfig { max_batch, queue_capacity: 4096, ..EngineConfig::default() };
         Ok(Engine::start("digits", vec![open()?], config)?)
     };
     let request = |i: usize| AnytimeRequest {
@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         deadline: None,
         record_confidences: false,
         partials: None,
+        priority: Default::default(),
     };
     let mut session = open()?;
     let engine = engine_with(64)?;

@@ -11,7 +11,7 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +65,14 @@ def _listening(line: str) -> tuple[str, str] | None:
 
 
 @contextmanager
-def started(binary: Path, models_dir: Path) -> Iterator[Server]:
-    """Runs ``binary serve`` on ``models_dir``; yields the server once it listens; stops it after."""
+def started(binary: Path, models_dir: Path, extra: Sequence[str] = (), log_filter: str = "info") -> Iterator[Server]:
+    """Runs ``binary serve`` on ``models_dir`` (with ``extra`` flags); yields the server once it listens;
+    stops it after. ``log_filter`` is its ``RUST_LOG`` (the "listening" line is an info line)."""
     if not binary.exists():
         raise ServerStartError(f"{binary} is missing; build it with `cargo build --release --locked`")
-    # "info": the "listening" line is an info line.
-    env = dict(os.environ, ORT_DYLIB_PATH=ort_library(), RUST_LOG="info")
+    env = dict(os.environ, ORT_DYLIB_PATH=ort_library(), RUST_LOG=log_filter)
     command = [str(binary), "--log-format", "json", "serve", "--models", str(models_dir)]
-    command += ["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]
+    command += ["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     log: list[str] = []
     lines: queue.Queue[str | None] = queue.Queue()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::api::auth::Token;
 use crate::backend::Device;
-use crate::engine::EngineConfig;
+use crate::engine::{Admission, EngineConfig, WarmupBatches};
 use crate::model::registry::LoadOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +68,19 @@ pub struct ServeConfig {
     /// fill the batch before the first step. 0 steps at once; under load batches fill anyway.
     #[arg(long, env = "SPIKESERVE_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,
+    /// The order in which waiting requests get a batch slot: `deadline` (priority class first,
+    /// then the earliest latency budget, then arrival) or `fifo` (arrival only).
+    #[arg(long, env = "SPIKESERVE_ADMISSION", value_enum, default_value = "deadline")]
+    pub admission: Admission,
+    /// Admit a request with a latency budget even when, at the measured step time, the budget
+    /// cannot cover its `min_timesteps` (by default it is refused with `deadline_exceeded` before it
+    /// takes a batch slot).
+    #[arg(long, env = "SPIKESERVE_NO_EARLY_REFUSAL")]
+    pub no_early_refusal: bool,
+    /// Batch sizes each model steps once at load (and reload) before it is ready: `powers-of-two`
+    /// (1, 2, 4, ... up to --max-batch), `off`, or a list such as `1,8,64`.
+    #[arg(long, env = "SPIKESERVE_WARMUP", default_value = "powers-of-two", value_name = "SIZES")]
+    pub warmup: WarmupBatches,
     /// Largest request body (HTTP) or message (gRPC) accepted, in bytes.
     #[arg(long, env = "SPIKESERVE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -151,6 +164,9 @@ impl ServeConfig {
                 max_batch: self.max_batch as usize,
                 batch_wait: Duration::from_micros(self.batch_wait_us),
                 queue_capacity: self.queue_capacity as usize,
+                admission: self.admission,
+                early_refusal: !self.no_early_refusal,
+                warmup: self.warmup,
             },
         }
     }

@@ -28,6 +28,9 @@ pub const UNCERTAINTY: &str = "spikeserve_ensemble_uncertainty";
 pub const UNAUTHENTICATED: &str = "spikeserve_unauthenticated_total";
 pub const MODEL_CHANGES: &str = "spikeserve_model_changes_total";
 pub const LOG_LINES_DROPPED: &str = "spikeserve_log_lines_dropped_total";
+pub const OUTCOMES: &str = "spikeserve_request_outcomes_total";
+pub const QUEUE_WAIT_BY_PRIORITY: &str = "spikeserve_queue_wait_by_priority_seconds";
+pub const WARMUP: &str = "spikeserve_warmup_seconds";
 pub const NV_SUCCESS: &str = "nv_inference_request_success";
 pub const NV_FAILURE: &str = "nv_inference_request_failure";
 pub const NV_COUNT: &str = "nv_inference_count";
@@ -102,12 +105,83 @@ fn describe() {
         LOG_LINES_DROPPED,
         "Log lines dropped because the reader of the server's stderr fell behind (requests are never held up by logging)"
     );
+    describe_counter!(
+        OUTCOMES,
+        "Requests the engine took or refused, by model, priority class, whether they had a latency budget \
+         (budget: yes/no) and outcome: within_budget, deadline_exit, answered (no budget), refused_at_admission \
+         (the budget could not cover min_timesteps), expired_in_queue, overloaded, cancelled, failed"
+    );
+    describe_histogram!(
+        QUEUE_WAIT_BY_PRIORITY,
+        Unit::Seconds,
+        "Time a request waited for a batch slot, by priority class"
+    );
+    describe_gauge!(
+        WARMUP,
+        Unit::Seconds,
+        "Time the model's last load spent stepping its warm-up batch sizes"
+    );
     describe_counter!(NV_SUCCESS, "Triton-compatible: successful inference requests");
     describe_counter!(NV_FAILURE, "Triton-compatible: failed inference requests");
     describe_counter!(NV_COUNT, "Triton-compatible: inferences performed (one per request)");
     describe_counter!(NV_EXEC_COUNT, "Triton-compatible: model executions (batched timesteps)");
     describe_counter!(NV_QUEUE_US, Unit::Microseconds, "Triton-compatible: cumulative queue time");
     describe_counter!(NV_REQUEST_US, Unit::Microseconds, "Triton-compatible: cumulative request time");
+}
+
+/// How a request the engine took (or refused) ended, for goodput: the share of requests with a
+/// budget answered within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered before its budget ran out (or, without a budget, answered: see `budget`).
+    Answered,
+    /// Answered with the best so far when its budget ran out.
+    DeadlineExit,
+    /// Refused before taking a slot: the budget could not cover `min_timesteps`.
+    RefusedAtAdmission,
+    /// Its budget ran out while it waited for a slot.
+    ExpiredInQueue,
+    /// Refused for a full queue (or displaced by a higher class).
+    Overloaded,
+    Cancelled,
+    Failed,
+}
+
+impl Outcome {
+    const ALL: [Self; 7] = [
+        Self::Answered,
+        Self::DeadlineExit,
+        Self::RefusedAtAdmission,
+        Self::ExpiredInQueue,
+        Self::Overloaded,
+        Self::Cancelled,
+        Self::Failed,
+    ];
+
+    fn label(self, budgeted: bool) -> &'static str {
+        match self {
+            Self::Answered if budgeted => "within_budget",
+            Self::Answered => "answered",
+            Self::DeadlineExit => "deadline_exit",
+            Self::RefusedAtAdmission => "refused_at_admission",
+            Self::ExpiredInQueue => "expired_in_queue",
+            Self::Overloaded => "overloaded",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|&o| o == self).unwrap_or(0)
+    }
+}
+
+/// The priority classes' label values (the engine's `Priority` 0 to 3).
+pub const PRIORITY_LABELS: [&str; 4] = ["0", "1", "2", "3"];
+
+/// The stepping time ONNX Runtime's first runs took at load (warm-up), per model.
+pub fn warmup(model: &str, took: Duration) {
+    metrics::gauge!(WARMUP, "model" => model.to_owned()).set(took.as_secs_f64());
 }
 
 /// One model's metric handles, made once so that the hot path only updates atomics.
@@ -131,6 +205,9 @@ pub struct ModelMetrics {
     nv_exec_count: Counter,
     nv_queue_us: Counter,
     nv_request_us: Counter,
+    /// `[priority][budgeted][outcome]`.
+    outcomes: Vec<Counter>,
+    queue_wait_by_priority: Vec<Histogram>,
 }
 
 impl std::fmt::Debug for ModelMetrics {
@@ -164,6 +241,41 @@ impl ModelMetrics {
             nv_exec_count: metrics::counter!(NV_EXEC_COUNT, &nv()),
             nv_queue_us: metrics::counter!(NV_QUEUE_US, &nv()),
             nv_request_us: metrics::counter!(NV_REQUEST_US, &nv()),
+            outcomes: PRIORITY_LABELS
+                .iter()
+                .flat_map(|&priority| {
+                    [false, true].into_iter().flat_map(move |budgeted| {
+                        Outcome::ALL.into_iter().map(move |outcome| {
+                            metrics::counter!(
+                                OUTCOMES,
+                                "model" => model.to_owned(),
+                                "priority" => priority,
+                                "budget" => if budgeted { "yes" } else { "no" },
+                                "outcome" => outcome.label(budgeted)
+                            )
+                        })
+                    })
+                })
+                .collect(),
+            queue_wait_by_priority: PRIORITY_LABELS
+                .iter()
+                .map(|&priority| metrics::histogram!(QUEUE_WAIT_BY_PRIORITY, "model" => model.to_owned(), "priority" => priority))
+                .collect(),
+        }
+    }
+
+    /// How a request of class `priority` (an index into [`PRIORITY_LABELS`]) ended; `budgeted`: it
+    /// had a latency budget.
+    pub fn outcome(&self, priority: usize, budgeted: bool, outcome: Outcome) {
+        let index = (priority * 2 + usize::from(budgeted)) * Outcome::ALL.len() + outcome.index();
+        if let Some(counter) = self.outcomes.get(index) {
+            counter.increment(1);
+        }
+    }
+
+    pub fn waited(&self, priority: usize, waited: Duration) {
+        if let Some(histogram) = self.queue_wait_by_priority.get(priority) {
+            histogram.record(waited.as_secs_f64());
         }
     }
 

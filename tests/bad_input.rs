@@ -299,6 +299,24 @@ async fn kserve_grpc_bad_requests_name_the_field_and_the_stream_goes_on() {
             vec!["max_timesteps"],
         ),
         (
+            "priority above the highest class",
+            with_parameter("priority", ParameterChoice::Int64Param(4)),
+            Code::InvalidArgument,
+            vec!["priority", "from 0 to 3"],
+        ),
+        (
+            "fractional priority",
+            with_parameter("priority", ParameterChoice::DoubleParam(1.5)),
+            Code::InvalidArgument,
+            vec!["parameters.priority", "whole number"],
+        ),
+        (
+            "priority as text",
+            with_parameter("priority", ParameterChoice::StringParam("high".into())),
+            Code::InvalidArgument,
+            vec!["parameters.priority"],
+        ),
+        (
             "negative timeout",
             with_parameter("timeout", ParameterChoice::Int64Param(-5)),
             Code::InvalidArgument,
@@ -478,5 +496,97 @@ async fn streaming_doors_refuse_bad_frames_and_end_sessions_that_stop_sending() 
         .expect("the server ends an idle session");
     assert_status(outcome, Code::DeadlineExceeded, &["no message"]);
     drop(tx);
+    still_serving(&server).await;
+}
+
+/// `priority` out of range, fractional or text, and budgets that are NaN or past the documented
+/// maximum, on every door that takes them: refused naming the field; a good priority is served.
+#[tokio::test]
+async fn priorities_and_budgets_are_checked_on_every_door() {
+    let server = Server::start(&shipped_models(), &[]);
+    let http = reqwest::Client::new();
+    let (inputs, _) = heldout_digits();
+    let cases = [
+        (json!({ "input": inputs[0], "priority": 4 }), "priority", "from 0 to 3"),
+        (json!({ "input": inputs[0], "priority": -1 }), "priority", ""),
+        (json!({ "input": inputs[0], "priority": 1.5 }), "priority", ""),
+        (json!({ "input": inputs[0], "priority": "high" }), "priority", ""),
+        (json!({ "input": inputs[0], "latency_budget_ms": 3_600_001.0 }), "latency_budget_ms", "3600000"),
+    ];
+    for (body, field, detail) in &cases {
+        for accept in ["application/json", "text/event-stream"] {
+            let response = http
+                .post(server.url("/v1/models/digits/infer"))
+                .header("accept", accept)
+                .json(body)
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 400, "{body} ({accept})");
+            let error: Value = response.json().await.expect("JSON error");
+            let message = error["error"]["message"].as_str().expect("message");
+            assert!(
+                message.contains(field) && message.contains(detail),
+                "{message:?} should name {field:?} ({accept})"
+            );
+        }
+    }
+    let kserve_body = |parameters: Value| {
+        json!({
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8, 8], "data": flatten(&inputs[0])}],
+            "parameters": parameters,
+        })
+    };
+    for (parameters, mentions) in [
+        (json!({"priority": 4}), "priority"),
+        (json!({"priority": 0.5}), "parameters.priority"),
+        (json!({"priority": "urgent"}), "parameters.priority"),
+    ] {
+        let response = http
+            .post(server.url("/v2/models/digits/infer"))
+            .json(&kserve_body(parameters))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.expect("JSON error");
+        assert!(
+            error["error"].as_str().unwrap_or_default().contains(mentions)
+                || error.to_string().contains(mentions),
+            "{error}"
+        );
+    }
+    let mut grpc = anytime(&server).await;
+    for (policy, mentions) in [
+        (pb::Policy { priority: Some(9), ..Default::default() }, "priority"),
+        (pb::Policy { latency_budget_ms: Some(f64::NAN), ..Default::default() }, "latency_budget_ms"),
+        (pb::Policy { latency_budget_ms: Some(4e6), ..Default::default() }, "latency_budget_ms"),
+    ] {
+        assert_status(grpc.infer(anytime_request(digit(), policy)).await, Code::InvalidArgument, &[mentions]);
+        assert_status(
+            grpc.infer_stream(anytime_request(digit(), policy)).await,
+            Code::InvalidArgument,
+            &[mentions],
+        );
+        let start = pb::SessionStart { model: "digits".into(), policy: Some(policy), ..Default::default() };
+        let (tx, rx) = mpsc::channel(2);
+        tx.send(session_message(pb::session_request::Message::Start(start))).await.expect("start");
+        assert_status(grpc.session(ReceiverStream::new(rx)).await, Code::InvalidArgument, &[mentions]);
+    }
+    // Every class is served.
+    for priority in 0..=3u32 {
+        let policy = pb::Policy { priority: Some(priority), ..Default::default() };
+        assert!(grpc.infer(anytime_request(digit(), policy)).await.is_ok(), "priority {priority}");
+        let body = json!({ "input": inputs[0], "priority": priority });
+        let (status, answer) = infer(&http, &server.base, "digits", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let response = http
+            .post(server.url("/v2/models/digits/infer"))
+            .json(&kserve_body(json!({ "priority": priority })))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
     still_serving(&server).await;
 }

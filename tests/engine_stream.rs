@@ -16,7 +16,7 @@ fn digits_engine() -> Engine {
     let model = shipped_models().join("digits/model.onnx");
     let (session, signature) = StepSession::open(&runtime, &model, 1, Device::Cpu).expect("model");
     let contract = ModelContract::from_signature(&signature).expect("contract");
-    let config = EngineConfig { max_batch: 8, batch_wait: Duration::ZERO, queue_capacity: 8 };
+    let config = EngineConfig { max_batch: 8, queue_capacity: 8, ..EngineConfig::default() };
     Engine::start("digits", vec![StepSession::new(session, contract)], config).expect("engine")
 }
 

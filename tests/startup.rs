@@ -106,3 +106,36 @@ fn inspect_prints_the_contract() {
     assert_eq!(contract["timesteps"], 8);
     assert_eq!(contract["states"].as_array().map(Vec::len), Some(3));
 }
+
+/// Each model steps its warm-up batch sizes before the server says it is listening (and so
+/// before it is ready); the time is logged and exported; `--warmup off` skips it.
+#[tokio::test]
+async fn models_warm_up_before_the_server_is_ready() {
+    let dir = models_dir_with_digits_and(&[]);
+    let server = Server::start(dir.path(), &["--max-batch", "16", "--metrics-addr", "127.0.0.1:0"]);
+    let records: Vec<Value> =
+        server.startup_log.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let warmed = records
+        .iter()
+        .position(|r| r["fields"]["message"] == "warmed up" && r["fields"]["model"] == "digits");
+    let listening = records.iter().position(|r| r["fields"]["message"] == "listening");
+    let (warmed, listening) = (warmed.expect("a `warmed up` line for digits"), listening.expect("listening"));
+    assert!(warmed < listening, "warm-up comes before the server is ready");
+    assert!(records[warmed]["fields"]["seconds"].as_f64().is_some_and(|s| s > 0.0));
+    let metrics = reqwest::get(format!("http://{}/metrics", server.metrics_addr()))
+        .await
+        .expect("scraped")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("spikeserve_warmup_seconds{model=\"digits\"}")),
+        "the warm-up time is exported"
+    );
+
+    let cold = Server::start(dir.path(), &["--warmup", "off"]);
+    assert!(!cold.startup_log.iter().any(|l| l.contains("warmed up")), "{:?}", cold.startup_log);
+    let refused = run_binary(&["serve", "--models", "x", "--warmup", "1,eight"], Some(&ort_library()));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("`eight`"));
+}

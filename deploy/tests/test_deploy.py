@@ -46,6 +46,9 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "spikeserve_requests_in_flight": ("gauge", frozenset({"model"})),
     "spikeserve_synaptic_ops": (_H, frozenset({"model"})),
     "spikeserve_ensemble_uncertainty": (_H, frozenset({"model"})),
+    "spikeserve_request_outcomes_total": ("counter", frozenset({"model", "priority", "budget", "outcome"})),
+    "spikeserve_queue_wait_by_priority_seconds": (_H, frozenset({"model", "priority"})),
+    "spikeserve_warmup_seconds": ("gauge", frozenset({"model"})),
     "nv_inference_request_success": ("counter", frozenset({"model", "version"})),
     "nv_inference_request_failure": ("counter", frozenset({"model", "version"})),
     "nv_inference_count": ("counter", frozenset({"model", "version"})),
@@ -537,6 +540,8 @@ def test_dashboard_structure() -> None:
         "queue depth",
         "first partial",
         "synaptic ops",
+        "goodput",
+        "warm-up",
     ):
         assert topic in titles, topic
     assert any("histogram_quantile(0.99" in expr for _, expr in dashboard_queries())

@@ -71,9 +71,13 @@ impl ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::RepositoryReadOnly => StatusCode::FORBIDDEN,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Engine(EngineError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Engine(EngineError::Overloaded(_) | EngineError::Displaced { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Engine(EngineError::Stopped | EngineError::ShutDown) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Engine(
+                EngineError::DeadlineBeforeFirstStep { .. } | EngineError::BudgetTooShort { .. },
+            ) => StatusCode::GATEWAY_TIMEOUT,
             Self::Engine(EngineError::NoFrames) => StatusCode::BAD_REQUEST,
             Self::Engine(EngineError::Step(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Repository(RepositoryError::BadName(_) | RepositoryError::Refused { .. }) => {
@@ -125,15 +129,19 @@ impl ApiError {
             | Self::BadBody(_)
             | Self::UnsupportedMediaType(_)
             | Self::Engine(EngineError::NoFrames) => Code::InvalidArgument,
-            Self::PayloadTooLarge(_) | Self::Engine(EngineError::Overloaded(_)) => Code::ResourceExhausted,
+            Self::PayloadTooLarge(_)
+            | Self::Engine(EngineError::Overloaded(_) | EngineError::Displaced { .. }) => {
+                Code::ResourceExhausted
+            }
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::RepositoryReadOnly => Code::PermissionDenied,
             Self::NotReady
             | Self::ShuttingDown
             | Self::Engine(EngineError::Stopped | EngineError::ShutDown) => Code::Unavailable,
-            Self::Engine(EngineError::DeadlineBeforeFirstStep { .. }) | Self::SessionIdle { .. } => {
-                Code::DeadlineExceeded
-            }
+            Self::Engine(
+                EngineError::DeadlineBeforeFirstStep { .. } | EngineError::BudgetTooShort { .. },
+            )
+            | Self::SessionIdle { .. } => Code::DeadlineExceeded,
             Self::Engine(EngineError::Step(_)) | Self::Repository(RepositoryError::Interrupted(_)) => {
                 Code::Internal
             }
@@ -169,7 +177,11 @@ impl ApiError {
             self,
             Self::NotReady
                 | Self::ShuttingDown
-                | Self::Engine(EngineError::DeadlineBeforeFirstStep { .. } | EngineError::ShutDown)
+                | Self::Engine(
+                    EngineError::DeadlineBeforeFirstStep { .. }
+                        | EngineError::BudgetTooShort { .. }
+                        | EngineError::ShutDown
+                )
         );
         if self.status().is_server_error() && !expected {
             tracing::error!(error = %self, "request failed");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 use super::schema::InferRequest;
-use crate::engine::{AnytimeRequest, CutoffPolicy, RequestFrames};
+use crate::engine::{AnytimeRequest, CutoffPolicy, Priority, RequestFrames};
 use crate::input::events::Event;
 use crate::input::{decode_json_tensor, into_frames, DenseTensor};
 use crate::model::{LoadedModel, ModelContract};
@@ -22,6 +22,8 @@ pub struct PolicyParams {
     pub max_timesteps: Option<usize>,
     pub latency_budget_ms: Option<f64>,
     pub max_variance: Option<f64>,
+    /// Priority class as sent; checked by [`priority`].
+    pub priority: Option<u64>,
 }
 
 /// What a request feeds the model.
@@ -60,6 +62,7 @@ impl InferRequest {
                 max_timesteps: self.max_timesteps,
                 latency_budget_ms: self.latency_budget_ms,
                 max_variance: self.max_variance,
+                priority: self.priority,
             },
             return_confidences: self.return_confidences,
         })
@@ -84,6 +87,7 @@ pub fn checked_request(
 ) -> Result<AnytimeRequest, ApiError> {
     let mut policy = cutoff_policy(&spec.policy, contract)?;
     let deadline = deadline(spec.policy.latency_budget_ms, arrived)?;
+    let priority = priority(spec.policy.priority)?;
     let frames = request_frames(spec.input, name, contract)?;
     // A frame sequence caps the timesteps: there is nothing to feed after its last frame.
     if let RequestFrames::Sequence { count, .. } = &frames {
@@ -96,7 +100,22 @@ pub fn checked_request(
         deadline,
         record_confidences: spec.return_confidences,
         partials: None,
+        priority,
     })
+}
+
+/// The priority class, or the model-independent default.
+pub fn priority(value: Option<u64>) -> Result<Priority, ApiError> {
+    match value {
+        None => Ok(Priority::DEFAULT),
+        Some(v) => u8::try_from(v).ok().and_then(Priority::new).ok_or_else(|| {
+            ApiError::InvalidField(format!(
+                "priority: must be a whole number from 0 to {}, found {v} (default {})",
+                Priority::MAX,
+                Priority::DEFAULT
+            ))
+        }),
+    }
 }
 
 /// The threshold, timestep bounds and variance bound, with the model's defaults.

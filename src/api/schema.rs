@@ -43,6 +43,11 @@ pub struct InferRequest {
     /// most this as well. Defaults to the model's `default_max_variance`, if any.
     #[serde(default)]
     pub max_variance: Option<f64>,
+    /// Priority class, 0 to 3 (default 1): higher classes get a batch slot first and, when the
+    /// queue is full, are refused last. Within a class, the earliest deadline goes first.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3)]
+    pub priority: Option<u64>,
     /// Also return the confidence after every timestep.
     #[serde(default)]
     pub return_confidences: bool,

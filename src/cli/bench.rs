@@ -68,6 +68,14 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// Latency budgets to mix, in milliseconds (`2,20`): request i gets the (i mod n)-th. The
+    /// report then counts, per budget and priority, the answers within budget (the server's own
+    /// judgement: any exit but `deadline`), deadline exits and refusals.
+    #[arg(long, value_delimiter = ',', value_name = "MS")]
+    pub budgets_ms: Vec<f64>,
+    /// Priority classes to mix (`1,2`): request i gets the ((i / budgets) mod n)-th.
+    #[arg(long, value_delimiter = ',', value_name = "CLASS")]
+    pub priorities: Vec<u32>,
     /// The floor instead of a server: step the model in this process at batch 1.
     #[arg(long)]
     pub floor: bool,
@@ -91,6 +99,84 @@ struct Sample {
     latency: Duration,
     first_partial: Option<Duration>,
     outcome: Result<(u64, String), String>,
+    /// Which budget and priority mix class it was sent in.
+    class: usize,
+}
+
+/// What one mix class (a budget and a priority) got.
+#[derive(Debug, Serialize)]
+pub struct ClassReport {
+    pub budget_ms: Option<f64>,
+    pub priority: Option<u32>,
+    pub sent: usize,
+    pub within_budget: usize,
+    pub deadline_exits: usize,
+    pub refused: BTreeMap<String, usize>,
+    /// `within_budget / sent`.
+    pub goodput: f64,
+    pub answered_latency_ms: Percentiles,
+}
+
+/// The budget and priority mix: class `c` of request `i` and the policy it sends.
+#[derive(Debug, Clone)]
+struct Mix {
+    budgets: Vec<Option<f64>>,
+    priorities: Vec<Option<u32>>,
+}
+
+impl Mix {
+    fn new(args: &BenchArgs) -> Self {
+        let budgets = if args.budgets_ms.is_empty() {
+            vec![None]
+        } else {
+            args.budgets_ms.iter().map(|&b| Some(b)).collect()
+        };
+        let priorities = if args.priorities.is_empty() {
+            vec![None]
+        } else {
+            args.priorities.iter().map(|&p| Some(p)).collect()
+        };
+        Self { budgets, priorities }
+    }
+
+    fn classes(&self) -> usize {
+        self.budgets.len() * self.priorities.len()
+    }
+
+    fn class_of(&self, request: usize) -> usize {
+        let budget = request % self.budgets.len();
+        let priority = (request / self.budgets.len()) % self.priorities.len();
+        priority * self.budgets.len() + budget
+    }
+
+    fn budget(&self, class: usize) -> Option<f64> {
+        self.budgets[class % self.budgets.len()]
+    }
+
+    fn priority(&self, class: usize) -> Option<u32> {
+        self.priorities[class / self.budgets.len()]
+    }
+
+    /// `payload` with the class's budget and priority set (in the JSON body and the gRPC policy).
+    fn apply(&self, payload: &Payload, class: usize) -> Payload {
+        let (budget, priority) = (self.budget(class), self.priority(class));
+        if budget.is_none() && priority.is_none() {
+            return payload.clone();
+        }
+        let mut grpc = payload.grpc.clone();
+        let mut policy = grpc.policy.unwrap_or_default();
+        policy.latency_budget_ms = budget;
+        policy.priority = priority;
+        grpc.policy = Some(policy);
+        let mut body: Value = serde_json::from_slice(&payload.body).unwrap_or(Value::Null);
+        if let Some(b) = budget {
+            body["latency_budget_ms"] = json!(b);
+        }
+        if let Some(p) = priority {
+            body["priority"] = json!(p);
+        }
+        Payload { body: Arc::new(serde_json::to_vec(&body).unwrap_or_default()), grpc }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +195,9 @@ pub struct Report {
     pub ttfp_ms: Option<Percentiles>,
     pub mean_timesteps: f64,
     pub exit_reasons: BTreeMap<String, usize>,
+    /// Per budget and priority class, when `--budgets-ms` or `--priorities` mix them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -215,7 +304,7 @@ impl Connections {
             Protocol::GrpcStream => self.grpc_stream(payload, started).await,
             Protocol::GrpcHealth => (None, self.grpc_health().await),
         };
-        Sample { latency: started.elapsed(), first_partial, outcome }
+        Sample { latency: started.elapsed(), first_partial, outcome, class: 0 }
     }
 
     fn post(&self, payload: &Payload) -> reqwest::RequestBuilder {
@@ -274,7 +363,7 @@ impl Connections {
         let answer = client
             .infer(with_authorization(payload.grpc.clone(), self.authorization.as_ref()))
             .await
-            .map_err(|s| format!("grpc {:?}", s.code()))?
+            .map_err(|s| grpc_refusal(&s))?
             .into_inner();
         Ok((u64::from(answer.timesteps), exit_name(answer.exit_reason)))
     }
@@ -320,6 +409,19 @@ impl Connections {
     }
 }
 
+/// A gRPC refusal as the report names it: the code, and the server's error code where it tells
+/// refusals of one gRPC code apart (a budget refused at admission, or one that ran out in the queue).
+fn grpc_refusal(status: &tonic::Status) -> String {
+    let code = status.metadata().get("spikeserve-error-code").and_then(|v| v.to_str().ok()).unwrap_or("");
+    match (status.code(), code) {
+        (tonic::Code::DeadlineExceeded, _) if status.message().contains("cannot be met") => {
+            "grpc DeadlineExceeded (refused at admission)".into()
+        }
+        (tonic::Code::DeadlineExceeded, _) => "grpc DeadlineExceeded (expired in the queue)".into(),
+        (code, _) => format!("grpc {code:?}"),
+    }
+}
+
 fn answer_of(body: &Value) -> Result<(u64, String), String> {
     let timesteps = body["timesteps"].as_u64().ok_or("answer without timesteps")?;
     let reason = body["exit_reason"].as_str().unwrap_or("unknown").to_owned();
@@ -360,7 +462,14 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let payloads = Arc::new(payloads(&args.inputs, &args.model, args.threshold)?);
+    let base = payloads(&args.inputs, &args.model, args.threshold)?;
+    let mix = Mix::new(args);
+    // One copy of the samples per mix class: request i sends sample i of its class's copy.
+    let classes: Vec<Vec<Payload>> =
+        (0..mix.classes()).map(|c| base.iter().map(|p| mix.apply(p, c)).collect()).collect();
+    let payloads = Arc::new(base);
+    let classes = Arc::new(classes);
+    let class_mix = Arc::new(mix.clone());
     let channel = match args.protocol {
         Protocol::GrpcUnary | Protocol::GrpcStream | Protocol::GrpcHealth => {
             Some(args.access.grpc_channel(&args.grpc).await?)
@@ -392,8 +501,14 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
             let next = Arc::new(AtomicUsize::new(0));
             let mut clients = Vec::new();
             for _ in 0..args.clients {
-                let (next, payloads, samples, connections, bar) =
-                    (next.clone(), payloads.clone(), samples.clone(), connections.clone(), bar.clone());
+                let (next, classes, mix, samples, connections, bar) = (
+                    next.clone(),
+                    classes.clone(),
+                    class_mix.clone(),
+                    samples.clone(),
+                    connections.clone(),
+                    bar.clone(),
+                );
                 let total = args.requests;
                 clients.push(tokio::spawn(async move {
                     loop {
@@ -401,7 +516,10 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
                         if i >= total {
                             return;
                         }
-                        let sample = connections.send(&payloads[i % payloads.len()]).await;
+                        let class = mix.class_of(i);
+                        let batch = &classes[class];
+                        let mut sample = connections.send(&batch[i % batch.len()]).await;
+                        sample.class = class;
                         if let Ok(mut s) = samples.lock() {
                             s.push(sample);
                         }
@@ -422,10 +540,13 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
             for i in 0..args.requests {
                 let planned = started + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(planned.into()).await;
-                let (payloads, samples, connections, bar) =
-                    (payloads.clone(), samples.clone(), connections.clone(), bar.clone());
+                let (classes, samples, connections, bar) =
+                    (classes.clone(), samples.clone(), connections.clone(), bar.clone());
+                let class = class_mix.class_of(i);
                 tasks.push(tokio::spawn(async move {
-                    let mut sample = connections.send(&payloads[i % payloads.len()]).await;
+                    let batch = &classes[class];
+                    let mut sample = connections.send(&batch[i % batch.len()]).await;
+                    sample.class = class;
                     // Counted from the planned start: late sends are the server's queueing too.
                     sample.latency = planned.elapsed();
                     if let Ok(mut s) = samples.lock() {
@@ -442,7 +563,40 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
     let duration = started.elapsed();
     bar.finish_and_clear();
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    Ok(summarize(args, if args.rate.is_some() { "open" } else { "closed" }, &samples, duration))
+    let mut report = summarize(args, if args.rate.is_some() { "open" } else { "closed" }, &samples, duration);
+    if mix.classes() > 1 || !args.budgets_ms.is_empty() || !args.priorities.is_empty() {
+        report.classes = (0..mix.classes()).map(|c| class_report(&mix, c, &samples)).collect();
+    }
+    Ok(report)
+}
+
+fn class_report(mix: &Mix, class: usize, samples: &[Sample]) -> ClassReport {
+    let mine: Vec<&Sample> = samples.iter().filter(|s| s.class == class).collect();
+    let mut refused = BTreeMap::new();
+    let (mut within_budget, mut deadline_exits, mut latencies) = (0, 0, Vec::new());
+    for sample in &mine {
+        match &sample.outcome {
+            Ok((_, reason)) if reason == "deadline" => {
+                deadline_exits += 1;
+                latencies.push(sample.latency.as_secs_f64() * 1e3);
+            }
+            Ok(_) => {
+                within_budget += 1;
+                latencies.push(sample.latency.as_secs_f64() * 1e3);
+            }
+            Err(code) => *refused.entry(code.clone()).or_insert(0) += 1,
+        }
+    }
+    ClassReport {
+        budget_ms: mix.budget(class),
+        priority: mix.priority(class),
+        sent: mine.len(),
+        within_budget,
+        deadline_exits,
+        refused,
+        goodput: within_budget as f64 / mine.len().max(1) as f64,
+        answered_latency_ms: percentiles(latencies),
+    }
 }
 
 fn summarize(args: &BenchArgs, mode: &'static str, samples: &[Sample], duration: Duration) -> Report {
@@ -477,6 +631,7 @@ fn summarize(args: &BenchArgs, mode: &'static str, samples: &[Sample], duration:
         ttfp_ms: (!first.is_empty()).then(|| percentiles(first)),
         mean_timesteps: timesteps as f64 / ok.max(1) as f64,
         exit_reasons,
+        classes: Vec::new(),
     }
 }
 
@@ -558,6 +713,7 @@ fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
             latency: begun.elapsed(),
             first_partial: None,
             outcome: Ok((t, reason.to_owned())),
+            class: 0,
         });
         bar.inc(1);
     }
@@ -597,4 +753,17 @@ fn print_report(r: &Report) {
         println!("  errors: {:?}", r.errors);
     }
     println!("  exit reasons: {:?}", r.exit_reasons);
+    for c in &r.classes {
+        println!(
+            "  budget {} ms, priority {}: {} sent, {} within budget ({:.1}%), {} deadline exits, refused {:?}, answered p99 {:.3} ms",
+            c.budget_ms.map_or("-".into(), |b| format!("{b}")),
+            c.priority.map_or("-".into(), |p| p.to_string()),
+            c.sent,
+            c.within_budget,
+            c.goodput * 100.0,
+            c.deadline_exits,
+            c.refused,
+            c.answered_latency_ms.p99
+        );
+    }
 }

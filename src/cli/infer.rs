@@ -34,6 +34,9 @@ pub struct InferArgs {
     /// Latency budget in milliseconds.
     #[arg(long)]
     pub budget_ms: Option<f64>,
+    /// Priority class, 0 to 3 (the server's default is 1).
+    #[arg(long)]
+    pub priority: Option<u32>,
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +64,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<()> {
             max_timesteps: args.max_timesteps,
             latency_budget_ms: args.budget_ms,
             max_variance: None,
+            priority: args.priority,
         }),
         return_confidences: false,
     };

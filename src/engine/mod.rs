@@ -1,6 +1,7 @@
 //! The anytime engine: one scheduler per model steps its requests with continuous batching at the
 //! timestep and decides, every timestep, which requests stop and why.
 
+pub mod admission;
 pub mod frames;
 pub mod policy;
 mod scheduler;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+pub use admission::{Admission, Priority, WarmupBatches};
 pub use frames::{FrameBuffer, FrameSender, RequestFrames, StreamError};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 pub use stats::{EngineStats, StatsSnapshot};
@@ -29,6 +31,8 @@ pub struct AnytimeRequest {
     pub record_confidences: bool,
     /// Receives the prediction after every timestep, for streaming APIs.
     pub partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
+    /// Higher classes are admitted first and refused last under overload.
+    pub priority: Priority,
 }
 
 /// The prediction after one timestep, sent while the request is still stepping.
@@ -74,6 +78,18 @@ pub struct AnytimeAnswer {
 pub enum EngineError {
     #[error("the model's queue is full ({0} requests waiting); retry later")]
     Overloaded(usize),
+    /// The queue was full and a request of a higher priority class took this one's place.
+    #[error(
+        "the model's queue is full ({capacity} requests waiting) and a request of a higher priority took this \
+         one's place (priority {priority}, the lowest waiting); retry later"
+    )]
+    Displaced { priority: u8, capacity: usize },
+    /// Refused at admission: at the measured step time the budget cannot cover `min_timesteps`.
+    #[error(
+        "the latency budget cannot be met: {left_ms:.3} ms left, and {min_timesteps} timestep(s) take about \
+         {needed_ms:.3} ms at the current batch size (refused before taking a batch slot)"
+    )]
+    BudgetTooShort { left_ms: f64, needed_ms: f64, min_timesteps: usize },
     #[error("the model's scheduler has stopped")]
     Stopped,
     #[error("the latency budget ran out before the first timestep (waited {waited_ms:.3} ms for a slot)")]
@@ -91,7 +107,8 @@ impl EngineError {
     /// A stable, machine-readable name (the API's error code).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Overloaded(_) => "overloaded",
+            Self::Overloaded(_) | Self::Displaced { .. } => "overloaded",
+            Self::BudgetTooShort { .. } => "deadline_exceeded",
             Self::Stopped => "unavailable",
             Self::DeadlineBeforeFirstStep { .. } => "deadline_exceeded",
             Self::NoFrames => "no_frames",
@@ -108,9 +125,11 @@ pub enum StartError {
     Slots(#[from] StepError),
     #[error("cannot start the scheduler thread: {0}")]
     Thread(std::io::Error),
+    #[error("the warm-up step failed: {0}")]
+    Warmup(StepError),
 }
 
-/// How a model's scheduler batches.
+/// How a model's scheduler batches and admits.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
     /// Batch slots: requests stepped together in one timestep.
@@ -118,13 +137,36 @@ pub struct EngineConfig {
     /// When the scheduler is idle and a request arrives, how long to wait for more to fill the
     /// batch before the first step. Zero steps at once.
     pub batch_wait: Duration,
-    /// Requests that may wait for a slot; beyond this a request is refused as overload.
+    /// Requests that may wait for a slot; beyond this a request is refused as overload (or, if a
+    /// lower priority class is waiting, takes the place of its newest request).
     pub queue_capacity: usize,
+    /// In which order waiting requests get a slot.
+    pub admission: Admission,
+    /// Refuse at admission a request whose budget cannot cover its `min_timesteps` at the measured
+    /// step time, instead of letting it take a slot it cannot use in time.
+    pub early_refusal: bool,
+    /// Batch sizes stepped once at start-up (and at each reload) before the model is served.
+    pub warmup: WarmupBatches,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            batch_wait: Duration::ZERO,
+            queue_capacity: 1024,
+            admission: Admission::Deadline,
+            early_refusal: true,
+            warmup: WarmupBatches::PowersOfTwo,
+        }
+    }
 }
 
 pub(crate) struct Job {
     request: AnytimeRequest,
     enqueued: Instant,
+    /// Arrival order, the last tie-breaker of admission.
+    sequence: u64,
     reply: oneshot::Sender<Result<AnytimeAnswer, EngineError>>,
 }
 
@@ -154,6 +196,7 @@ pub struct Engine {
     config: EngineConfig,
     stats: Arc<EngineStats>,
     frame_len: usize,
+    sequence: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Engine {
@@ -165,12 +208,19 @@ impl Engine {
         let (messages, receiver) = mpsc::channel();
         let stats =
             Arc::new(EngineStats::with_metrics(crate::metrics::ModelMetrics::new(name, config.max_batch)));
-        let scheduler = scheduler::Scheduler::new(sessions, config, stats.clone())?;
+        let mut scheduler = scheduler::Scheduler::new(sessions, config, stats.clone())?;
+        // Before the engine is handed out (and so before the model is ready): ONNX Runtime's first
+        // run at each batch size is slow, and the first clients should not pay for it.
+        let warm = scheduler.warm_up(&config.warmup.sizes(config.max_batch)).map_err(StartError::Warmup)?;
+        if !warm.is_zero() {
+            tracing::info!(model = name, seconds = warm.as_secs_f64(), "warmed up");
+            crate::metrics::warmup(name, warm);
+        }
         std::thread::Builder::new()
             .name(format!("step-{name}"))
             .spawn(move || scheduler.run(receiver))
             .map_err(StartError::Thread)?;
-        Ok(Self { messages, config, stats, frame_len })
+        Ok(Self { messages, config, stats, frame_len, sequence: Arc::default() })
     }
 
     /// Queues `request` and waits for its answer. Dropping the future cancels the request: it
@@ -193,6 +243,7 @@ impl Engine {
         &self,
         policy: CutoffPolicy,
         deadline: Option<Instant>,
+        priority: Priority,
         record_confidences: bool,
         partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
     ) -> Result<(FrameSender, PendingAnswer), EngineError> {
@@ -205,20 +256,25 @@ impl Engine {
             deadline,
             record_confidences,
             partials,
+            priority,
         };
         let answer = self.submit(request)?;
         Ok((sender, PendingAnswer(answer)))
     }
 
     fn submit(&self, request: AnytimeRequest) -> Result<AnswerReceiver, EngineError> {
-        if !self.stats.try_enqueue(self.config.queue_capacity) {
-            self.stats.refused();
+        let priority = request.priority;
+        // A full queue still takes a request when a lower class waits: the scheduler then refuses
+        // the newest request of the lowest class waiting (`EngineError::Displaced`).
+        if !self.stats.try_enqueue(self.config.queue_capacity, priority) {
+            self.stats.refused(priority, request.deadline.is_some());
             return Err(EngineError::Overloaded(self.config.queue_capacity));
         }
         let (reply, answer) = oneshot::channel();
-        let job = Job { request, enqueued: Instant::now(), reply };
+        let sequence = self.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let job = Job { request, enqueued: Instant::now(), sequence, reply };
         if self.messages.send(Message::Job(Box::new(job))).is_err() {
-            self.stats.dequeued();
+            self.stats.dequeued(priority);
             return Err(EngineError::Stopped);
         }
         Ok(answer)

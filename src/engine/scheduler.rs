@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::admission::{displace_first, Admission, Rank};
 use super::frames::Readiness;
 use super::{
     AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job, Message, Partial,
 };
 use crate::backend::{StepError, StepSession};
 use crate::engine::EnsemblePrediction;
+use crate::metrics::Outcome;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
 
@@ -78,10 +80,42 @@ pub(super) struct Scheduler {
     config: EngineConfig,
     stats: Arc<EngineStats>,
     slots: Vec<Slot>,
-    /// Requests received and waiting for a free slot, in arrival order.
+    /// Requests received and waiting for a free slot, in arrival order (admission picks from it
+    /// by `config.admission`).
     pending: VecDeque<Job>,
     frame_len: usize,
     classes: usize,
+    /// Measured time of one step, by batch size (index = batch size; `None` until measured):
+    /// what early refusal and the shutdown's estimate go by.
+    step_time: Vec<Option<Duration>>,
+    /// Running mean of the timesteps answered requests used: how many steps a request is
+    /// expected to need, for deadline-aware admission.
+    mean_steps: Option<f64>,
+}
+
+/// How much a new step's time moves the running estimate at its batch size.
+const STEP_TIME_WEIGHT: f64 = 0.2;
+
+impl Job {
+    fn rank(&self) -> Rank {
+        Rank { priority: self.request.priority, deadline: self.request.deadline, sequence: self.sequence }
+    }
+
+    fn budgeted(&self) -> bool {
+        self.request.deadline.is_some()
+    }
+}
+
+/// What an error says about a request's outcome, for the per-class metrics.
+fn outcome_of(error: &EngineError) -> Outcome {
+    match error {
+        EngineError::DeadlineBeforeFirstStep { .. } => Outcome::ExpiredInQueue,
+        EngineError::BudgetTooShort { .. } => Outcome::RefusedAtAdmission,
+        EngineError::Overloaded(_) | EngineError::Displaced { .. } => Outcome::Overloaded,
+        EngineError::Stopped | EngineError::ShutDown | EngineError::NoFrames | EngineError::Step(_) => {
+            Outcome::Failed
+        }
+    }
 }
 
 impl Scheduler {
@@ -106,7 +140,82 @@ impl Scheduler {
             pending: VecDeque::new(),
             frame_len,
             classes,
+            step_time: vec![None; slots + 1],
+            mean_steps: None,
         })
+    }
+
+    /// Steps each of `sizes` once on zero frames (then clears the rows), so that ONNX Runtime's
+    /// slow first run at each batch size happens before the first request, and the step-time
+    /// table starts measured. Returns the time it took.
+    pub(super) fn warm_up(&mut self, sizes: &[usize]) -> Result<Duration, StepError> {
+        let started = Instant::now();
+        for &batch in sizes {
+            let batch = batch.clamp(1, self.config.max_batch);
+            for member in &mut self.members {
+                for row in 0..batch {
+                    member.zero_row(row);
+                    member.frame_mut(row)?.fill(0.0);
+                }
+            }
+            // The first run pays for allocations; the second is what a step costs.
+            for run in 0..2 {
+                let step_started = Instant::now();
+                self.members.iter_mut().try_for_each(|m| m.step(batch))?;
+                if run == 1 {
+                    self.record_step_time(batch, step_started.elapsed());
+                }
+            }
+            for member in &mut self.members {
+                (0..batch).for_each(|row| member.zero_row(row));
+            }
+        }
+        Ok(if sizes.is_empty() { Duration::ZERO } else { started.elapsed() })
+    }
+
+    fn record_step_time(&mut self, batch: usize, took: Duration) {
+        if let Some(entry) = self.step_time.get_mut(batch) {
+            *entry = Some(match *entry {
+                None => took,
+                Some(old) => old.mul_f64(1.0 - STEP_TIME_WEIGHT) + took.mul_f64(STEP_TIME_WEIGHT),
+            });
+        }
+    }
+
+    /// The measured time of one step at `batch` rows: at that size, else the nearest larger size
+    /// measured (conservative), else the largest smaller one; `None` before any step.
+    fn step_time_at(&self, batch: usize) -> Option<Duration> {
+        let batch = batch.clamp(1, self.step_time.len().saturating_sub(1).max(1));
+        self.step_time[batch..]
+            .iter()
+            .flatten()
+            .next()
+            .or_else(|| self.step_time[..batch].iter().rev().flatten().next())
+            .copied()
+    }
+
+    /// `Some(error)` when `request`'s budget cannot cover its `min_timesteps` at the step time
+    /// measured for `batch` rows (early refusal on, a budget given, a step time known).
+    fn too_late(&self, request: &AnytimeRequest, batch: usize, now: Instant) -> Option<EngineError> {
+        if !self.config.early_refusal {
+            return None;
+        }
+        let deadline = request.deadline?;
+        let needed = self.step_time_at(batch)?.mul_f64(request.policy.min_timesteps as f64);
+        let left = deadline.saturating_duration_since(now);
+        (left < needed).then(|| EngineError::BudgetTooShort {
+            left_ms: left.as_secs_f64() * 1e3,
+            needed_ms: needed.as_secs_f64() * 1e3,
+            min_timesteps: request.policy.min_timesteps,
+        })
+    }
+
+    /// Refuses a job that never got a slot, with `error`.
+    fn refuse_waiting(&self, job: Job, error: EngineError) {
+        self.stats.dequeued(job.request.priority);
+        self.stats.failed(error.code());
+        self.stats.outcome(job.request.priority, job.budgeted(), outcome_of(&error));
+        let _ = job.reply.send(Err(error));
     }
 
     pub(super) fn run(mut self, messages: Receiver<Message>) {
@@ -142,9 +251,29 @@ impl Scheduler {
 
     fn take(&mut self, message: Message) {
         match message {
-            Message::Job(job) => self.pending.push_back(*job),
+            Message::Job(job) => {
+                self.pending.push_back(*job);
+                if self.pending.len() > self.config.queue_capacity {
+                    self.displace();
+                }
+            }
             Message::Wake => {}
             Message::Abort => self.abort_all(),
+        }
+    }
+
+    /// The queue is over capacity (a request of a higher class was let in): the newest request of
+    /// the lowest class waiting gives up its place.
+    fn displace(&mut self) {
+        let lowest =
+            self.pending.iter().enumerate().min_by(|(_, a), (_, b)| displace_first(&a.rank(), &b.rank()));
+        let Some(index) = lowest.map(|(i, _)| i) else { return };
+        if let Some(job) = self.pending.remove(index) {
+            let error = EngineError::Displaced {
+                priority: job.request.priority.get(),
+                capacity: self.config.queue_capacity,
+            };
+            self.refuse_waiting(job, error);
         }
     }
 
@@ -156,9 +285,7 @@ impl Scheduler {
             self.fail(row, EngineError::ShutDown);
         }
         while let Some(job) = self.pending.pop_front() {
-            self.stats.dequeued();
-            self.stats.failed(EngineError::ShutDown.code());
-            let _ = job.reply.send(Err(EngineError::ShutDown));
+            self.refuse_waiting(job, EngineError::ShutDown);
         }
         if stepping + waiting > 0 {
             tracing::warn!(
@@ -225,20 +352,57 @@ impl Scheduler {
         true
     }
 
+    /// Fills free slots from the waiting requests. FIFO takes them by arrival. Deadline-aware
+    /// admission takes them by class, then earliest deadline, then arrival, but first among those
+    /// that can still finish within their budget at the expected number of steps: under overload,
+    /// earliest-deadline-first alone would keep serving the requests with the least time left,
+    /// which then miss (the "domino effect"); those wait instead, and are refused once their budget
+    /// cannot cover even `min_timesteps`.
     fn admit_pending(&mut self) {
+        let now = Instant::now();
         while self.slots.len() < self.config.max_batch {
-            let Some(job) = self.pending.pop_front() else { break };
+            let admission = self.config.admission;
+            let batch = self.slots.len() + 1;
+            let key = |job: &Job| {
+                (admission == Admission::Deadline && !self.can_finish(&job.request, batch, now), job.rank())
+            };
+            let next = self
+                .pending
+                .iter()
+                .enumerate()
+                .map(|(i, job)| (i, key(job)))
+                .min_by(|(_, (late_a, a)), (_, (late_b, b))| late_a.cmp(late_b).then_with(|| admission.order(a, b)));
+            let Some(job) = next.map(|(i, _)| i).and_then(|i| self.pending.remove(i)) else { break };
             self.admit(job);
         }
     }
 
+    /// Whether `request` can still finish within its budget, at the running mean of steps
+    /// answered requests used (within its own bounds) and the step time measured for `batch`
+    /// rows. True without a budget or before anything was measured.
+    fn can_finish(&self, request: &AnytimeRequest, batch: usize, now: Instant) -> bool {
+        let (Some(deadline), Some(step)) = (request.deadline, self.step_time_at(batch)) else { return true };
+        let policy = request.policy;
+        let steps = self.mean_steps.unwrap_or(policy.min_timesteps as f64);
+        let expected = steps.clamp(policy.min_timesteps as f64, policy.max_timesteps as f64);
+        deadline.saturating_duration_since(now) >= step.mul_f64(expected)
+    }
+
     fn admit(&mut self, job: Job) {
+        let priority = job.request.priority;
         if job.reply.is_closed() {
             // The caller left while it waited: don't spend a step on it.
-            self.stats.dequeued();
+            self.stats.dequeued(priority);
             self.stats.exited(ExitReason::Cancelled);
+            self.stats.outcome(priority, job.budgeted(), Outcome::Cancelled);
             return;
         }
+        if let Some(error) = self.too_late(&job.request, self.slots.len() + 1, Instant::now()) {
+            // It could not use the slot in time: leave it to a request that can.
+            self.refuse_waiting(job, error);
+            return;
+        }
+        self.stats.waited(priority, job.enqueued.elapsed());
         let row = self.slots.len();
         self.members.iter_mut().for_each(|m| m.zero_row(row));
         let policy = job.request.policy;
@@ -255,7 +419,7 @@ impl Scheduler {
         });
         // Slot first, queue second: `Engine::in_flight` never sees an admitted request in neither.
         self.stats.set_active_slots(self.slots.len());
-        self.stats.dequeued();
+        self.stats.dequeued(priority);
     }
 
     /// Frees slot `row` by moving the last slot (and its state rows) into it.
@@ -272,7 +436,12 @@ impl Scheduler {
     fn finish(&mut self, row: usize, reason: ExitReason) {
         let slot = self.remove(row);
         self.stats.exited(reason);
+        let outcome = if reason == ExitReason::Deadline { Outcome::DeadlineExit } else { Outcome::Answered };
+        self.stats.outcome(slot.request.priority, slot.request.deadline.is_some(), outcome);
         let (reply, answer) = slot.answer(reason);
+        let steps = answer.timesteps as f64;
+        self.mean_steps =
+            Some(self.mean_steps.map_or(steps, |m| m * (1.0 - STEP_TIME_WEIGHT) + steps * STEP_TIME_WEIGHT));
         self.stats.answered(&answer);
         // An error here means the caller left during this very step; nothing to do.
         let _ = reply.send(Ok(answer));
@@ -281,6 +450,7 @@ impl Scheduler {
     fn fail(&mut self, row: usize, error: EngineError) {
         let slot = self.remove(row);
         self.stats.failed(error.code());
+        self.stats.outcome(slot.request.priority, slot.request.deadline.is_some(), outcome_of(&error));
         let _ = slot.reply.send(Err(error));
     }
 
@@ -291,8 +461,13 @@ impl Scheduler {
             let slot = &mut self.slots[row];
             let started = slot.prediction.timesteps() > 0;
             if slot.reply.is_closed() {
-                self.remove(row);
+                let slot = self.remove(row);
                 self.stats.exited(ExitReason::Cancelled);
+                self.stats.outcome(
+                    slot.request.priority,
+                    slot.request.deadline.is_some(),
+                    Outcome::Cancelled,
+                );
             } else if slot.request.deadline.is_some_and(|deadline| now >= deadline) {
                 if started {
                     self.finish(row, ExitReason::Deadline);
@@ -309,17 +484,20 @@ impl Scheduler {
                 }
             }
         }
-        // Queued requests can run out of time or callers too, while every slot is busy.
+        // Queued requests can run out of time or callers too, while every slot is busy; and one
+        // whose budget can no longer cover its first timesteps is refused now rather than later.
+        let batch = self.slots.len().max(1);
         let mut kept = VecDeque::with_capacity(self.pending.len());
         while let Some(job) = self.pending.pop_front() {
             if job.reply.is_closed() {
-                self.stats.dequeued();
+                self.stats.dequeued(job.request.priority);
                 self.stats.exited(ExitReason::Cancelled);
+                self.stats.outcome(job.request.priority, job.budgeted(), Outcome::Cancelled);
             } else if job.request.deadline.is_some_and(|deadline| now >= deadline) {
-                self.stats.dequeued();
-                self.stats.failed(EngineError::DeadlineBeforeFirstStep { waited_ms: 0.0 }.code());
                 let waited_ms = job.enqueued.elapsed().as_secs_f64() * 1e3;
-                let _ = job.reply.send(Err(EngineError::DeadlineBeforeFirstStep { waited_ms }));
+                self.refuse_waiting(job, EngineError::DeadlineBeforeFirstStep { waited_ms });
+            } else if let Some(error) = self.too_late(&job.request, batch, now) {
+                self.refuse_waiting(job, error);
             } else {
                 kept.push_back(job);
             }
@@ -361,8 +539,10 @@ impl Scheduler {
             }
             return;
         }
+        let took = started.elapsed();
         self.stats.stepped(batch);
-        self.stats.step_took(batch, started.elapsed());
+        self.stats.step_took(batch, took);
+        self.record_step_time(batch, took);
         for row in (0..batch).rev() {
             let slot = &mut self.slots[row];
             slot.next_frame = None;
@@ -423,7 +603,10 @@ mod tests {
 
     use super::*;
     use crate::backend::OrtRuntime;
-    use crate::engine::{CutoffPolicy, FrameBuffer, FrameSender, RequestFrames, StreamError};
+    use crate::engine::{
+        Admission, CutoffPolicy, FrameBuffer, FrameSender, Priority, RequestFrames, StreamError,
+        WarmupBatches,
+    };
     use crate::model::ModelContract;
 
     /// ONNX Runtime allows one environment per process, so the tests share it.
@@ -445,9 +628,22 @@ mod tests {
         StepSession::new(session, contract)
     }
 
+    /// Early refusal off: these tests set deadlines by hand, whatever a step takes.
     fn scheduler(max_batch: usize) -> Scheduler {
-        let config = EngineConfig { max_batch, batch_wait: Duration::ZERO, queue_capacity: 8 };
+        let config = EngineConfig {
+            max_batch,
+            queue_capacity: 8,
+            early_refusal: false,
+            warmup: WarmupBatches::Off,
+            ..EngineConfig::default()
+        };
         Scheduler::new(vec![digits_session()], config, Arc::new(EngineStats::default())).expect("slots")
+    }
+
+    /// Arrival order for hand-made jobs.
+    fn next_sequence() -> u64 {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     type Answer = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;
@@ -471,11 +667,16 @@ mod tests {
             deadline,
             record_confidences: true,
             partials: None,
+            priority: Priority::DEFAULT,
         };
-        (Job { request, enqueued: Instant::now(), reply }, sender, answer, woken)
+        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, sender, answer, woken)
     }
 
     fn job(deadline: Option<Instant>) -> (Job, Answer) {
+        job_of(Priority::DEFAULT, deadline)
+    }
+
+    fn job_of(priority: Priority, deadline: Option<Instant>) -> (Job, Answer) {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
             frames: RequestFrames::Static(vec![8.0; 64]),
@@ -483,8 +684,9 @@ mod tests {
             deadline,
             record_confidences: true,
             partials: None,
+            priority,
         };
-        (Job { request, enqueued: Instant::now(), reply }, answer)
+        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, answer)
     }
 
     fn received(mut answer: Answer) -> Result<AnytimeAnswer, EngineError> {
@@ -634,5 +836,148 @@ mod tests {
         assert_eq!(s.stats.snapshot().active_slots, 0);
         assert_eq!(sender.push(vec![8.0; 64]), Err(StreamError::Gone), "frames after the answer are refused");
         assert_eq!(sender.frames_sent(), 1);
+    }
+
+    fn class(value: u8) -> Priority {
+        Priority::new(value).expect("a class")
+    }
+
+    /// Queues `jobs` as the engine would (counted, then taken from the channel).
+    fn queue(s: &mut Scheduler, jobs: Vec<Job>) {
+        for job in jobs {
+            assert!(s.stats.try_enqueue(s.config.queue_capacity, job.request.priority));
+            s.take(Message::Job(Box::new(job)));
+        }
+    }
+
+    /// Which of `answers` got a slot (their request stepped once) after one round.
+    fn stepped(s: &mut Scheduler) -> Vec<u64> {
+        s.admit_pending();
+        s.slots
+            .iter()
+            .map(|slot| slot.request.priority.get() as u64 * 1000 + slot.queue_time.as_micros().min(0) as u64)
+            .collect()
+    }
+
+    #[test]
+    fn waiting_requests_are_admitted_by_class_then_earliest_deadline_then_arrival() {
+        let mut s = scheduler(1);
+        let now = Instant::now();
+        let far = now + Duration::from_secs(3600);
+        let near = now + Duration::from_secs(600);
+        let (a, mut a_answer) = job_of(class(1), None);
+        let (b, mut b_answer) = job_of(class(1), Some(far));
+        let (c, mut c_answer) = job_of(class(1), Some(near));
+        let (d, mut d_answer) = job_of(class(2), None);
+        queue(&mut s, vec![a, b, c, d]);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            s.admit_pending();
+            assert_eq!(s.slots.len(), 1);
+            while !s.slots.is_empty() {
+                step(&mut s);
+            }
+            for (name, answer) in
+                [("a", &mut a_answer), ("b", &mut b_answer), ("c", &mut c_answer), ("d", &mut d_answer)]
+            {
+                if !order.contains(&name) && answer.try_recv().is_ok() {
+                    order.push(name);
+                }
+            }
+        }
+        assert_eq!(order, ["d", "c", "b", "a"]);
+        let _ = stepped;
+    }
+
+    #[test]
+    fn fifo_admission_keeps_arrival_order() {
+        let mut s = scheduler(1);
+        s.config.admission = Admission::Fifo;
+        let (a, mut a_answer) = job_of(class(0), None);
+        let (b, _b_answer) = job_of(class(3), Some(Instant::now() + Duration::from_secs(600)));
+        queue(&mut s, vec![a, b]);
+        s.admit_pending();
+        while !s.slots.is_empty() {
+            step(&mut s);
+        }
+        assert!(a_answer.try_recv().is_ok(), "the first to arrive went first");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_the_lowest_class_first_and_its_newest_request() {
+        let mut s = scheduler(1);
+        s.config.queue_capacity = 3;
+        let (low_old, mut low_old_answer) = job_of(class(0), None);
+        let (low_new, low_new_answer) = job_of(class(0), None);
+        let (normal, mut normal_answer) = job_of(class(1), None);
+        queue(&mut s, vec![low_old, low_new, normal]);
+        // Full: another of the lowest class is refused at the door...
+        assert!(!s.stats.try_enqueue(3, class(0)));
+        // ...while a higher class gets in, and the newest low one gives up its place.
+        let (high, mut high_answer) = job_of(class(3), None);
+        queue(&mut s, vec![high]);
+        assert_eq!(s.pending.len(), 3);
+        match received(low_new_answer) {
+            Err(EngineError::Displaced { priority: 0, capacity: 3 }) => {}
+            other => panic!("expected the newest class-0 request displaced, got {other:?}"),
+        }
+        assert_eq!(EngineError::Displaced { priority: 0, capacity: 3 }.code(), "overloaded");
+        assert!(
+            low_old_answer.try_recv().is_err()
+                && normal_answer.try_recv().is_err()
+                && high_answer.try_recv().is_err()
+        );
+        assert_eq!(s.stats.snapshot().queued, 3);
+    }
+
+    #[test]
+    fn a_budget_that_cannot_cover_min_timesteps_is_refused_before_taking_a_slot() {
+        let mut s = scheduler(4);
+        s.config.early_refusal = true;
+        let warm = s.warm_up(&[1, 2, 4]).expect("warm-up steps");
+        assert!(warm > Duration::ZERO);
+        let step_time = s.step_time_at(1).expect("measured by the warm-up");
+        assert!(s.slots.is_empty() && s.step_time_at(3) == s.step_time_at(4));
+        // Eight timesteps in less than one step's time: refused, no slot taken.
+        let (mut hopeless, answer) = job_of(class(1), Some(Instant::now() + step_time / 2));
+        hopeless.request.policy.min_timesteps = 8;
+        s.stats.enqueued();
+        s.admit(hopeless);
+        assert!(s.slots.is_empty());
+        match received(answer) {
+            Err(error @ EngineError::BudgetTooShort { min_timesteps: 8, .. }) => {
+                assert_eq!(error.code(), "deadline_exceeded");
+                assert!(error.to_string().contains("cannot be met"), "{error}");
+            }
+            other => panic!("expected a refusal at admission, got {other:?}"),
+        }
+        // A budget of an hour is admitted; so is the hopeless one with the rule turned off.
+        let (fine, _fine_answer) = job_of(class(1), Some(Instant::now() + Duration::from_secs(3600)));
+        s.stats.enqueued();
+        s.admit(fine);
+        assert_eq!(s.slots.len(), 1);
+        s.config.early_refusal = false;
+        let (tight, _tight_answer) = job_of(class(1), Some(Instant::now() + step_time / 2));
+        s.stats.enqueued();
+        s.admit(tight);
+        assert_eq!(s.slots.len(), 2);
+    }
+
+    #[test]
+    fn warm_up_leaves_the_rows_clean() {
+        let mut alone = scheduler(4);
+        let mut warmed = scheduler(4);
+        warmed.warm_up(&WarmupBatches::PowersOfTwo.sizes(4)).expect("warm-up");
+        let mut answers = Vec::new();
+        for s in [&mut alone, &mut warmed] {
+            let (j, answer) = job(None);
+            s.stats.enqueued();
+            s.admit(j);
+            while !s.slots.is_empty() {
+                step(s);
+            }
+            answers.push(received(answer).expect("answered").probabilities);
+        }
+        assert_eq!(answers[0], answers[1], "a warmed-up scheduler answers as a cold one");
     }
 }

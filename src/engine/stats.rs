@@ -4,12 +4,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::{AnytimeAnswer, ExitReason};
-use crate::metrics::ModelMetrics;
+use super::{AnytimeAnswer, ExitReason, Priority};
+use crate::metrics::{ModelMetrics, Outcome};
 
 #[derive(Debug, Default)]
 pub struct EngineStats {
     queued: AtomicUsize,
+    /// `queued` by priority class: a full queue takes a request only while a lower class waits.
+    queued_by_priority: [AtomicUsize; Priority::MAX as usize + 1],
     active_slots: AtomicUsize,
     steps: AtomicU64,
     stepped_samples: AtomicU64,
@@ -87,13 +89,18 @@ impl EngineStats {
         }
     }
 
-    /// Counts a request as queued unless `capacity` are queued already.
-    pub(super) fn try_enqueue(&self, capacity: usize) -> bool {
+    /// Counts a request of class `priority` as queued unless `capacity` are queued already and
+    /// no lower class is waiting (the scheduler then gives up the newest request of the lowest
+    /// class to bring the queue back to `capacity`).
+    pub(super) fn try_enqueue(&self, capacity: usize, priority: Priority) -> bool {
         let before = self.queued.fetch_add(1, Ordering::AcqRel);
-        if before >= capacity {
+        let lower_waiting =
+            || self.queued_by_priority[..priority.index()].iter().any(|q| q.load(Ordering::Acquire) > 0);
+        if before >= capacity && !lower_waiting() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
+        self.queued_by_priority[priority.index()].fetch_add(1, Ordering::AcqRel);
         self.occupancy();
         true
     }
@@ -101,17 +108,34 @@ impl EngineStats {
     #[cfg(test)]
     pub(super) fn enqueued(&self) {
         self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued_by_priority[Priority::DEFAULT.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn dequeued(&self) {
+    pub(super) fn dequeued(&self, priority: Priority) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.queued_by_priority[priority.index()].fetch_sub(1, Ordering::Relaxed);
         self.occupancy();
     }
 
-    pub(super) fn refused(&self) {
+    pub(super) fn refused(&self, priority: Priority, budgeted: bool) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
             m.failed("overloaded");
+            m.outcome(priority.index(), budgeted, Outcome::Overloaded);
+        }
+    }
+
+    /// How a request of class `priority` ended, for the per-class metrics (goodput).
+    pub(super) fn outcome(&self, priority: Priority, budgeted: bool, outcome: Outcome) {
+        if let Some(m) = &self.metrics {
+            m.outcome(priority.index(), budgeted, outcome);
+        }
+    }
+
+    /// How long a request of class `priority` waited for its slot.
+    pub(super) fn waited(&self, priority: Priority, waited: std::time::Duration) {
+        if let Some(m) = &self.metrics {
+            m.waited(priority.index(), waited);
         }
     }
 

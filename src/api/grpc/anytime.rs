@@ -16,7 +16,8 @@ use super::{budget_ms, grpc_request_id, limits};
 use crate::api::error::ApiError;
 use crate::api::http::AppState;
 use crate::api::request::{
-    anytime_request, cutoff_policy, deadline, event_binning, PolicyParams, RequestInput, RequestSpec,
+    anytime_request, cutoff_policy, deadline, event_binning, priority, PolicyParams, RequestInput,
+    RequestSpec,
 };
 use crate::api::request_id::{record_exit, request_span};
 use crate::api::streaming::{forward, stream_request, StreamEvent};
@@ -146,9 +147,15 @@ impl pb::anytime_server::Anytime for AnytimeService {
             let params = policy_params(start.policy, &metadata);
             let policy = cutoff_policy(&params, &model.contract)?;
             let deadline = deadline(params.latency_budget_ms, arrived)?;
+            let priority = priority(params.priority)?;
             let (partials_tx, partials) = mpsc::unbounded_channel();
-            let (sender, answer) =
-                model.engine.open_stream(policy, deadline, start.return_confidences, Some(partials_tx))?;
+            let (sender, answer) = model.engine.open_stream(
+                policy,
+                deadline,
+                priority,
+                start.return_confidences,
+                Some(partials_tx),
+            )?;
             Ok::<_, ApiError>((model, policy, partials, sender, answer))
         })();
         let (model, policy, partials, sender, answer) =
@@ -320,6 +327,7 @@ fn policy_params(policy: Option<pb::Policy>, metadata: &MetadataMap) -> PolicyPa
         max_timesteps: policy.max_timesteps.map(|n| n as usize),
         latency_budget_ms: budget_ms(policy.latency_budget_ms, metadata),
         max_variance: policy.max_variance,
+        priority: policy.priority.map(u64::from),
     }
 }
 

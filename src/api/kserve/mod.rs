@@ -5,7 +5,7 @@
 //! Inputs: `x` (FP32, or any numeric type), the model's frame for static models or `[n, *frame]`
 //! frames, optionally with a leading batch dimension of 1; or, for event models, `events` (INT64
 //! `[N, 4]` rows of x, y, t_us, p). Parameters: `threshold`, `min_timesteps`, `max_timesteps`,
-//! `max_variance`, and `timeout` (microseconds) as the latency budget.
+//! `max_variance`, `priority` (0 to 3, higher first) and `timeout` (microseconds) as the latency budget.
 //!
 //! Outputs: `probabilities` (FP32 `[1, classes]`), `class_index` (INT64 `[1]`), `label` (BYTES
 //! `[1]`), `confidence` (FP32 `[1]`), `timesteps` (INT64 `[1]`), `exit_reason` (BYTES `[1]`), and
@@ -271,6 +271,7 @@ fn policy_params(parameters: &BTreeMap<String, Parameter>) -> Result<PolicyParam
         max_timesteps: count("max_timesteps")?,
         latency_budget_ms: timeout_us.map(|us| us / 1e3),
         max_variance: number("max_variance")?,
+        priority: count("priority")?.map(|p| p as u64),
     })
 }
 

@@ -1,0 +1,223 @@
+"""Latency budgets under overload: deadline-aware admission against first come, first served.
+
+``make bench-deadlines`` (minutes; not part of ``make test``). One model, served alone by the release
+binary; the load generator is ``spikeserve bench`` (Rust, open loop: latency counts from the planned send
+time), pinned to another core than the server where the machine has two.
+
+1. **Warm-up**: the first request after the server says it is listening, against the steady-state p50 of
+   one client, with ``--warmup powers-of-two`` (the default) and ``--warmup off``.
+2. **Capacity**: a closed loop of 64 clients without budgets; the unloaded service time: one client.
+3. **Overload**: open loops at 1.5x and 3x capacity; every request carries a budget, tight (the p50 of the
+   capacity run: the service time when every slot is busy, batch waits included) or loose (10x tight), and
+   a priority class, 1 or 2, in equal shares. Each point runs on a
+   fresh server with ``--admission fifo --no-early-refusal`` (the behaviour before deadline-aware
+   admission) and with the defaults (``--admission deadline``, early refusal on).
+
+Reported per point: goodput (answered within budget: any exit but ``deadline``) per class and in all, as
+requests per second and as a share of capacity; p99 of the answered requests; refusals by reason.
+
+    ORT_DYLIB_PATH=... .venv/bin/python benchmarks/deadlines.py --json benchmarks/results/deadlines.json \\
+        --markdown benchmarks/results/deadlines.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import spikeserve_process
+
+REPO = Path(__file__).resolve().parents[1]
+LOADS = (1.5, 3.0)
+ADMISSIONS = {"fifo": ["--admission", "fifo", "--no-early-refusal"], "deadline": []}
+PRIORITIES = (1, 2)
+
+
+def pinned(core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None else []
+
+
+def bench(binary: Path, server: spikeserve_process.Server, model: str, core: int | None, *flags: str) -> dict[str, Any]:
+    """One ``spikeserve bench`` run over gRPC unary; its JSON report."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            *pinned(core),
+            str(binary),
+            "bench",
+            "--protocol",
+            "grpc-unary",
+            "--grpc",
+            f"http://{server.grpc_addr}",
+        ]
+        command += ["--model", model, "--inputs", str(REPO / "models" / model / "heldout.json"), "--no-progress"]
+        command += ["--json", out.name, *flags]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"deadlines: `{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}")
+        return json.loads(Path(out.name).read_text())
+
+
+def serving(binary: Path, models: Path, core: int | None, *flags: str) -> Any:
+    # Requests are not logged one by one: the log writer would take CPU from the server.
+    return (
+        spikeserve_process.started(binary, models, [*flags], log_filter="info,spikeserve::request=warn")
+        if core is None
+        else _pinned_server(binary, models, core, *flags)
+    )
+
+
+def _pinned_server(binary: Path, models: Path, core: int, *flags: str) -> Any:
+    wrapper = Path(tempfile.mkdtemp()) / "spikeserve"
+    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {core} "{binary}" "$@"\n')
+    wrapper.chmod(0o755)
+    return spikeserve_process.started(wrapper, models, [*flags], log_filter="info,spikeserve::request=warn")
+
+
+def warmup_point(binary: Path, models: Path, model: str, cores: tuple[int | None, int | None]) -> dict[str, Any]:
+    point: dict[str, Any] = {}
+    for warmup in ("powers-of-two", "off"):
+        with serving(binary, models, cores[0], "--warmup", warmup) as server:
+            first = bench(binary, server, model, cores[1], "--clients", "1", "--requests", "1", "--warmup", "0")
+            steady = bench(binary, server, model, cores[1], "--clients", "1", "--requests", "500", "--warmup", "50")
+        point[warmup] = {
+            "first_request_ms": first["latency_ms"]["max"],
+            "steady_p50_ms": steady["latency_ms"]["p50"],
+            "ratio": first["latency_ms"]["max"] / steady["latency_ms"]["p50"],
+        }
+    return point
+
+
+def overload_point(
+    binary: Path,
+    models: Path,
+    model: str,
+    cores: tuple[int | None, int | None],
+    admission: str,
+    rate: float,
+    budgets: tuple[float, float],
+    seconds: float,
+) -> dict[str, Any]:
+    with serving(binary, models, cores[0], *ADMISSIONS[admission]) as server:
+        report = bench(
+            binary,
+            server,
+            model,
+            cores[1],
+            "--rate",
+            f"{rate:.1f}",
+            "--requests",
+            str(int(rate * seconds)),
+            "--warmup",
+            "200",
+            "--budgets-ms",
+            ",".join(f"{b:.3f}" for b in budgets),
+            "--priorities",
+            ",".join(str(p) for p in PRIORITIES),
+        )
+    within = sum(c["within_budget"] for c in report["classes"])
+    refused: dict[str, int] = {}
+    for c in report["classes"]:
+        for reason, n in c["refused"].items():
+            refused[reason] = refused.get(reason, 0) + n
+    return {
+        "admission": admission,
+        "rate": rate,
+        "duration_s": report["duration_s"],
+        "sent": report["requests"],
+        "goodput_rps": within / report["duration_s"],
+        "answered_p99_ms": report["latency_ms"]["p99"] if report["ok"] else None,
+        "refused": refused,
+        "classes": report["classes"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="digits-str")
+    parser.add_argument("--bin", default=None, help="the server binary (default target/release/spikeserve)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each overload run")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+    binary = spikeserve_process.release_binary(args.bin)
+    two_cores = (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+    cores: tuple[int | None, int | None] = (0, 1) if two_cores else (None, None)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp)
+        shutil.copytree(REPO / "models" / args.model, models / args.model)
+        warm = warmup_point(binary, models, args.model, cores)
+        with serving(binary, models, cores[0]) as server:
+            capacity = bench(binary, server, args.model, cores[1], "--clients", "64", "--requests", "6000")
+            unloaded = bench(binary, server, args.model, cores[1], "--clients", "1", "--requests", "1000")
+        tight = round(capacity["latency_ms"]["p50"], 3)
+        budgets = (tight, round(10 * tight, 3))
+        rate = capacity["throughput_rps"]
+        points = [
+            overload_point(binary, models, args.model, cores, admission, load * rate, budgets, args.seconds)
+            | {"load": load}
+            for load in LOADS
+            for admission in ADMISSIONS
+        ]
+    result = {
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "model": args.model,
+        "pinned_cores": {"server": cores[0], "load": cores[1]},
+        "capacity_rps": capacity["throughput_rps"],
+        "unloaded_latency_ms": unloaded["latency_ms"],
+        "budgets_ms": budgets,
+        "priorities": PRIORITIES,
+        "warmup": warm,
+        "points": points,
+        "runtime_s": time.perf_counter() - started,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    text = markdown(result)
+    if args.markdown:
+        args.markdown.write_text(text)
+    print(text)
+    return 0
+
+
+def markdown(r: dict[str, Any]) -> str:
+    capacity = r["capacity_rps"]
+    tight, loose = r["budgets_ms"]
+    lines = [
+        f"Model `{r['model']}`, gRPC unary, open loop; capacity {capacity:.0f} req/s (64 clients, closed loop); "
+        f"unloaded p50 {r['unloaded_latency_ms']['p50']:.3f} ms; budgets {tight} ms (tight) and {loose} ms (loose), "
+        f"priorities {', '.join(map(str, r['priorities']))} in equal shares; "
+        f"server on core {r['pinned_cores']['server']}, load on core {r['pinned_cores']['load']}.",
+        "",
+        "| load | admission | goodput req/s | share of capacity | tight p1 | tight p2 | loose p1 | loose p2 "
+        "| answered p99 ms | refused |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in r["points"]:
+        by_class = {(c["budget_ms"], c["priority"]): c["goodput"] for c in p["classes"]}
+        cells = [f"{by_class.get((b, pr), float('nan')) * 100:.1f}%" for b in (tight, loose) for pr in r["priorities"]]
+        refused = ", ".join(f"{k}: {v}" for k, v in sorted(p["refused"].items())) or "none"
+        p99 = "-" if p["answered_p99_ms"] is None else f"{p['answered_p99_ms']:.2f}"
+        lines.append(
+            f"| {p['load']}x ({p['rate']:.0f}/s) | {p['admission']} | {p['goodput_rps']:.0f} | "
+            f"{p['goodput_rps'] / capacity * 100:.1f}% | {' | '.join(cells)} | {p99} | {refused} |"
+        )
+    lines += ["", "| warm-up | first request ms | steady p50 ms | ratio |", "|---|---|---|---|"]
+    for mode, w in r["warmup"].items():
+        lines.append(f"| {mode} | {w['first_request_ms']:.3f} | {w['steady_p50_ms']:.3f} | {w['ratio']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
