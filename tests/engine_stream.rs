@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{heldout_digits, ort_library, shipped_models};
 use spikeserve::backend::{Device, OrtRuntime, StepSession};
-use spikeserve::engine::{CutoffPolicy, Engine, EngineConfig, EngineError, ExitReason};
+use spikeserve::engine::{CutoffPolicy, Engine, EngineConfig, EngineError, ExitReason, Priority};
 use spikeserve::model::ModelContract;
 
 fn digits_engine() -> Engine {
@@ -41,7 +41,8 @@ async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_dead
 
     // Frames trickle in; a partial comes back after each one.
     let (partials, mut partial_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (sender, answer) = engine.open_stream(all_steps, None, true, Some(partials)).expect("stream");
+    let (sender, answer) =
+        engine.open_stream(all_steps, None, Priority::DEFAULT, true, Some(partials)).expect("stream");
     let pixels = frame(&inputs[0]);
     for t in 1..=5 {
         sender.push(pixels.clone()).expect("frame");
@@ -60,7 +61,7 @@ async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_dead
     // One frame, then silence: the budget ends it with the answer after that frame.
     let started = Instant::now();
     let (sender, answer) = engine
-        .open_stream(all_steps, Some(started + Duration::from_millis(50)), false, None)
+        .open_stream(all_steps, Some(started + Duration::from_millis(50)), Priority::DEFAULT, false, None)
         .expect("stream");
     sender.push(pixels.clone()).expect("frame");
     let answer = answer.wait().await.expect("answer");
@@ -68,12 +69,14 @@ async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_dead
     assert!(started.elapsed() >= Duration::from_millis(50));
 
     // Ended before any frame.
-    let (sender, answer) = engine.open_stream(all_steps, None, false, None).expect("stream");
+    let (sender, answer) =
+        engine.open_stream(all_steps, None, Priority::DEFAULT, false, None).expect("stream");
     drop(sender);
     assert!(matches!(answer.wait().await, Err(EngineError::NoFrames)));
 
     // The caller leaves while its stream waits: the slot is freed.
-    let (sender, answer) = engine.open_stream(all_steps, None, false, None).expect("stream");
+    let (sender, answer) =
+        engine.open_stream(all_steps, None, Priority::DEFAULT, false, None).expect("stream");
     sender.push(pixels).expect("frame");
     drop(answer);
     for _ in 0..200 {

@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn deadline_admission_orders_by_class_then_deadline_then_arrival() {
         let now = Instant::now();
-        let mut waiting = vec![
+        let mut waiting = [
             rank(1, None, 0, now),
             rank(1, Some(500), 1, now),
             rank(1, Some(20), 2, now),

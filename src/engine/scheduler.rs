@@ -203,7 +203,7 @@ impl Scheduler {
         let deadline = request.deadline?;
         let needed = self.step_time_at(batch)?.mul_f64(request.policy.min_timesteps as f64);
         let left = deadline.saturating_duration_since(now);
-        (left < needed).then(|| EngineError::BudgetTooShort {
+        (left < needed).then_some(EngineError::BudgetTooShort {
             left_ms: left.as_secs_f64() * 1e3,
             needed_ms: needed.as_secs_f64() * 1e3,
             min_timesteps: request.policy.min_timesteps,
@@ -366,12 +366,9 @@ impl Scheduler {
             let key = |job: &Job| {
                 (admission == Admission::Deadline && !self.can_finish(&job.request, batch, now), job.rank())
             };
-            let next = self
-                .pending
-                .iter()
-                .enumerate()
-                .map(|(i, job)| (i, key(job)))
-                .min_by(|(_, (late_a, a)), (_, (late_b, b))| late_a.cmp(late_b).then_with(|| admission.order(a, b)));
+            let next = self.pending.iter().enumerate().map(|(i, job)| (i, key(job))).min_by(
+                |(_, (late_a, a)), (_, (late_b, b))| late_a.cmp(late_b).then_with(|| admission.order(a, b)),
+            );
             let Some(job) = next.map(|(i, _)| i).and_then(|i| self.pending.remove(i)) else { break };
             self.admit(job);
         }
@@ -850,15 +847,6 @@ mod tests {
         }
     }
 
-    /// Which of `answers` got a slot (their request stepped once) after one round.
-    fn stepped(s: &mut Scheduler) -> Vec<u64> {
-        s.admit_pending();
-        s.slots
-            .iter()
-            .map(|slot| slot.request.priority.get() as u64 * 1000 + slot.queue_time.as_micros().min(0) as u64)
-            .collect()
-    }
-
     #[test]
     fn waiting_requests_are_admitted_by_class_then_earliest_deadline_then_arrival() {
         let mut s = scheduler(1);
@@ -886,7 +874,6 @@ mod tests {
             }
         }
         assert_eq!(order, ["d", "c", "b", "a"]);
-        let _ = stepped;
     }
 
     #[test]
