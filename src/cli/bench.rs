@@ -68,12 +68,13 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub threshold: Option<f64>,
-    /// Latency budgets to mix, in milliseconds (`2,20`): request i gets the (i mod n)-th. The
-    /// report then counts, per budget and priority, the answers within budget (the server's own
-    /// judgement: any exit but `deadline`), deadline exits and refusals.
-    #[arg(long, value_delimiter = ',', value_name = "MS")]
-    pub budgets_ms: Vec<f64>,
-    /// Priority classes to mix (`1,2`): request i gets the ((i / budgets) mod n)-th.
+    /// Latency budgets to mix, in milliseconds, each with an optional share (`20:3,200:7`: 30% at
+    /// 20 ms, 70% at 200 ms; equal shares without). The report then counts, per budget and
+    /// priority, the answers within budget (the server's own judgement: any exit but `deadline`),
+    /// deadline exits and refusals.
+    #[arg(long, value_delimiter = ',', value_name = "MS[:SHARE]", value_parser = budget_share)]
+    pub budgets_ms: Vec<(f64, u32)>,
+    /// Priority classes to mix (`1,2`), in equal shares, independently of the budgets.
     #[arg(long, value_delimiter = ',', value_name = "CLASS")]
     pub priorities: Vec<u32>,
     /// The floor instead of a server: step the model in this process at batch 1.
@@ -117,35 +118,56 @@ pub struct ClassReport {
     pub answered_latency_ms: Percentiles,
 }
 
+/// `MS` or `MS:SHARE` (a positive budget, a share of at least 1).
+fn budget_share(text: &str) -> Result<(f64, u32), String> {
+    let (ms, share) = text.split_once(':').unwrap_or((text, "1"));
+    let ms: f64 = ms.trim().parse().map_err(|_| format!("`{ms}` is not a number of milliseconds"))?;
+    let share: u32 = share.trim().parse().map_err(|_| format!("`{share}` is not a whole share"))?;
+    if !(ms.is_finite() && ms > 0.0) || share == 0 {
+        return Err(format!("`{text}`: the budget must be positive and the share at least 1"));
+    }
+    Ok((ms, share))
+}
+
 /// The budget and priority mix: class `c` of request `i` and the policy it sends.
 #[derive(Debug, Clone)]
 struct Mix {
     budgets: Vec<Option<f64>>,
+    /// Budget index by position in a cycle that repeats each budget by its share.
+    budget_cycle: Vec<usize>,
     priorities: Vec<Option<u32>>,
 }
 
 impl Mix {
     fn new(args: &BenchArgs) -> Self {
-        let budgets = if args.budgets_ms.is_empty() {
-            vec![None]
+        let (budgets, budget_cycle) = if args.budgets_ms.is_empty() {
+            (vec![None], vec![0])
         } else {
-            args.budgets_ms.iter().map(|&b| Some(b)).collect()
+            let cycle = args
+                .budgets_ms
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &(_, share))| std::iter::repeat_n(i, share as usize))
+                .collect();
+            (args.budgets_ms.iter().map(|&(ms, _)| Some(ms)).collect(), cycle)
         };
         let priorities = if args.priorities.is_empty() {
             vec![None]
         } else {
             args.priorities.iter().map(|&p| Some(p)).collect()
         };
-        Self { budgets, priorities }
+        Self { budgets, budget_cycle, priorities }
     }
 
     fn classes(&self) -> usize {
         self.budgets.len() * self.priorities.len()
     }
 
+    /// Budgets cycle with their shares; priorities alternate once per budget cycle, so the two
+    /// are independent.
     fn class_of(&self, request: usize) -> usize {
-        let budget = request % self.budgets.len();
-        let priority = (request / self.budgets.len()) % self.priorities.len();
+        let budget = self.budget_cycle[request % self.budget_cycle.len()];
+        let priority = (request / self.budget_cycle.len()) % self.priorities.len();
         priority * self.budgets.len() + budget
     }
 

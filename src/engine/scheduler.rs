@@ -88,6 +88,8 @@ pub(super) struct Scheduler {
     /// Measured time of one step, by batch size (index = batch size; `None` until measured):
     /// what early refusal and the shutdown's estimate go by.
     step_time: Vec<Option<Duration>>,
+    /// `step_time` with the gaps filled (see [`Scheduler::step_time_at`]).
+    step_estimate: Vec<Option<Duration>>,
     /// Running mean of the timesteps answered requests used: how many steps a request is
     /// expected to need, for deadline-aware admission.
     mean_steps: Option<f64>,
@@ -141,6 +143,7 @@ impl Scheduler {
             frame_len,
             classes,
             step_time: vec![None; slots + 1],
+            step_estimate: vec![None; slots + 1],
             mean_steps: None,
         })
     }
@@ -179,19 +182,32 @@ impl Scheduler {
                 None => took,
                 Some(old) => old.mul_f64(1.0 - STEP_TIME_WEIGHT) + took.mul_f64(STEP_TIME_WEIGHT),
             });
+            self.update_step_estimate();
         }
     }
 
     /// The measured time of one step at `batch` rows: at that size, else the nearest larger size
-    /// measured (conservative), else the largest smaller one; `None` before any step.
+    /// measured (conservative), else the largest smaller one; `None` before any step. A table
+    /// lookup: admission asks for every waiting request.
     fn step_time_at(&self, batch: usize) -> Option<Duration> {
-        let batch = batch.clamp(1, self.step_time.len().saturating_sub(1).max(1));
-        self.step_time[batch..]
-            .iter()
-            .flatten()
-            .next()
-            .or_else(|| self.step_time[..batch].iter().rev().flatten().next())
-            .copied()
+        let last = self.step_estimate.len().saturating_sub(1);
+        self.step_estimate.get(batch.clamp(1, last.max(1))).copied().flatten()
+    }
+
+    /// Refills `step_estimate` from `step_time` (after each measurement).
+    fn update_step_estimate(&mut self) {
+        let mut larger = None;
+        for batch in (0..self.step_time.len()).rev() {
+            larger = self.step_time[batch].or(larger);
+            self.step_estimate[batch] = larger;
+        }
+        let mut smaller = None;
+        for batch in 0..self.step_time.len() {
+            smaller = self.step_time[batch].or(smaller);
+            if self.step_estimate[batch].is_none() {
+                self.step_estimate[batch] = smaller;
+            }
+        }
     }
 
     /// `Some(error)` when `request`'s budget cannot cover its `min_timesteps` at the step time
@@ -201,6 +217,10 @@ impl Scheduler {
             return None;
         }
         let deadline = request.deadline?;
+        if now >= deadline {
+            // Already out of time: the expiry path says so (`DeadlineBeforeFirstStep`).
+            return None;
+        }
         let needed = self.step_time_at(batch)?.mul_f64(request.policy.min_timesteps as f64);
         let left = deadline.saturating_duration_since(now);
         (left < needed).then_some(EngineError::BudgetTooShort {
