@@ -54,6 +54,28 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Cod
     }
 }
 
+/// Posts `body` to `/v1` as JSON and as SSE; both must be refused with 400 before any stream starts.
+/// Returns each `Accept` with its JSON error.
+async fn refused_on_v1_and_sse(
+    http: &reqwest::Client,
+    server: &Server,
+    body: &Value,
+) -> Vec<(&'static str, Value)> {
+    let mut errors = Vec::new();
+    for accept in ["application/json", "text/event-stream"] {
+        let response = http
+            .post(server.url("/v1/models/digits/infer"))
+            .header("accept", accept)
+            .json(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 400, "{body} ({accept})");
+        errors.push((accept, response.json().await.expect("JSON error")));
+    }
+    errors
+}
+
 async fn anytime(server: &Server) -> AnytimeClient<Channel> {
     AnytimeClient::connect(server.grpc.clone()).await.expect("gRPC connects")
 }
@@ -391,16 +413,7 @@ async fn numbers_that_do_not_fit_empty_inputs_and_bad_budgets_on_v1_and_sse() {
         (json!({ "input": inputs[0], "threshold": -0.5 }), "invalid_field", "threshold"),
     ];
     for (body, code, mentions) in &cases {
-        for accept in ["application/json", "text/event-stream"] {
-            let response = http
-                .post(server.url("/v1/models/digits/infer"))
-                .header("accept", accept)
-                .json(body)
-                .send()
-                .await
-                .expect("sent");
-            assert_eq!(response.status(), 400, "{body} ({accept})");
-            let error: Value = response.json().await.expect("JSON error");
+        for (accept, error) in refused_on_v1_and_sse(&http, &server, body).await {
             assert_eq!(error["error"]["code"], *code, "{error}");
             let message = error["error"]["message"].as_str().expect("message");
             assert!(message.contains(mentions), "{message:?} should mention {mentions:?} ({accept})");
@@ -514,16 +527,7 @@ async fn priorities_and_budgets_are_checked_on_every_door() {
         (json!({ "input": inputs[0], "latency_budget_ms": 3_600_001.0 }), "latency_budget_ms", "3600000"),
     ];
     for (body, field, detail) in &cases {
-        for accept in ["application/json", "text/event-stream"] {
-            let response = http
-                .post(server.url("/v1/models/digits/infer"))
-                .header("accept", accept)
-                .json(body)
-                .send()
-                .await
-                .expect("sent");
-            assert_eq!(response.status(), 400, "{body} ({accept})");
-            let error: Value = response.json().await.expect("JSON error");
+        for (accept, error) in refused_on_v1_and_sse(&http, &server, body).await {
             let message = error["error"]["message"].as_str().expect("message");
             assert!(
                 message.contains(field) && message.contains(detail),

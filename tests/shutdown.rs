@@ -62,17 +62,7 @@ async fn sigterm_finishes_the_requests_in_flight_refuses_new_ones_and_exits_zero
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The session in flight goes on: two more frames, then the client ends it.
-    for _ in 0..2 {
-        tx.send(frame(digit(&inputs[0]))).await.expect("frame");
-    }
-    drop(tx);
-    let mut last = None;
-    while let Some(message) = answers.message().await.expect("the stream ends cleanly") {
-        if let Some(pb::infer_stream_response::Message::Final(f)) = message.message {
-            last = Some(f);
-        }
-    }
-    assert_eq!(last.expect("the request in flight is answered").timesteps, 3);
+    assert_eq!(end_session(tx, &mut answers, &inputs[0]).await.timesteps, 3);
     drop(answers);
     drop(grpc);
     let exit = wait_for_exit(&mut server, Duration::from_secs(15)).await;
@@ -137,6 +127,40 @@ async fn with_a_shutdown_delay_readiness_turns_first_and_requests_are_still_answ
     assert!(log.iter().any(|l| l.contains("shutdown delay")), "{log:?}");
 }
 
+/// Sends two more frames of `input`, half-closes, and reads the session to its final answer (the
+/// call must end with OK).
+async fn end_session(
+    tx: mpsc::Sender<pb::SessionRequest>,
+    answers: &mut tonic::Streaming<pb::InferStreamResponse>,
+    input: &serde_json::Value,
+) -> pb::InferResponse {
+    for _ in 0..2 {
+        tx.send(frame(digit(input))).await.expect("frame");
+    }
+    drop(tx);
+    let mut last = None;
+    while let Some(message) = answers.message().await.expect("the session ends with OK") {
+        if let Some(pb::infer_stream_response::Message::Final(f)) = message.message {
+            last = Some(f);
+        }
+    }
+    last.expect("the session's final answer")
+}
+
+/// A session on `digits` at threshold 1.0 that has stepped one frame of `input` (its first partial
+/// read): the frame sender and the answers.
+async fn open_session(
+    grpc: &mut AnytimeClient<tonic::transport::Channel>,
+    input: &serde_json::Value,
+) -> (mpsc::Sender<pb::SessionRequest>, tonic::Streaming<pb::InferStreamResponse>) {
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(session_start(1.0)).await.expect("start");
+    tx.send(frame(digit(input))).await.expect("frame");
+    let mut session = grpc.session(ReceiverStream::new(rx)).await.expect("session").into_inner();
+    assert!(session.message().await.expect("partial").is_some());
+    (tx, session)
+}
+
 fn session_start(threshold: f64) -> pb::SessionRequest {
     let start = pb::SessionStart {
         model: "digits".into(),
@@ -189,11 +213,7 @@ async fn calls_open_at_sigterm_get_their_answers_and_later_calls_a_retryable_sta
     let mut server = Server::start(&shipped_models(), &["--shutdown-grace-secs", "20"]);
     let (inputs, _) = heldout_digits();
     let mut grpc = AnytimeClient::connect(server.grpc.clone()).await.expect("connects");
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(session_start(1.0)).await.expect("start");
-    tx.send(frame(digit(&inputs[0]))).await.expect("frame");
-    let mut session = grpc.session(ReceiverStream::new(rx)).await.expect("session").into_inner();
-    assert!(session.message().await.expect("partial").is_some());
+    let (tx, mut session) = open_session(&mut grpc, &inputs[0]).await;
     // A stream of all 8 timesteps, of which the client reads one partial before the signal.
     let request = pb::InferRequest {
         model: "digits".into(),
@@ -248,17 +268,7 @@ async fn calls_open_at_sigterm_get_their_answers_and_later_calls_a_retryable_sta
     assert_eq!(partials, 8);
     assert_eq!(last.expect("the stream's final answer").timesteps, 8);
     // The session: two more frames after the signal, then the client ends it.
-    for _ in 0..2 {
-        tx.send(frame(digit(&inputs[0]))).await.expect("frame");
-    }
-    drop(tx);
-    let mut last = None;
-    while let Some(message) = session.message().await.expect("the session ends with OK") {
-        if let Some(pb::infer_stream_response::Message::Final(f)) = message.message {
-            last = Some(f);
-        }
-    }
-    assert_eq!(last.expect("the session's final answer").timesteps, 3);
+    assert_eq!(end_session(tx, &mut session, &inputs[0]).await.timesteps, 3);
     drop((session, stream, grpc, fresh));
 
     let exit = wait_for_exit(&mut server, Duration::from_secs(15)).await;
@@ -277,11 +287,7 @@ async fn a_call_still_open_when_the_grace_period_ends_gets_a_status() {
     let mut server = Server::start(&shipped_models(), &["--shutdown-grace-secs", "1"]);
     let (inputs, _) = heldout_digits();
     let mut grpc = AnytimeClient::connect(server.grpc.clone()).await.expect("connects");
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(session_start(1.0)).await.expect("start");
-    tx.send(frame(digit(&inputs[0]))).await.expect("frame");
-    let mut session = grpc.session(ReceiverStream::new(rx)).await.expect("session").into_inner();
-    assert!(session.message().await.expect("partial").is_some());
+    let (tx, mut session) = open_session(&mut grpc, &inputs[0]).await;
     let signalled = Instant::now();
     send_sigterm(&server);
     // The client never ends its session: the grace period does.
