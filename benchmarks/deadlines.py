@@ -13,6 +13,8 @@ time), pinned to another core than the server where the machine has two.
    fresh server with ``--admission fifo --no-early-refusal`` (the behaviour before deadline-aware
    admission) and with the defaults (``--admission deadline``, early refusal on).
 
+Each overload point runs ``--repeat`` times (3), each on a fresh server; the run with the median goodput
+is reported, with every run's goodput beside it (on a shared two-core machine the spread is wide).
 Reported per point: goodput (answered within budget: any exit but ``deadline``) per class and in all, as
 requests per second and as a share of capacity; p99 of the answered requests; refusals by reason.
 
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="digits-str")
     parser.add_argument("--bin", default=None, help="the server binary (default target/release/spikeserve)")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each overload run")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per overload point, each on a fresh server; the median is reported"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
@@ -164,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         tight = round(capacity["latency_ms"]["p50"], 3)
         budgets = (tight, round(10 * tight, 3))
         rate = capacity["throughput_rps"]
-        points = [
-            overload_point(binary, models, args.model, cores, admission, load * rate, budgets, args.seconds)
-            | {"load": load}
-            for load in LOADS
-            for admission in ADMISSIONS
-        ]
+        points = []
+        for load in LOADS:
+            for admission in ADMISSIONS:
+                runs = [
+                    overload_point(binary, models, args.model, cores, admission, load * rate, budgets, args.seconds)
+                    for _ in range(args.repeat)
+                ]
+                runs.sort(key=lambda run: run["goodput_rps"])
+                median = runs[len(runs) // 2]
+                points.append(median | {"load": load, "goodput_rps_runs": [run["goodput_rps"] for run in runs]})
     result = {
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
@@ -203,8 +212,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"priorities {', '.join(map(str, r['priorities']))} in equal shares; "
         f"server on core {r['pinned_cores']['server']}, load on core {r['pinned_cores']['load']}.",
         "",
-        "| load | admission | goodput req/s | share of capacity | tight p1 | tight p2 | loose p1 | loose p2 "
-        "| answered p99 ms | refused |",
+        "| load | admission | goodput req/s (median; all runs) | share of capacity "
+        "| tight p1 | tight p2 | loose p1 | loose p2 | answered p99 ms | refused |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["points"]:
@@ -213,7 +222,8 @@ def markdown(r: dict[str, Any]) -> str:
         refused = ", ".join(f"{k}: {v}" for k, v in sorted(p["refused"].items())) or "none"
         p99 = "-" if p["answered_p99_ms"] is None else f"{p['answered_p99_ms']:.2f}"
         lines.append(
-            f"| {p['load']}x ({p['rate']:.0f}/s) | {p['admission']} | {p['goodput_rps']:.0f} | "
+            f"| {p['load']}x ({p['rate']:.0f}/s) | {p['admission']} | {p['goodput_rps']:.0f} "
+            f"({', '.join(f'{g:.0f}' for g in p['goodput_rps_runs'])}) | "
             f"{p['goodput_rps'] / capacity * 100:.1f}% | {' | '.join(cells)} | {p99} | {refused} |"
         )
     lines += ["", "| warm-up | first request ms | steady p50 ms | ratio |", "|---|---|---|---|"]
