@@ -230,11 +230,16 @@ impl Scheduler {
         })
     }
 
-    /// Refuses a job that never got a slot, with `error`.
+    /// Refuses a job that never got a slot, with `error`. One displaced from a full queue counts
+    /// as refused for the full queue (as one turned away at the door), anything else as failed.
     fn refuse_waiting(&self, job: Job, error: EngineError) {
         self.stats.dequeued(job.request.priority);
-        self.stats.failed(error.code());
-        self.stats.outcome(job.request.priority, job.budgeted(), outcome_of(&error));
+        if matches!(error, EngineError::Displaced { .. }) {
+            self.stats.refused(job.request.priority, job.budgeted());
+        } else {
+            self.stats.failed(error.code());
+            self.stats.outcome(job.request.priority, job.budgeted(), outcome_of(&error));
+        }
         let _ = job.reply.send(Err(error));
     }
 
@@ -382,10 +387,14 @@ impl Scheduler {
         let now = Instant::now();
         while self.slots.len() < self.config.max_batch {
             let admission = self.config.admission;
+            if admission == Admission::Fifo {
+                // Arrival order is the queue's own order.
+                let Some(job) = self.pending.pop_front() else { break };
+                self.admit(job);
+                continue;
+            }
             let batch = self.slots.len() + 1;
-            let key = |job: &Job| {
-                (admission == Admission::Deadline && !self.can_finish(&job.request, batch, now), job.rank())
-            };
+            let key = |job: &Job| (!self.can_finish(&job.request, batch, now), job.rank());
             let next = self.pending.iter().enumerate().map(|(i, job)| (i, key(job))).min_by(
                 |(_, (late_a, a)), (_, (late_b, b))| late_a.cmp(late_b).then_with(|| admission.order(a, b)),
             );
@@ -929,6 +938,8 @@ mod tests {
             other => panic!("expected the newest class-0 request displaced, got {other:?}"),
         }
         assert_eq!(EngineError::Displaced { priority: 0, capacity: 3 }.code(), "overloaded");
+        let stats = s.stats.snapshot();
+        assert_eq!((stats.refused, stats.failed), (1, 0), "a displaced request counts as refused");
         assert!(
             low_old_answer.try_recv().is_err()
                 && normal_answer.try_recv().is_err()
