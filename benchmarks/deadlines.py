@@ -72,18 +72,9 @@ def bench(binary: Path, server: spikeserve_process.Server, model: str, core: int
 
 def serving(binary: Path, models: Path, core: int | None, *flags: str) -> Any:
     # Requests are not logged one by one: the log writer would take CPU from the server.
-    return (
-        spikeserve_process.started(binary, models, [*flags], log_filter="info,spikeserve::request=warn")
-        if core is None
-        else _pinned_server(binary, models, core, *flags)
+    return spikeserve_process.started(
+        binary, models, flags, log_filter="info,spikeserve::request=warn", launcher=pinned(core)
     )
-
-
-def _pinned_server(binary: Path, models: Path, core: int, *flags: str) -> Any:
-    wrapper = Path(tempfile.mkdtemp()) / "spikeserve"
-    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {core} "{binary}" "$@"\n')
-    wrapper.chmod(0o755)
-    return spikeserve_process.started(wrapper, models, [*flags], log_filter="info,spikeserve::request=warn")
 
 
 def warmup_point(binary: Path, models: Path, model: str, cores: tuple[int | None, int | None]) -> dict[str, Any]:

@@ -65,13 +65,20 @@ def _listening(line: str) -> tuple[str, str] | None:
 
 
 @contextmanager
-def started(binary: Path, models_dir: Path, extra: Sequence[str] = (), log_filter: str = "info") -> Iterator[Server]:
+def started(
+    binary: Path,
+    models_dir: Path,
+    extra: Sequence[str] = (),
+    log_filter: str = "info",
+    launcher: Sequence[str] = (),
+) -> Iterator[Server]:
     """Runs ``binary serve`` on ``models_dir`` (with ``extra`` flags); yields the server once it listens;
-    stops it after. ``log_filter`` is its ``RUST_LOG`` (the "listening" line is an info line)."""
+    stops it after. ``log_filter`` is its ``RUST_LOG`` (the "listening" line is an info line);
+    ``launcher`` goes before the binary (``taskset -c 0``, say)."""
     if not binary.exists():
         raise ServerStartError(f"{binary} is missing; build it with `cargo build --release --locked`")
     env = dict(os.environ, ORT_DYLIB_PATH=ort_library(), RUST_LOG=log_filter)
-    command = [str(binary), "--log-format", "json", "serve", "--models", str(models_dir)]
+    command = [*launcher, str(binary), "--log-format", "json", "serve", "--models", str(models_dir)]
     command += ["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     log: list[str] = []

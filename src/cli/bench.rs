@@ -181,23 +181,7 @@ impl Mix {
 
     /// `payload` with the class's budget and priority set (in the JSON body and the gRPC policy).
     fn apply(&self, payload: &Payload, class: usize) -> Payload {
-        let (budget, priority) = (self.budget(class), self.priority(class));
-        if budget.is_none() && priority.is_none() {
-            return payload.clone();
-        }
-        let mut grpc = payload.grpc.clone();
-        let mut policy = grpc.policy.unwrap_or_default();
-        policy.latency_budget_ms = budget;
-        policy.priority = priority;
-        grpc.policy = Some(policy);
-        let mut body: Value = serde_json::from_slice(&payload.body).unwrap_or(Value::Null);
-        if let Some(b) = budget {
-            body["latency_budget_ms"] = json!(b);
-        }
-        if let Some(p) = priority {
-            body["priority"] = json!(p);
-        }
-        Payload { body: Arc::new(serde_json::to_vec(&body).unwrap_or_default()), grpc }
+        payload.with_policy(self.budget(class), self.priority(class))
     }
 }
 
@@ -256,6 +240,29 @@ pub(super) fn percentiles(mut values: Vec<f64>) -> Percentiles {
 pub(super) struct Payload {
     pub(super) body: Arc<Vec<u8>>,
     pub(super) grpc: pb::InferRequest,
+}
+
+impl Payload {
+    /// This payload with a latency budget and a priority class set where given (in the `/v1`
+    /// JSON body and in the gRPC policy alike).
+    pub(super) fn with_policy(&self, budget_ms: Option<f64>, priority: Option<u32>) -> Payload {
+        if budget_ms.is_none() && priority.is_none() {
+            return self.clone();
+        }
+        let mut grpc = self.grpc.clone();
+        let mut policy = grpc.policy.unwrap_or_default();
+        policy.latency_budget_ms = budget_ms.or(policy.latency_budget_ms);
+        policy.priority = priority.or(policy.priority);
+        grpc.policy = Some(policy);
+        let mut body: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
+        if let Some(ms) = budget_ms {
+            body["latency_budget_ms"] = json!(ms);
+        }
+        if let Some(class) = priority {
+            body["priority"] = json!(class);
+        }
+        Payload { body: Arc::new(serde_json::to_vec(&body).unwrap_or_default()), grpc }
+    }
 }
 
 /// One payload per sample of a held-out file (`{"inputs": [...]}` or `{"events": [...]}`).

@@ -551,7 +551,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 let mut payload = payloads[rng.below(payloads.len())].clone();
                 let budgeted = rng.unit() < args.budget_fraction;
                 if budgeted {
-                    payload = with_budget(&payload, 5.0);
+                    payload = payload.with_policy(Some(5.0), None);
                 }
                 let sent = Instant::now();
                 let mut fate = doors.send(door, &payload, behaviour, &mut rng).await;
@@ -608,16 +608,6 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn with_budget(payload: &Payload, budget_ms: f64) -> Payload {
-    let mut grpc = payload.grpc.clone();
-    let mut policy = grpc.policy.unwrap_or_default();
-    policy.latency_budget_ms = Some(budget_ms);
-    grpc.policy = Some(policy);
-    let mut body: Value = serde_json::from_slice(&payload.body).unwrap_or(Value::Null);
-    body["latency_budget_ms"] = budget_ms.into();
-    Payload { body: Arc::new(serde_json::to_vec(&body).unwrap_or_default()), grpc }
 }
 
 fn summarize(records: &[Record], elapsed: Duration) -> SoakReport {

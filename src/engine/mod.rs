@@ -149,12 +149,13 @@ pub struct EngineConfig {
     pub warmup: WarmupBatches,
 }
 
+/// The server's own defaults (`spikeserve serve --help`), for engines built without it.
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_batch: 64,
             batch_wait: Duration::ZERO,
-            queue_capacity: 1024,
+            queue_capacity: 256,
             admission: Admission::Deadline,
             early_refusal: true,
             warmup: WarmupBatches::PowersOfTwo,

@@ -86,7 +86,7 @@ pub(super) struct Scheduler {
     frame_len: usize,
     classes: usize,
     /// Measured time of one step, by batch size (index = batch size; `None` until measured):
-    /// what early refusal and the shutdown's estimate go by.
+    /// what early refusal and deadline-aware admission go by.
     step_time: Vec<Option<Duration>>,
     /// `step_time` with the gaps filled (see [`Scheduler::step_time_at`]).
     step_estimate: Vec<Option<Duration>>,
@@ -237,10 +237,15 @@ impl Scheduler {
         if matches!(error, EngineError::Displaced { .. }) {
             self.stats.refused(job.request.priority, job.budgeted());
         } else {
-            self.stats.failed(error.code());
-            self.stats.outcome(job.request.priority, job.budgeted(), outcome_of(&error));
+            self.count_failed(&job.request, &error);
         }
         let _ = job.reply.send(Err(error));
+    }
+
+    /// Counts `request` as failed with `error`, in the stats and the per-class outcomes.
+    fn count_failed(&self, request: &AnytimeRequest, error: &EngineError) {
+        self.stats.failed(error.code());
+        self.stats.outcome(request.priority, request.deadline.is_some(), outcome_of(error));
     }
 
     pub(super) fn run(mut self, messages: Receiver<Message>) {
@@ -475,8 +480,7 @@ impl Scheduler {
 
     fn fail(&mut self, row: usize, error: EngineError) {
         let slot = self.remove(row);
-        self.stats.failed(error.code());
-        self.stats.outcome(slot.request.priority, slot.request.deadline.is_some(), outcome_of(&error));
+        self.count_failed(&slot.request, &error);
         let _ = slot.reply.send(Err(error));
     }
 
