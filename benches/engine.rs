@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         min_timesteps: 1,
         max_timesteps: contract.timesteps,
         max_variance: None,
+        calibrated_for: None,
     };
     println!(
         "machine: {} CPUs; model digits (T = {}), threshold {}",

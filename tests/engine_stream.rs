@@ -37,7 +37,13 @@ fn frame(value: &serde_json::Value) -> Vec<f32> {
 async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_deadline() {
     let engine = digits_engine();
     let (inputs, _) = heldout_digits();
-    let all_steps = CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None };
+    let all_steps = CutoffPolicy {
+        threshold: 1.0,
+        min_timesteps: 1,
+        max_timesteps: 8,
+        max_variance: None,
+        calibrated_for: None,
+    };
 
     // Frames trickle in; a partial comes back after each one.
     let (partials, mut partial_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -9,7 +9,7 @@ use super::schema::InferRequest;
 use crate::engine::{AnytimeRequest, CutoffPolicy, Priority, RequestFrames};
 use crate::input::events::Event;
 use crate::input::{decode_json_tensor, into_frames, DenseTensor};
-use crate::model::{LoadedModel, ModelContract};
+use crate::model::{CalibratedThreshold, LoadedModel, ModelContract};
 
 /// The longest latency budget accepted (one hour): beyond it a budget is surely a unit mistake.
 const MAX_BUDGET_MS: f64 = 3_600_000.0;
@@ -24,6 +24,9 @@ pub struct PolicyParams {
     pub max_variance: Option<f64>,
     /// Priority class as sent; checked by [`priority`].
     pub priority: Option<u64>,
+    /// Accuracy-drop budget (percentage points) instead of a threshold: picks a row of the model's
+    /// calibration table ([`calibrated_threshold`]).
+    pub max_accuracy_drop: Option<f64>,
 }
 
 /// What a request feeds the model.
@@ -63,6 +66,7 @@ impl InferRequest {
                 latency_budget_ms: self.latency_budget_ms,
                 max_variance: self.max_variance,
                 priority: self.priority,
+                max_accuracy_drop: self.max_accuracy_drop,
             },
             return_confidences: self.return_confidences,
         })
@@ -85,7 +89,7 @@ pub fn checked_request(
     spec: RequestSpec,
     arrived: Instant,
 ) -> Result<AnytimeRequest, ApiError> {
-    let mut policy = cutoff_policy(&spec.policy, contract)?;
+    let mut policy = cutoff_policy(&spec.policy, name, contract)?;
     let deadline = deadline(spec.policy.latency_budget_ms, arrived)?;
     let priority = priority(spec.policy.priority)?;
     let frames = request_frames(spec.input, name, contract)?;
@@ -118,9 +122,27 @@ pub fn priority(value: Option<u64>) -> Result<Priority, ApiError> {
     }
 }
 
-/// The threshold, timestep bounds and variance bound, with the model's defaults.
-pub fn cutoff_policy(params: &PolicyParams, contract: &ModelContract) -> Result<CutoffPolicy, ApiError> {
-    let threshold = params.threshold.unwrap_or(contract.default_threshold);
+/// The threshold (given, calibrated for a budget, or the model's default), timestep bounds and
+/// variance bound.
+pub fn cutoff_policy(
+    params: &PolicyParams,
+    name: &str,
+    contract: &ModelContract,
+) -> Result<CutoffPolicy, ApiError> {
+    let (threshold, calibrated_for) = match (params.threshold, params.max_accuracy_drop) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidField(
+                "threshold and max_accuracy_drop: give one or the other, not both (a budget picks its \
+                 calibrated threshold)"
+                    .into(),
+            ))
+        }
+        (None, Some(budget)) => {
+            let row = calibrated_threshold(name, contract, budget)?;
+            (row.threshold, Some(row.max_accuracy_drop))
+        }
+        (threshold, None) => (threshold.unwrap_or(contract.default_threshold), None),
+    };
     if !(threshold > 0.0 && threshold <= 1.0) {
         return Err(ApiError::InvalidField(format!("threshold: must be in (0, 1], found {threshold}")));
     }
@@ -145,7 +167,41 @@ pub fn cutoff_policy(params: &PolicyParams, contract: &ModelContract) -> Result<
             )));
         }
     }
-    Ok(CutoffPolicy { threshold, min_timesteps, max_timesteps, max_variance })
+    Ok(CutoffPolicy { threshold, min_timesteps, max_timesteps, max_variance, calibrated_for })
+}
+
+/// The calibration row for an accuracy-drop budget: the largest budget in the model's table that does
+/// not exceed the one asked (never a looser one).
+pub fn calibrated_threshold(
+    name: &str,
+    contract: &ModelContract,
+    budget: f64,
+) -> Result<CalibratedThreshold, ApiError> {
+    let budgets = || {
+        contract
+            .calibration
+            .iter()
+            .map(|row| row.max_accuracy_drop.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !(budget.is_finite() && budget >= 0.0) {
+        return Err(ApiError::InvalidField(format!(
+            "max_accuracy_drop: must be a non-negative number of percentage points, found {budget}"
+        )));
+    }
+    if contract.calibration.is_empty() {
+        return Err(ApiError::InvalidField(format!(
+            "max_accuracy_drop: model \"{name}\" has no calibration table; give a threshold instead"
+        )));
+    }
+    contract.calibration.iter().rev().find(|row| row.max_accuracy_drop <= budget).copied().ok_or_else(|| {
+        ApiError::InvalidField(format!(
+            "max_accuracy_drop: {budget} is below the smallest budget model \"{name}\" is calibrated for \
+             (budgets in percentage points: {})",
+            budgets()
+        ))
+    })
 }
 
 /// The instant the latency budget runs out, counted from arrival.

@@ -48,6 +48,12 @@ pub struct InferRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 3)]
     pub priority: Option<u64>,
+    /// Instead of a threshold: the accuracy you accept to lose against the model at T, in
+    /// percentage points. The server uses the threshold calibrated for the largest budget in the
+    /// model's table (`calibration` in `/v1/models/{model}`) that does not exceed this one.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_accuracy_drop: Option<f64>,
     /// Also return the confidence after every timestep.
     #[serde(default)]
     pub return_confidences: bool,
@@ -68,6 +74,12 @@ pub struct InferResponse {
     pub timesteps: usize,
     pub max_timesteps: usize,
     pub exit_reason: ExitReason,
+    /// The confidence threshold the request ran with.
+    pub threshold: f64,
+    /// The calibration table's budget (percentage points) whose threshold was used, when the
+    /// request gave `max_accuracy_drop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_accuracy_drop: Option<f64>,
     /// Synaptic operations spent on the request, when the model reports them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synaptic_ops: Option<f64>,
@@ -92,6 +104,8 @@ impl InferResponse {
             timesteps: answer.timesteps,
             max_timesteps,
             exit_reason: answer.exit_reason,
+            threshold: answer.threshold,
+            max_accuracy_drop: answer.max_accuracy_drop,
             synaptic_ops: answer.synaptic_ops,
             confidences: answer.confidences,
             compute_ms: answer.compute_time.as_secs_f64() * 1e3,

@@ -696,6 +696,7 @@ fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
         min_timesteps: 1,
         max_timesteps: contract.timesteps,
         max_variance: None,
+        calibrated_for: None,
     };
     let frame_len = contract.frame_len();
     let mut run_one = |input: &FloorInput| -> anyhow::Result<(u64, &'static str)> {

@@ -37,6 +37,10 @@ pub struct InferArgs {
     /// Priority class, 0 to 3 (the server's default is 1).
     #[arg(long)]
     pub priority: Option<u32>,
+    /// Accuracy-drop budget in percentage points, instead of --threshold: the server uses the
+    /// model's calibrated threshold for it.
+    #[arg(long, conflicts_with = "threshold")]
+    pub max_accuracy_drop: Option<f64>,
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +69,7 @@ pub async fn run(args: InferArgs) -> anyhow::Result<()> {
             latency_budget_ms: args.budget_ms,
             max_variance: None,
             priority: args.priority,
+            max_accuracy_drop: args.max_accuracy_drop,
         }),
         return_confidences: false,
     };

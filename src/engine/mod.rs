@@ -60,6 +60,11 @@ pub struct AnytimeAnswer {
     pub probabilities: Vec<f64>,
     pub timesteps: usize,
     pub exit_reason: ExitReason,
+    /// The confidence threshold this request ran with.
+    pub threshold: f64,
+    /// The accuracy-drop budget whose calibrated threshold it was, when the request gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_accuracy_drop: Option<f64>,
     /// Synaptic operations spent on this request (all members, all timesteps), when the model
     /// reports them.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -43,6 +43,9 @@ pub struct CutoffPolicy {
     /// For ensembles: stop on confidence only once the members' variance on the chosen class is
     /// at most this as well.
     pub max_variance: Option<f64>,
+    /// When `threshold` came from the model's calibration table: that row's accuracy-drop budget
+    /// (percentage points), echoed in the answer.
+    pub calibrated_for: Option<f64>,
 }
 
 impl CutoffPolicy {
@@ -226,20 +229,42 @@ mod tests {
 
     #[test]
     fn cutoff_decisions() {
-        let policy = CutoffPolicy { threshold: 0.9, min_timesteps: 1, max_timesteps: 4, max_variance: None };
+        let policy = CutoffPolicy {
+            threshold: 0.9,
+            min_timesteps: 1,
+            max_timesteps: 4,
+            max_variance: None,
+            calibrated_for: None,
+        };
         assert_eq!(policy.decide(1, 0.95, 0.0), Some(ExitReason::Confident));
         assert_eq!(policy.decide(1, 0.9, 0.0), Some(ExitReason::Confident));
         assert_eq!(policy.decide(3, 0.5, 0.0), None);
         assert_eq!(policy.decide(4, 0.5, 0.0), Some(ExitReason::MaxTimesteps));
-        let never_early =
-            CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None };
+        let never_early = CutoffPolicy {
+            threshold: 1.0,
+            min_timesteps: 1,
+            max_timesteps: 8,
+            max_variance: None,
+            calibrated_for: None,
+        };
         assert_eq!(never_early.decide(1, 1.0, 0.0), None);
         assert_eq!(never_early.decide(8, 1.0, 0.0), Some(ExitReason::MaxTimesteps));
-        let patient = CutoffPolicy { threshold: 0.5, min_timesteps: 3, max_timesteps: 8, max_variance: None };
+        let patient = CutoffPolicy {
+            threshold: 0.5,
+            min_timesteps: 3,
+            max_timesteps: 8,
+            max_variance: None,
+            calibrated_for: None,
+        };
         assert_eq!(patient.decide(2, 0.99, 0.0), None);
         assert_eq!(patient.decide(3, 0.99, 0.0), Some(ExitReason::Confident));
-        let agreeing =
-            CutoffPolicy { threshold: 0.9, min_timesteps: 1, max_timesteps: 8, max_variance: Some(0.01) };
+        let agreeing = CutoffPolicy {
+            threshold: 0.9,
+            min_timesteps: 1,
+            max_timesteps: 8,
+            max_variance: Some(0.01),
+            calibrated_for: None,
+        };
         assert_eq!(agreeing.decide(1, 0.95, 0.02), None);
         assert_eq!(agreeing.decide(1, 0.95, 0.01), Some(ExitReason::Confident));
         assert_eq!(agreeing.decide(8, 0.95, 0.5), Some(ExitReason::MaxTimesteps));

@@ -60,6 +60,8 @@ impl Slot {
             probabilities: self.prediction.probabilities().to_vec(),
             timesteps: self.prediction.timesteps(),
             exit_reason,
+            threshold: self.request.policy.threshold,
+            max_accuracy_drop: self.request.policy.calibrated_for,
             synaptic_ops: self.synaptic_ops,
             confidences: self.confidences,
             compute_time: self.admitted.elapsed(),
@@ -693,7 +695,13 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
             frames: RequestFrames::Stream(buffer),
-            policy: CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None },
+            policy: CutoffPolicy {
+                threshold: 1.0,
+                min_timesteps: 1,
+                max_timesteps: 8,
+                max_variance: None,
+                calibrated_for: None,
+            },
             deadline,
             record_confidences: true,
             partials: None,
@@ -710,7 +718,13 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
             frames: RequestFrames::Static(vec![8.0; 64]),
-            policy: CutoffPolicy { threshold: 1.0, min_timesteps: 1, max_timesteps: 8, max_variance: None },
+            policy: CutoffPolicy {
+                threshold: 1.0,
+                min_timesteps: 1,
+                max_timesteps: 8,
+                max_variance: None,
+                calibrated_for: None,
+            },
             deadline,
             record_confidences: true,
             partials: None,

@@ -123,6 +123,42 @@ pub struct ModelContract {
     /// For ensembles: the default bound on the members' variance for a confident exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_max_variance: Option<f64>,
+    /// Calibrated exits: the threshold chosen for each accuracy-drop budget (ascending budgets;
+    /// empty when the model has no table). A request's `max_accuracy_drop` picks a row.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<CalibratedThreshold>,
+}
+
+/// One row of a model's calibration table: on data the model was not tuned on, this threshold kept
+/// the accuracy drop against the model at T within the budget (see `docs/MODEL-CONTRACT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalibratedThreshold {
+    /// The budget, in percentage points of accuracy against the model at T.
+    pub max_accuracy_drop: f64,
+    /// The confidence threshold chosen for it, in (0, 1].
+    pub threshold: f64,
+}
+
+/// Checks a calibration table and sorts it by budget: budgets finite, non-negative and distinct,
+/// thresholds in (0, 1].
+pub fn checked_calibration(mut table: Vec<CalibratedThreshold>) -> Result<Vec<CalibratedThreshold>, String> {
+    for row in &table {
+        if !(row.max_accuracy_drop.is_finite() && row.max_accuracy_drop >= 0.0) {
+            return Err(format!("budget {} is not a non-negative number", row.max_accuracy_drop));
+        }
+        if !(row.threshold > 0.0 && row.threshold <= 1.0) {
+            return Err(format!(
+                "threshold {} (budget {}) is not in (0, 1]",
+                row.threshold, row.max_accuracy_drop
+            ));
+        }
+    }
+    table.sort_by(|a, b| a.max_accuracy_drop.total_cmp(&b.max_accuracy_drop));
+    if let Some(pair) = table.windows(2).find(|w| w[0].max_accuracy_drop == w[1].max_accuracy_drop) {
+        return Err(format!("budget {} appears twice", pair[0].max_accuracy_drop));
+    }
+    Ok(table)
 }
 
 impl ModelContract {
@@ -298,6 +334,20 @@ impl ModelContract {
             }
             _ => None,
         };
+        let calibration = match meta.optional("calibration") {
+            None => Vec::new(),
+            Some(text) => {
+                let table: Vec<CalibratedThreshold> = serde_json::from_str(text).map_err(|e| {
+                    invalid(
+                        "calibration",
+                        format!(
+                            "expected a JSON array of {{max_accuracy_drop, threshold}}, got {text:?} ({e})"
+                        ),
+                    )
+                })?;
+                checked_calibration(table).map_err(|reason| invalid("calibration", reason))?
+            }
+        };
         let training = match meta.optional("training") {
             Some(text) => {
                 serde_json::from_str(text).map_err(|e| invalid("training", format!("not JSON: {e}")))?
@@ -321,6 +371,7 @@ impl ModelContract {
             reports_synaptic_ops,
             members: 1,
             default_max_variance: None,
+            calibration,
         })
     }
 }

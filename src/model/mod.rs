@@ -5,6 +5,8 @@ pub mod contract;
 pub mod registry;
 pub mod repository;
 
-pub use contract::{ContractError, InputKind, ModelContract, ModelSignature, TensorSpec};
+pub use contract::{
+    CalibratedThreshold, ContractError, InputKind, ModelContract, ModelSignature, TensorSpec,
+};
 pub use registry::{LoadedModel, ModelRegistry, RefusedModel};
 pub use repository::{Repository, RepositoryError};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::contract::{ContractError, ModelContract};
+use super::contract::{checked_calibration, CalibratedThreshold, ContractError, ModelContract};
 use crate::backend::{Device, OrtRuntime, StepError, StepSession};
 use crate::engine::{Engine, EngineConfig};
 
@@ -49,6 +49,9 @@ pub struct EnsembleSpec {
     /// How the ensemble was made (free-form).
     #[serde(default)]
     pub training: Option<serde_json::Value>,
+    /// The ensemble's own calibration table (a member's does not hold for the ensemble).
+    #[serde(default)]
+    pub calibration: Option<Vec<CalibratedThreshold>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +275,11 @@ fn open_ensemble(
     if let Some(training) = spec.training {
         contract.training = training;
     }
+    // A member's table was calibrated for that member alone.
+    contract.calibration = match spec.calibration {
+        None => Vec::new(),
+        Some(table) => checked_calibration(table).map_err(|reason| fail(format!("calibration: {reason}")))?,
+    };
     Ok((contract, sessions))
 }
 

@@ -9,51 +9,20 @@ trained on it, and the server's tests, see the same held-out set.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from . import event_digits
-from .events import EventBinning, bin_events
+from .data_types import SPLIT_SEED, Dataset, Split
+from .events import bin_events
 
-if TYPE_CHECKING:
-    from .real_data import BinnedFrames
+__all__ = ["DATASETS", "SPLIT_SEED", "Dataset", "Split", "load_dataset", "to_frames"]
 
 HELD_OUT_FRACTION = 0.2
-SPLIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class Split:
-    #: float32, [N, *input_shape] (static) or [N, T, *frame_shape] (events); the real event data sets
-    #: bin on access (:class:`spiketrain.real_data.BinnedFrames`), indexed like an array.
-    inputs: np.ndarray | BinnedFrames
-    targets: np.ndarray  # int64, [N]
-    #: Raw events per sample ([n, 4] int64: x, y, t, p), for event data sets.
-    events: Sequence[np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    input_kind: str  # "static": one frame fed at every timestep; "events": raw events binned per timestep
-    labels: list[str]
-    input_description: str
-    train: Split
-    held_out: Split
-    binning: EventBinning | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The shape of one timestep's frame."""
-        if self.input_kind == "events":
-            return tuple(self.train.inputs.shape[2:])
-        return tuple(self.train.inputs.shape[1:])
 
 
 def _limit(split: Split, limit: int | None) -> Split:
@@ -116,7 +85,9 @@ def load_event_digits(timesteps: int, limit: int | None = None) -> Dataset:
 
 
 #: Every data set ``--dataset`` takes; the last four are read from ``--data-dir`` (:mod:`spiketrain.real_data`).
-DATASETS = ("digits", "event-digits", "nmnist", "dvs-gesture", "cifar10-dvs", "cifar10")
+DATASETS = ("digits", "event-digits", "mnist-events", "mnist", "nmnist", "dvs-gesture", "cifar10-dvs", "cifar10")
+#: Data sets built from what the environment already has (no ``--data-dir``).
+BUNDLED_DATASETS = ("digits", "event-digits", "mnist-events", "mnist")
 
 
 def load_dataset(name: str, limit: int | None = None, timesteps: int = 8, data_dir: Path | None = None) -> Dataset:
@@ -124,6 +95,14 @@ def load_dataset(name: str, limit: int | None = None, timesteps: int = 8, data_d
         return load_digits_dataset(limit)
     if name == "event-digits":
         return load_event_digits(timesteps, limit)
+    if name == "mnist-events":
+        from .mnist_events import load_mnist_events
+
+        return load_mnist_events(timesteps, limit)
+    if name == "mnist":
+        from .mnist_events import load_mnist_static
+
+        return load_mnist_static(limit)
     if name in DATASETS:
         from .real_data import load_real_dataset
 

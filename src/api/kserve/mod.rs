@@ -5,7 +5,10 @@
 //! Inputs: `x` (FP32, or any numeric type), the model's frame for static models or `[n, *frame]`
 //! frames, optionally with a leading batch dimension of 1; or, for event models, `events` (INT64
 //! `[N, 4]` rows of x, y, t_us, p). Parameters: `threshold`, `min_timesteps`, `max_timesteps`,
-//! `max_variance`, `priority` (0 to 3, higher first) and `timeout` (microseconds) as the latency budget.
+//! `max_variance`, `priority` (0 to 3, higher first), `max_accuracy_drop` (percentage points, instead of
+//! `threshold`: picks the model's calibrated threshold) and `timeout` (microseconds) as the latency budget.
+//! Answers carry the response parameters `threshold` (what the request ran with) and, for a budget,
+//! `max_accuracy_drop` (the calibration row used).
 //!
 //! Outputs: `probabilities` (FP32 `[1, classes]`), `class_index` (INT64 `[1]`), `label` (BYTES
 //! `[1]`), `confidence` (FP32 `[1]`), `timesteps` (INT64 `[1]`), `exit_reason` (BYTES `[1]`), and
@@ -272,6 +275,7 @@ fn policy_params(parameters: &BTreeMap<String, Parameter>) -> Result<PolicyParam
         latency_budget_ms: timeout_us.map(|us| us / 1e3),
         max_variance: number("max_variance")?,
         priority: count("priority")?.map(|p| p as u64),
+        max_accuracy_drop: number("max_accuracy_drop")?,
     })
 }
 
@@ -327,6 +331,16 @@ pub fn answer_outputs(model: &LoadedModel, answer: &AnytimeAnswer) -> Vec<Output
     );
     outputs.insert(5, scalar("exit_reason", OutputData::Bytes(vec![answer.exit_reason.as_str().to_owned()])));
     outputs
+}
+
+/// The answer's response-level parameters: the threshold the request ran with and, when it gave a
+/// budget, the calibration row's `max_accuracy_drop`.
+pub fn answer_parameters(answer: &AnytimeAnswer) -> Vec<(&'static str, f64)> {
+    let mut parameters = vec![("threshold", answer.threshold)];
+    if let Some(budget) = answer.max_accuracy_drop {
+        parameters.push(("max_accuracy_drop", budget));
+    }
+    parameters
 }
 
 /// A partial prediction (one timestep) as named outputs; like the answer without `exit_reason`.
@@ -426,6 +440,12 @@ pub fn config_parameters(model: &LoadedModel) -> BTreeMap<String, String> {
     ]);
     if let Some(binning) = &contract.events {
         parameters.insert("events".to_owned(), serde_json::to_string(binning).unwrap_or_default());
+    }
+    if !contract.calibration.is_empty() {
+        parameters.insert(
+            "calibration".to_owned(),
+            serde_json::to_string(&contract.calibration).unwrap_or_default(),
+        );
     }
     parameters
 }
