@@ -36,6 +36,11 @@ event camera (``spiketrain.event_digits``; deterministic, the seed is the sample
     PYTHONPATH=training .venv/bin/python benchmarks/anytime_eval.py --grpc 127.0.0.1:8001 \\
         --models digits event-digits-str --thresholds 0.9 1.0 --limit 40
 
+``--budgets 0.5 1`` also asks every model that has a calibration table with ``max_accuracy_drop``
+(percentage points) instead of a threshold: the server must pick the table's threshold for the largest
+budget not above it (the answer's ``threshold`` and ``max_accuracy_drop`` parameters say which), and
+every sample's exit must equal the offline evaluation at that threshold.
+
 ``--start`` runs ``target/release/spikeserve`` (or ``--bin`` / ``SPIKESERVE_BIN``) on free loopback
 ports with ``ORT_DYLIB_PATH`` from the environment (else the ``.venv``'s onnxruntime library) and
 stops it at the end.
@@ -139,6 +144,45 @@ def load_model(models_dir: Path, name: str) -> ModelInfo:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One way of asking: a threshold, or an accuracy-drop budget the server turns into its calibrated
+    threshold (``threshold`` is then the table's, which the offline evaluation runs)."""
+
+    key: str  # request ids are KEY/INDEX
+    threshold: float
+    parameters: dict[str, float]
+    budget: float | None = None  # the budget asked
+    table_budget: float | None = None  # the table row the server must pick
+
+
+def calibration_table(model: ModelInfo) -> list[dict[str, float]]:
+    """The model's calibration table as the server reads it (ensemble.json, else the graph's metadata)."""
+    spec_path = model.directory / "ensemble.json"
+    if spec_path.exists():
+        return list(json.loads(spec_path.read_text()).get("calibration", []))
+    return list(json.loads(_metadata(model.members[0]).get("calibration", "[]")))
+
+
+def settings_for(model: ModelInfo, thresholds: Sequence[float], budgets: Sequence[float]) -> list[Setting]:
+    settings = [Setting(repr(float(t)), float(t), {"threshold": float(t)}) for t in thresholds]
+    table = sorted(calibration_table(model), key=lambda row: row["max_accuracy_drop"])
+    for budget in budgets:
+        rows = [row for row in table if row["max_accuracy_drop"] <= budget]
+        if rows:  # models without a table (or below its smallest budget) are not asked
+            row = rows[-1]
+            settings.append(
+                Setting(
+                    f"budget:{budget!r}",
+                    float(row["threshold"]),
+                    {"max_accuracy_drop": float(budget)},
+                    budget=float(budget),
+                    table_budget=float(row["max_accuracy_drop"]),
+                )
+            )
+    return settings
+
+
+@dataclass(frozen=True)
 class Samples:
     requests: list[np.ndarray]  # what is sent: the frame [1, *frame] (static) or events [n, 4] int64
     frames: np.ndarray  # [T, N, *frame] float32, what the offline evaluation steps
@@ -146,10 +190,19 @@ class Samples:
     source: str
 
 
+#: Event data sets whose held-out (test) split the training job's simulator regenerates.
+SIMULATED = ("event-digits", "mnist-events")
+
+
 @functools.cache
-def simulated_heldout(limit: int | None) -> tuple[list[np.ndarray], np.ndarray]:
-    """The training job's held-out split of ``event-digits`` through its simulated event camera (only
-    that split; shared by the event models of one run)."""
+def simulated_heldout(dataset: str, limit: int | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The training job's held-out split of a simulated event data set (``event-digits``: only that
+    split; ``mnist-events``: its test split, from the simulator's cache); shared by one run's models."""
+    if dataset == "mnist-events":
+        held_out = data.load_dataset("mnist-events", timesteps=10).held_out
+        assert held_out.events is not None
+        raw = [np.asarray(e, dtype=np.int64) for e in held_out.events[:limit]]
+        return raw, held_out.targets[:limit]
     *_, images, targets, indices = data._digit_split(limit)
     raw = [event_digits.simulate(image[0], int(i)) for image, i in zip(images, indices, strict=True)]
     return raw, targets
@@ -166,10 +219,10 @@ def load_samples(model: ModelInfo, limit: int | None, heldout_json_only: bool) -
     if model.input_kind != "events" or model.binning is None:
         raise SystemExit(f"anytime_eval: {model.name}: unsupported input kind {model.input_kind!r}")
     shipped = [np.asarray(e, dtype=np.int64).reshape(-1, 4) for e in heldout["events"]]
-    if heldout_json_only or model.dataset != "event-digits":
+    if heldout_json_only or model.dataset not in SIMULATED:
         raw, targets, source = shipped[:limit], shipped_targets[:limit], "heldout.json"
     else:
-        regenerated, targets = simulated_heldout(limit)
+        regenerated, targets = simulated_heldout(model.dataset, limit)
         for i, events in enumerate(shipped[: len(regenerated)]):
             problems = event_digits.regeneration_differences(events, regenerated[i], model.binning.bins)
             if problems or shipped_targets[i] != targets[i]:
@@ -183,7 +236,7 @@ def load_samples(model: ModelInfo, limit: int | None, heldout_json_only: bool) -
         kept = min(len(shipped), len(regenerated))
         raw = [*shipped[:kept], *regenerated[kept:]]
         source = (
-            f"heldout.json's first {kept}, then spiketrain.event_digits (held-out split; the shipped samples "
+            f"heldout.json's first {kept}, then the training job's simulator (held-out split; the shipped samples "
             f"regenerate within {event_digits.REGENERATION_TOLERANCE:g})"
         )
     binned = np.stack([bin_events(e, model.binning) for e in raw])
@@ -305,6 +358,8 @@ class Answer:
     responses: int = 0
     steps_seen: list[int] = field(default_factory=list)
     final: bool = False
+    threshold: float | None = None  # response parameters of the final answer
+    budget: float | None = None
 
 
 def _scalar(result: grpcclient.InferResult, name: str) -> Any:
@@ -353,12 +408,16 @@ class StreamRun:
                 answer.exit_reason = str(_scalar(result, "exit_reason"))
                 uncertainty = _scalar(result, "uncertainty")
                 answer.uncertainty = None if uncertainty is None else float(uncertainty)
+                if "threshold" in response.parameters:
+                    answer.threshold = response.parameters["threshold"].double_param
+                if "max_accuracy_drop" in response.parameters:
+                    answer.budget = response.parameters["max_accuracy_drop"].double_param
                 self.finished += 1
                 self.done.notify_all()
         if final:
             self.slots.release()
 
-    def send(self, model: str, request: np.ndarray, request_id: str, threshold: float) -> bool:
+    def send(self, model: str, request: np.ndarray, request_id: str, parameters: dict[str, float]) -> bool:
         """Sends one request once a slot is free; False when the stream has broken."""
         if request.dtype == np.int64:
             tensor = grpcclient.InferInput("events", list(request.shape), "INT64")
@@ -374,7 +433,7 @@ class StreamRun:
         with self.lock:
             self.sent += 1
         try:
-            self.client.async_stream_infer(model, [tensor], request_id=request_id, parameters={"threshold": threshold})
+            self.client.async_stream_infer(model, [tensor], request_id=request_id, parameters=parameters)
         except InferenceServerException as error:
             with self.lock:
                 self.errors.append(str(error))
@@ -399,7 +458,7 @@ def stream_model(
     address: str,
     model: ModelInfo,
     samples: Samples,
-    thresholds: Sequence[float],
+    settings: Sequence[Setting],
     concurrency: int,
     timeout_s: float,
 ) -> tuple[dict[str, Answer], list[str], float]:
@@ -409,9 +468,9 @@ def stream_model(
     try:
         client.start_stream(callback=run.callback)
         try:
-            requests = [(t, i, r) for t in thresholds for i, r in enumerate(samples.requests)]
-            for threshold, i, request in requests:
-                if not run.send(model.name, request, f"{threshold!r}/{i}", float(threshold)):
+            requests = [(setting, i, r) for setting in settings for i, r in enumerate(samples.requests)]
+            for setting, i, request in requests:
+                if not run.send(model.name, request, f"{setting.key}/{i}", setting.parameters):
                     break
             if not run.wait(timeout_s):
                 run.errors.append(f"timed out after {timeout_s} s with {run.sent - run.finished} requests unanswered")
@@ -429,20 +488,31 @@ def stream_model(
 def compare(
     model: ModelInfo,
     offline: Offline,
-    threshold: float,
+    setting: Setting,
     answers: dict[str, Answer],
     count: int,
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """(mismatches, tolerated differences) of one threshold."""
+    """(mismatches, tolerated differences) of one setting."""
+    threshold = setting.threshold
     run = offline.runs[threshold]
     mismatches: list[dict[str, object]] = []
     tolerated: list[dict[str, object]] = []
     for i in range(count):
-        answer = answers.get(f"{threshold!r}/{i}")
+        answer = answers.get(f"{setting.key}/{i}")
         base: dict[str, object] = {"model": model.name, "threshold": threshold, "sample": i}
+        if setting.budget is not None:
+            base["max_accuracy_drop"] = setting.budget
         if answer is None or not answer.final:
             mismatches.append({**base, "problem": "no final response"})
             continue
+        if (answer.threshold, answer.budget) != (threshold, setting.table_budget):
+            mismatches.append(
+                {
+                    **base,
+                    "problem": f"the server ran threshold {answer.threshold} for budget {answer.budget}; "
+                    f"the table says {threshold} for {setting.table_budget}",
+                }
+            )
         expected_exit = int(run.result.exit_timesteps[i])
         expected_class = int(run.result.predictions[i])
         expected_reason = run.reasons[i]
@@ -470,19 +540,19 @@ def summarise(
     model: ModelInfo,
     offline: Offline,
     samples: Samples,
-    thresholds: Sequence[float],
+    settings: Sequence[Setting],
     answers: dict[str, Answer],
 ) -> list[dict[str, object]]:
     count = len(samples.targets)
-    server_rows: dict[float, dict[str, Any]] = {}
-    for threshold in thresholds:
-        finals = [answers.get(f"{threshold!r}/{i}") for i in range(count)]
+    server_rows: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        finals = [answers.get(f"{setting.key}/{i}") for i in range(count)]
         got = [a for a in finals if a is not None and a.final]
         correct = sum(
             1 for i, a in enumerate(finals) if a is not None and a.final and a.class_index == samples.targets[i]
         )
         uncertainties = [a.uncertainty for a in got if a.uncertainty is not None]
-        server_rows[threshold] = {
+        server_rows[setting.key] = {
             "answered": len(got),
             "accuracy": correct / count,
             "mean_timesteps": sum(a.timesteps for a in got) / len(got) if got else None,
@@ -490,15 +560,28 @@ def summarise(
             "exit_reasons": dict(sorted(Counter(a.exit_reason for a in got).items())),
         }
     # Full T: the server's own threshold-1.0 run when swept, else the offline figure (which it must equal).
-    accuracy_at_t = server_rows[1.0]["accuracy"] if 1.0 in server_rows else offline.accuracy_at_t
+    full = repr(1.0)
+    accuracy_at_t = server_rows[full]["accuracy"] if full in server_rows else offline.accuracy_at_t
     rows = []
-    for threshold in thresholds:
-        server = server_rows[threshold]
-        result = offline.runs[threshold].result
+    for setting in settings:
+        server = server_rows[setting.key]
+        result = offline.runs[setting.threshold].result
         variances = getattr(result, "variances", None)
+        right_at_t = offline.runs[1.0].result.predictions == samples.targets
+        right = result.predictions == samples.targets
+        # The paired standard error of the drop (the offline exits are the server's: compared above).
+        drop_se = float(np.sqrt((right_at_t & ~right).sum() + (~right_at_t & right).sum()) / count)
         rows.append(
             {
-                "threshold": threshold,
+                "threshold": setting.threshold,
+                "max_accuracy_drop": setting.budget,
+                "table_budget": setting.table_budget,
+                "drop_standard_error": drop_se,
+                "compute_reduction": (
+                    model.timesteps / (len(model.members) * server["mean_timesteps"])
+                    if server["mean_timesteps"]
+                    else None
+                ),
                 "samples": count,
                 "accuracy": server["accuracy"],
                 "mean_timesteps": server["mean_timesteps"],
@@ -522,6 +605,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _setting(row: dict[str, Any]) -> str:
+    if row.get("max_accuracy_drop") is None:
+        return f"{row['threshold']:g}"
+    return f"{row['threshold']:.4g} (budget {row['max_accuracy_drop']:g})"
+
+
 def _pct(value: float) -> str:
     return f"{value * 100:.2f}"
 
@@ -542,7 +631,8 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         "",
         "Accuracy and average timesteps are the server's; speedup is T / average timesteps; the drop is "
         "against running all T steps (threshold 1.0), in percentage points; uncertainty is the ensemble "
-        "members' mean variance on the chosen class at exit.",
+        "members' mean variance on the chosen class at exit. A row asked with an accuracy budget "
+        "(`max_accuracy_drop`) shows the calibrated threshold the server picked, then the budget.",
         "",
         "| model | variant | T | samples | threshold | accuracy % | avg timesteps | speedup (x) | drop vs T (pp) "
         "| mean uncertainty | exits: confident / max_timesteps |",
@@ -553,7 +643,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
             reasons = row["exit_reasons"]
             uncertainty = "" if row["mean_uncertainty"] is None else f"{row['mean_uncertainty']:.2e}"
             lines.append(
-                f"| `{name}` | {entry['variant']} | {entry['timesteps']} | {row['samples']} | {row['threshold']:g} "
+                f"| `{name}` | {entry['variant']} | {entry['timesteps']} | {row['samples']} | {_setting(row)} "
                 f"| {_pct(row['accuracy'])} | {_fmt(row['mean_timesteps'], '.3f')} | {_fmt(row['speedup'], '.2f')} "
                 f"| {row['accuracy_drop'] * 100:+.2f} | {uncertainty} "
                 f"| {reasons.get('confident', 0)} / {reasons.get('max_timesteps', 0)} |"
@@ -627,6 +717,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--thresholds", nargs="+", type=float, default=list(DEFAULT_THRESHOLDS))
+    parser.add_argument(
+        "--budgets",
+        nargs="*",
+        type=float,
+        default=[],
+        help="also ask with max_accuracy_drop (percentage points) on models with a calibration table",
+    )
     parser.add_argument("--limit", type=int, default=None, help="the first N held-out samples per model")
     parser.add_argument("--heldout-json-only", action="store_true", help="event models: heldout.json's samples only")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight on the stream")
@@ -656,22 +753,23 @@ def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
         model = load_model(args.models_dir, name)
         t0 = time.perf_counter()
         samples = load_samples(model, args.limit, args.heldout_json_only)
-        offline = offline_evaluation(model, samples, [*args.thresholds, *eval_json_thresholds(model)])
+        settings = settings_for(model, args.thresholds, args.budgets)
+        offline = offline_evaluation(
+            model, samples, [*args.thresholds, *(s.threshold for s in settings), *eval_json_thresholds(model)]
+        )
         eval_check = check_against_eval_json(model, offline, samples)
         offline_s = time.perf_counter() - t0
-        answers, errors, server_s = stream_model(
-            address, model, samples, args.thresholds, args.concurrency, args.timeout_s
-        )
+        answers, errors, server_s = stream_model(address, model, samples, settings, args.concurrency, args.timeout_s)
         for error in errors:
             mismatches.append({"model": name, "problem": f"stream error: {error}"})
         if eval_check.get("checked") and not eval_check.get("ok"):
             mismatches.append({"model": name, "problem": "offline evaluation differs from eval.json", **eval_check})
-        for threshold in args.thresholds:
-            m, t = compare(model, offline, threshold, answers, len(samples.targets))
+        for setting in settings:
+            m, t = compare(model, offline, setting, answers, len(samples.targets))
             mismatches += m
             tolerated += t
             compared += len(samples.targets)
-        rows = summarise(model, offline, samples, args.thresholds, answers)
+        rows = summarise(model, offline, samples, settings, answers)
         models[name] = {
             "variant": model.variant,
             "dataset": model.dataset,
@@ -683,12 +781,12 @@ def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
             "offline_vs_eval_json": eval_check,
             "offline_s": offline_s,
             "server_s": server_s,
-            "requests_per_s": len(samples.targets) * len(args.thresholds) / server_s,
+            "requests_per_s": len(samples.targets) * len(settings) / server_s,
             "results": rows,
         }
         bad = sum(1 for m in mismatches if m.get("model") == name)
         print(
-            f"{name}: {len(samples.targets)} samples x {len(args.thresholds)} thresholds; offline {offline_s:.1f} s, "
+            f"{name}: {len(samples.targets)} samples x {len(settings)} settings; offline {offline_s:.1f} s, "
             f"server {server_s:.1f} s; {bad} mismatches",
             file=sys.stderr,
         )
@@ -699,6 +797,7 @@ def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
         "started_server": bool(args.start),
         "concurrency": args.concurrency,
         "thresholds": args.thresholds,
+        "budgets": args.budgets,
         "limit": args.limit,
         "tolerance": {
             "near_threshold": NEAR_THRESHOLD,
@@ -736,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, entry in report["models"].items():
         for row in entry["results"]:
             print(
-                f"{name:18} t={row['threshold']:<6g} accuracy {row['accuracy'] * 100:6.2f}%  "
+                f"{name:18} t={_setting(row):<6} accuracy {row['accuracy'] * 100:6.2f}%  "
                 f"avg timesteps {_fmt(row['mean_timesteps'], '6.3f')}  speedup {_fmt(row['speedup'], '5.2f')}  "
                 f"drop {row['accuracy_drop'] * 100:+.2f} pp"
                 + ("" if row["mean_uncertainty"] is None else f"  uncertainty {row['mean_uncertainty']:.2e}")

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "anytime_eval.py"
 MODELS = ("digits", "event-digits-str")
 THRESHOLDS = (0.9, 1.0)
+#: Asked as max_accuracy_drop of the models with a calibration table (digits; event-digits-str has none).
+BUDGETS = (0.5, 2.0)
 LIMIT = 40
 
 
@@ -33,6 +35,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedP
         *MODELS,
         "--thresholds",
         *(str(t) for t in THRESHOLDS),
+        "--budgets",
+        *(str(b) for b in BUDGETS),
         "--limit",
         str(LIMIT),
         "--json",
@@ -61,7 +65,8 @@ def test_json_report(run: tuple[subprocess.CompletedProcess[str], Path]) -> None
     assert report["started_server"] is True
     assert report["thresholds"] == list(THRESHOLDS)
     assert report["limit"] == LIMIT
-    assert report["compared"] == len(MODELS) * len(THRESHOLDS) * LIMIT
+    assert report["budgets"] == list(BUDGETS)
+    assert report["compared"] == (len(MODELS) * len(THRESHOLDS) + len(BUDGETS)) * LIMIT
     assert report["tolerance"]["near_threshold"] == 1e-9
     assert list(report["models"]) == list(MODELS)
     expected = {"digits": ("single", 8), "event-digits-str": ("STR ensemble", 10)}
@@ -70,8 +75,18 @@ def test_json_report(run: tuple[subprocess.CompletedProcess[str], Path]) -> None
         assert entry["variant"] == variant
         assert entry["timesteps"] == timesteps
         assert entry["samples"] == LIMIT
-        rows = {row["threshold"]: row for row in entry["results"]}
+        rows = {row["threshold"]: row for row in entry["results"] if row["max_accuracy_drop"] is None}
         assert sorted(rows) == sorted(THRESHOLDS)
+        budgeted = [row for row in entry["results"] if row["max_accuracy_drop"] is not None]
+        if name == "digits":
+            table = json.loads((REPO / "models" / "digits" / "eval.json").read_text())["calibration"]["table"]
+            by_budget = {row["max_accuracy_drop"]: row["threshold"] for row in table}
+            assert [row["max_accuracy_drop"] for row in budgeted] == list(BUDGETS)
+            for row in budgeted:
+                assert row["threshold"] == by_budget[row["table_budget"]]
+                assert row["accuracy"] == pytest.approx(row["offline"]["accuracy"], abs=1e-12)
+        else:
+            assert budgeted == []  # no calibration table: not asked
         full = rows[1.0]
         assert full["mean_timesteps"] == timesteps
         assert full["speedup"] == 1.0
