@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
@@ -26,6 +26,8 @@ help:
 	@echo "make train-event-digits - retrain models/event-digits (simulated event camera)"
 	@echo "make bench  - engine benchmark"
 	@echo "make bench-deadlines - latency budgets under overload: deadline-aware admission against FIFO"
+	@echo "make study  - the STR study on mnist-events (hours): report and the shipped models/mnist-events"
+	@echo "make calibrate - re-calibrate the shipped digits and event-digits models (budget -> threshold)"
 
 # --no-cache-dir: a CI machine's disk is small, and a cached copy of torch's CUDA wheels would double
 # the 5 GB the environment needs.
@@ -109,11 +111,25 @@ bench-deadlines: venv build
 
 bench-anytime: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) benchmarks/anytime_eval.py --start \
+		--models digits digits-tet digits-str event-digits event-digits-tet event-digits-str mnist-events \
+		--budgets 0.1 0.25 0.5 1 2 \
 		--json benchmarks/results/anytime_eval.json --markdown benchmarks/results/anytime_eval.md \
 		--plot benchmarks/results/anytime_eval.png
 
 train-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset digits --timesteps 8 --out ../models/digits
+
+# The STR study on mnist-events (real MNIST through the simulated event camera): alpha screen, TET against
+# STR(alpha*) on 8 paired seeds, ablations, RCS; then the report (models/mnist-events-comparison.*) and the
+# shipped ensemble (models/mnist-events, the recipe that wins on the calibration split). Hours of CPU, two
+# single-threaded runs at a time, niced; rerunning resumes where it stopped (runs in training/.cache/study).
+study: venv
+	cd training && ../$(PY) -m spiketrain.study train --root .cache/study --jobs 2
+	cd training && ../$(PY) -m spiketrain.study ship --root .cache/study
+
+# Re-calibrates the shipped single models (budget -> threshold, default = the 0.5 pt threshold) without retraining.
+calibrate: venv
+	cd training && ../$(PY) -m spiketrain.calibrate --model ../models/digits ../models/event-digits
 
 train-event-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset event-digits --timesteps 10 --epochs 30 --out ../models/event-digits

@@ -73,17 +73,20 @@ def str_args(alpha: float) -> list[str]:
 
 
 def screen_runs() -> list[Run]:
-    runs = [Run(alpha_arm(a), s, str_args(a)) for a in SCREEN_ALPHAS for s in SCREEN_SEEDS]
-    runs += [Run("tet-no-augment", s, ["--augment", "none"]) for s in SCREEN_SEEDS]
-    return runs
+    """Seed by seed, so that an interrupted screen has every alpha at least once."""
+    return [Run(alpha_arm(a), s, str_args(a)) for s in SCREEN_SEEDS for a in SCREEN_ALPHAS]
 
 
-def paired_runs(best_alpha: float) -> list[Run]:
-    runs = []
-    for s in PAIRED_SEEDS:
-        runs.append(Run("tet", s))
-        runs.append(Run(alpha_arm(best_alpha), s, str_args(best_alpha)))
-    return runs
+def no_augment_runs() -> list[Run]:
+    return [Run("tet-no-augment", s, ["--augment", "none"]) for s in SCREEN_SEEDS]
+
+
+def tet_runs() -> list[Run]:
+    return [Run("tet", s) for s in PAIRED_SEEDS]
+
+
+def str_runs(best_alpha: float) -> list[Run]:
+    return [Run(alpha_arm(best_alpha), s, str_args(best_alpha)) for s in PAIRED_SEEDS]
 
 
 def rcs_runs() -> list[Run]:
@@ -97,9 +100,19 @@ def rcs_arm() -> str:
 def ablation_runs(best_alpha: float) -> list[Run]:
     return [
         Run(f"{alpha_arm(best_alpha)}-{name}", s, str_args(best_alpha) + extra)
-        for name, extra in ABLATIONS.items()
         for s in SCREEN_SEEDS
+        for name, extra in ABLATIONS.items()
     ]
+
+
+def _unique(runs: list[Run]) -> list[Run]:
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for run in runs:
+        if (run.arm, run.seed) not in seen:
+            seen.add((run.arm, run.seed))
+            kept.append(run)
+    return kept
 
 
 def train_run(run: Run, root: Path) -> Path:
@@ -175,29 +188,77 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     parser = argparse.ArgumentParser(prog="python -m spiketrain.study", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["train", "report"])
+    parser.add_argument("command", choices=["train", "report", "ship"])
     parser.add_argument("--root", type=Path, default=Path(".cache/study"), help="where the runs are written")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
-    parser.add_argument("--out", type=Path, default=Path("../docs/str-study"), help="report: files are OUT.md, OUT.png")
-    parser.add_argument("--phase", choices=["screen", "paired", "ablations", "rcs", "all"], default="all")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("../models/mnist-events-comparison"),
+        help="report: writes OUT.md, OUT.png and OUT.json",
+    )
+    parser.add_argument(
+        "--model", type=Path, default=Path("../models/mnist-events"), help="ship: the ensemble to write"
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
-        if args.phase in ("screen", "all"):
-            train_all(screen_runs(), args.root, args.jobs)
-        if args.phase in ("paired", "ablations", "all"):
-            best, scores = choose_alpha(args.root)
-            log.info("calibration-split mean timesteps at 0.5 pt by alpha: %s; alpha* = %g", scores, best)
-            (args.root / "alpha.json").write_text(json.dumps({"best": best, "scores": scores}, indent=1) + "\n")
-            if args.phase in ("paired", "all"):
-                train_all(paired_runs(best), args.root, args.jobs)
-            if args.phase in ("ablations", "all"):
-                train_all(ablation_runs(best), args.root, args.jobs)
-        if args.phase in ("rcs", "all"):
-            train_all(rcs_runs(), args.root, args.jobs)
+        # Everything that does not depend on alpha* first (the screen, TET's paired seeds, the
+        # robustness "before"), then what does, then the third arm.
+        independent = [*screen_runs(), no_augment_runs()[0], *tet_runs(), *no_augment_runs()]
+        train_all(_unique(independent), args.root, args.jobs)
+        best, scores = choose_alpha(args.root)
+        log.info("calibration-split mean timesteps at 0.5 pt by alpha: %s; alpha* = %g", scores, best)
+        (args.root / "alpha.json").write_text(json.dumps({"best": best, "scores": scores}, indent=1) + "\n")
+        train_all(_unique([*str_runs(best), *ablation_runs(best)]), args.root, args.jobs)
+        train_all(rcs_runs(), args.root, args.jobs)
         return
     from .study_report import write_report
 
-    write_report(args.root, args.out)
+    summary = write_report(args.root, args.out)
+    if args.command == "ship":
+        ship(args.root, args.model, summary)
+
+
+#: Members of the shipped ensemble: the winning recipe's first seeds.
+SHIPPED_SEEDS = (0, 1, 2)
+
+
+def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
+    """Builds ``models/mnist-events`` from the recipe with the largest mean area under the curve on the
+    calibration split (TET, STR at alpha* or RCS): an ensemble of its first three seeds, calibrated."""
+    import shutil
+
+    from . import calibrate, ensemble
+
+    arms = summary["arms"]
+    assert isinstance(arms, dict)
+    candidates = {
+        arm: float(np.mean([run["calibration_area"] for run in runs]))
+        for arm, runs in arms.items()
+        if not arm.endswith(tuple(ABLATIONS))
+        and arm != "tet-no-augment"
+        and {run["seed"] for run in runs} >= set(SHIPPED_SEEDS)
+    }
+    winner = max(candidates, key=lambda arm: candidates[arm])
+    log.info("calibration-split area under the curve by recipe: %s; shipping %s", candidates, winner)
+    if out.exists():
+        shutil.rmtree(out)
+    members = []
+    for seed in SHIPPED_SEEDS:
+        source = Run(winner, seed).directory(root)
+        target = out / f"seed-{seed}"
+        target.mkdir(parents=True)
+        for name in ("model.onnx", "card.md", "eval.json", "heldout.json"):
+            shutil.copyfile(source / name, target / name)
+        members.append(target.name)
+    ensemble.build(out, members, threads=1)
+    calibrate.calibrate_model(out, threads=1)
+    for member in members:  # the ensemble's own heldout.json is enough (a few MB each)
+        (out / member / "heldout.json").unlink()
+    (out / "recipe.json").write_text(
+        json.dumps({"winner": winner, "calibration_area_by_recipe": candidates, "seeds": SHIPPED_SEEDS}, indent=1)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,253 @@
+"""The STR study's report: every arm on the test split, paired differences with a bootstrap, the choices
+made on the calibration split only. Written by ``python -m spiketrain.study report``.
+
+Per run: the thresholds are chosen on that run's calibration-split logits (:mod:`spiketrain.calibration`),
+then applied to its test-split logits. Per arm: mean and standard deviation over seeds. Paired
+differences (arm minus TET, seed by seed): the mean over the seeds both arms have, with a 95%
+interval from a bootstrap that resamples seeds (pairs) and test samples (the same samples for both
+arms of a pair) and keeps every chosen threshold fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import calibration
+from .study import (
+    ABLATIONS,
+    SCREEN_ALPHAS,
+    SCREEN_SEEDS,
+    TIMESTEPS,
+    alpha_arm,
+    calibration_targets,
+    load_logits,
+    rcs_arm,
+)
+
+BOOTSTRAP = 400
+BOOTSTRAP_SEED = 0
+BUDGET = calibration.DEFAULT_BUDGET_PT
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    seed: int
+    accuracy_at_t: float  # test
+    area: float  # test, normalised area under accuracy against mean timesteps
+    threshold: float  # chosen on calibration for BUDGET
+    speedup: float  # test, at that threshold
+    drop_pt: float  # test, realised
+    drop_se_pt: float
+    calibration_mean_timesteps: float  # at BUDGET, on the calibration split (what choices are made on)
+    calibration_accuracy_at_t: float
+    calibration_area: float
+
+
+def _runs(root: Path, arm: str) -> dict[int, Path]:
+    found = {}
+    for directory in sorted((root / arm).glob("seed-*")):
+        if (directory / "logits.npz").is_file():
+            found[int(directory.name.removeprefix("seed-"))] = directory
+    return found
+
+
+def run_figures(directory: Path, seed: int, cal_targets: np.ndarray, test_targets: np.ndarray) -> RunFigures:
+    logits = load_logits(directory)
+    on_cal = calibration.curve(logits["calibration"][None], cal_targets)
+    i = calibration.choose(on_cal, BUDGET)
+    threshold = float(on_cal.thresholds[i])
+    on_test = calibration.evaluate(logits["test"][None], test_targets, np.array([threshold]))
+    return RunFigures(
+        seed=seed,
+        accuracy_at_t=on_test.accuracy_at_t,
+        area=calibration.curve(logits["test"][None], test_targets).area(),
+        threshold=threshold,
+        speedup=float(TIMESTEPS / on_test.mean_timesteps[0]),
+        drop_pt=float(on_test.drop[0] * 100),
+        drop_se_pt=float(on_test.standard_error[0] * 100),
+        calibration_mean_timesteps=float(on_cal.mean_timesteps[i]),
+        calibration_accuracy_at_t=on_cal.accuracy_at_t,
+        calibration_area=on_cal.area(),
+    )
+
+
+def _resampled(logits: np.ndarray, targets: np.ndarray, threshold: float, sample: np.ndarray) -> tuple[float, ...]:
+    test = logits[:, sample]
+    y = targets[sample]
+    at = calibration.evaluate(test[None], y, np.array([threshold]))
+    return (at.accuracy_at_t * 100, float(TIMESTEPS / at.mean_timesteps[0]), float(at.drop[0] * 100))
+
+
+def paired_bootstrap(
+    root: Path,
+    arm: str,
+    reference: str,
+    seeds: list[int],
+    figures: dict[str, dict[int, RunFigures]],
+    targets: np.ndarray,
+) -> dict[str, tuple[float, float, float]]:
+    """Mean paired difference (arm - reference) and its 95% bootstrap interval, per metric."""
+    names = ("accuracy at T (pt)", "speedup at 0.5 pt (x)", "realised drop (pt)")
+    logits = {(a, s): load_logits(root / a / f"seed-{s}")["test"] for a in (arm, reference) for s in seeds}
+    point = []
+    for s in seeds:
+        mine, theirs = figures[arm][s], figures[reference][s]
+        point.append(
+            (
+                mine.accuracy_at_t * 100 - theirs.accuracy_at_t * 100,
+                mine.speedup - theirs.speedup,
+                mine.drop_pt - theirs.drop_pt,
+            )
+        )
+    means = np.mean(point, axis=0)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = []
+    n = len(targets)
+    for _ in range(BOOTSTRAP):
+        chosen = rng.choice(seeds, size=len(seeds), replace=True)
+        sample = rng.integers(n, size=n)
+        diffs = []
+        for s in chosen:
+            a = _resampled(logits[(arm, s)], targets, figures[arm][s].threshold, sample)
+            b = _resampled(logits[(reference, s)], targets, figures[reference][s].threshold, sample)
+            diffs.append(np.subtract(a, b))
+        draws.append(np.mean(diffs, axis=0))
+    low, high = np.percentile(np.asarray(draws), [2.5, 97.5], axis=0)
+    return {name: (float(means[k]), float(low[k]), float(high[k])) for k, name in enumerate(names)}
+
+
+def _mean_sd(values: list[float], spec: str = ".2f") -> str:
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):{spec}} ± {np.std(values):{spec}}"
+
+
+def write_report(root: Path, out: Path) -> dict[str, object]:
+    cal_targets, test_targets = calibration_targets()
+    alpha_file = root / "alpha.json"
+    best = json.loads(alpha_file.read_text())["best"] if alpha_file.is_file() else None
+    arms = ["tet", "tet-no-augment", *(alpha_arm(a) for a in SCREEN_ALPHAS if a > 0)]
+    if best is not None:
+        arms += [f"{alpha_arm(best)}-{name}" for name in ABLATIONS]
+    arms.append(rcs_arm())
+    figures: dict[str, dict[int, RunFigures]] = {}
+    for arm in arms:
+        runs = _runs(root, arm)
+        if runs:
+            figures[arm] = {s: run_figures(d, s, cal_targets, test_targets) for s, d in runs.items()}
+
+    lines = [
+        "# The STR study on `mnist-events`",
+        "",
+        "Reproduce with `make study` (hours of CPU; resumable). Every run: `mnist-events` (real MNIST through the "
+        "simulated event camera; train 3,000 / calibration 1,000 / test 1,000, one fixed split), T = 10, 30 "
+        "epochs, event augmentation (except `tet-no-augment`), one thread. Thresholds are chosen per run on its "
+        "calibration split for a 0.5 pt budget (drop + 1 paired SE within the budget, fewest mean timesteps); "
+        "everything below the screen is measured on the test split, which chose nothing.",
+        "",
+        "## Screen (calibration split: what alpha* was chosen on)",
+        "",
+        "| arm | seeds | calibration accuracy at T % | calibrated mean timesteps at 0.5 pt | area under the curve |",
+        "|---|---|---|---|---|",
+    ]
+    for alpha in SCREEN_ALPHAS:
+        arm = alpha_arm(alpha)
+        runs = [f for s, f in figures.get(arm, {}).items() if s in SCREEN_SEEDS]
+        accuracy = _mean_sd([r.calibration_accuracy_at_t * 100 for r in runs])
+        steps = _mean_sd([r.calibration_mean_timesteps for r in runs], ".3f")
+        area = _mean_sd([r.calibration_area for r in runs], ".4f")
+        lines.append(f"| {arm} (alpha {alpha:g}) | {len(runs)} | {accuracy} | {steps} | {area} |")
+    lines += ["", f"alpha* = {best}" if best is not None else "alpha*: the screen has not finished.", ""]
+
+    lines += [
+        "## Arms on the test split",
+        "",
+        "| arm | seeds | accuracy at T % | area under the curve | speedup at 0.5 pt (x) | realised drop (pt) | "
+        "calibration split: mean timesteps at 0.5 pt |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, runs in figures.items():
+        r = list(runs.values())
+        accuracy = _mean_sd([x.accuracy_at_t * 100 for x in r])
+        area = _mean_sd([x.area for x in r], ".4f")
+        steps = _mean_sd([x.calibration_mean_timesteps for x in r], ".3f")
+        lines.append(
+            f"| {arm} | {len(r)} | {accuracy} | {area} | {_mean_sd([x.speedup for x in r])} | "
+            f"{_mean_sd([x.drop_pt for x in r])} | {steps} |"
+        )
+
+    comparisons: dict[str, object] = {}
+    lines += [
+        "",
+        "## Paired differences against TET (same seeds)",
+        "",
+        f"Mean over the shared seeds, 95% interval from {BOOTSTRAP} bootstrap draws over seeds and test samples.",
+        "",
+        "| arm - TET | seeds | accuracy at T (pt) | speedup at 0.5 pt (x) | realised drop (pt) |",
+        "|---|---|---|---|---|",
+    ]
+    for arm in figures:
+        if arm in ("tet", "tet-no-augment"):
+            continue
+        seeds = sorted(set(figures[arm]) & set(figures.get("tet", {})))
+        if len(seeds) < 2:
+            continue
+        result = paired_bootstrap(root, arm, "tet", seeds, figures, test_targets)
+        comparisons[arm] = {"seeds": seeds, **{k: list(v) for k, v in result.items()}}
+        cells = " | ".join(f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in result.values())
+        lines.append(f"| {arm} | {len(seeds)} | {cells} |")
+
+    lines += ["", "## Robustness (test split, accuracy at T %; mean over seeds)", ""]
+    lines += ["| arm | clean | shifted ±2 px | shifted ±4 px | noisier |", "|---|---|---|---|---|"]
+    for arm in ("tet-no-augment", "tet"):
+        evals = [json.loads((root / arm / f"seed-{s}" / "eval.json").read_text()) for s in figures.get(arm, {})]
+        if not evals:
+            continue
+        cells = []
+        for variant in ("clean", "shifted ±2 px", "shifted ±4 px", "noisier"):
+            cells.append(_mean_sd([e["robustness"][variant]["accuracy_at_t"] * 100 for e in evals]))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _plot(root, figures, out.with_suffix(".png"), test_targets)
+    summary = {
+        "alpha_star": best,
+        "arms": {arm: [vars(f) for f in runs.values()] for arm, runs in figures.items()},
+        "paired_against_tet": comparisons,
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+def _plot(root: Path, figures: dict[str, dict[int, RunFigures]], path: Path, targets: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(1.0, TIMESTEPS, 91)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for arm, runs in figures.items():
+        curves = []
+        for seed in runs:
+            points = calibration.curve(load_logits(root / arm / f"seed-{seed}")["test"][None], targets)
+            order = np.argsort(points.mean_timesteps, kind="stable")
+            # The best accuracy reachable within each mean-timestep budget (the curve's upper envelope).
+            envelope = np.maximum.accumulate(points.accuracy[order])
+            curves.append(np.interp(grid, points.mean_timesteps[order], envelope) * 100)
+        axes.plot(grid, np.mean(curves, axis=0), label=f"{arm} ({len(curves)} seeds)")
+    axes.set_xlabel("mean timesteps (test split)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("mnist-events: accuracy against mean timesteps, mean over seeds")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
