@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from . import anytime, calibration
+from . import anytime, calibration, ensemble
+from .cards import write_card
 from .data import Dataset, load_dataset, to_frames
 from .export import METADATA_PREFIX, onnx_logits, open_session, update_metadata
 
@@ -95,8 +96,21 @@ def calibrate_model(directory: Path, threads: int = 1, data_dir: Path | None = N
     evaluation["anytime_at_default_threshold"] = anytime.summary(default, timesteps, with_samples=True)
     evaluation["calibration"] = section
     evaluation_file.write_text(json.dumps(evaluation, indent=1) + "\n")
+    # The card's figures at the default threshold change with it: rewrite it whole.
+    if spec is not None:
+        ensemble.write_card(directory, evaluation)
+    else:
+        metadata = {key: _json_or_text(value) for key, value in _metadata(member_files[0]).items()}
+        write_card(directory / "card.md", directory.name, metadata, evaluation)
     write_calibration_card(directory / "card.md", section, threshold)
     return section
+
+
+def _json_or_text(value: str) -> object:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 CARD_SECTION = "## Calibrated exits"

@@ -16,7 +16,7 @@ def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mappi
         "",
         f"{metadata['input_description']}. Input kind `{metadata['input_kind']}`; "
         f"{metadata['num_classes']} classes; T = {metadata['timesteps']} timesteps; "
-        f"default confidence threshold {metadata['default_threshold']}."
+        f"default confidence threshold {float(metadata['default_threshold']):.4f}."
         + (f" Event binning: {metadata['events']}." if "events" in metadata else ""),
         "",
         "## Training",
@@ -36,7 +36,7 @@ def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mappi
         "|---|" + "---|" * len(steps),
         "| accuracy | " + " | ".join(f"{a * 100:.2f}" for a in steps) + " |",
         "",
-        f"**Anytime at the default threshold {report['default_threshold']}: accuracy "
+        f"**Anytime at the default threshold {float(report['default_threshold']):.4f}: accuracy "
         f"{at_default['accuracy'] * 100:.2f}%, mean timesteps {at_default['mean_timesteps']:.3f} "
         f"({at_default['speedup']:.2f}x fewer than T).**",
         "",

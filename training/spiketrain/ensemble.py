@@ -82,11 +82,11 @@ def build(out: Path, members: list[str], threads: int = 1, data_dir: Path | None
     (out / "ensemble.json").write_text(json.dumps(spec, indent=1) + "\n")
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
     shutil.copyfile(out / members[0] / "heldout.json", out / "heldout.json")
-    _write_card(out, report)
+    write_card(out, report)
     return report
 
 
-def _write_card(out: Path, report: dict[str, object]) -> None:
+def write_card(out: Path, report: dict[str, object]) -> None:
     steps = report["accuracy_per_timestep"]
     members = report["member_accuracy_per_timestep"]
     auroc = report["variance_auroc_per_timestep"]
@@ -115,7 +115,7 @@ def _write_card(out: Path, report: dict[str, object]) -> None:
         "| mean variance | " + " | ".join(f"{v:.2e}" for v in variance) + " |",
         "| variance AUROC (wrong vs right) | " + " | ".join("n/a" if a is None else f"{a:.3f}" for a in auroc) + " |",
         "",
-        f"**Anytime at the default threshold {report['default_threshold']}: accuracy "
+        f"**Anytime at the default threshold {float(report['default_threshold']):.4f}: accuracy "
         f"{at_default['accuracy'] * 100:.2f}%, mean timesteps {at_default['mean_timesteps']:.3f} "
         f"({at_default['speedup']:.2f}x fewer than T).**",
         "",

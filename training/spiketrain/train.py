@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from . import anytime, calibration
 from .augment import AUGMENTATIONS, NOISIER_EXTRA_EVENTS, SHIFTS, augmented_frames, bin_batch, shift_events, with_noise
+from .calibrate import write_calibration_card
 from .cards import write_card
 from .data import BUNDLED_DATASETS, DATASETS, Dataset, load_dataset, to_frames
 from .distributed import World, init_world, shutdown
@@ -302,6 +303,7 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
         }
     (out / "heldout.json").write_text(json.dumps(heldout, separators=(",", ":")) + "\n")
     write_card(out / "card.md", out.name, metadata, report)
+    write_calibration_card(out / "card.md", calibrated, threshold)
     # The run is complete: a checkpoint would only make the next run skip its training.
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return report
