@@ -140,6 +140,11 @@ def digits_offline() -> Offline:
     return offline(DIGITS, np.asarray(held_out.inputs), np.asarray(held_out.targets), "static")
 
 
+def default_threshold(model: Path) -> float:
+    """The model's default threshold (its calibrated 0.5 pt one), which a request without one runs."""
+    return float(json.loads((model / "eval.json").read_text())["default_threshold"])
+
+
 @pytest.fixture(scope="module")
 def digits_url() -> Iterator[str]:
     with serving(DIGITS) as url:
@@ -148,11 +153,12 @@ def digits_url() -> Iterator[str]:
 
 def test_the_offline_reference_is_the_model_cards(digits_offline: Offline) -> None:
     card = json.loads((DIGITS / "eval.json").read_text())["anytime_at_default_threshold"]
-    exits = [t for _, t, _ in expected(digits_offline, 0.9)]
+    default = default_threshold(DIGITS)
+    exits = [t for _, t, _ in expected(digits_offline, default)]
     confidences = anytime.running_probabilities(digits_offline.logits).max(axis=2)  # [T, N]
     for i, (mine, stored) in enumerate(zip(exits, card["exit_timesteps"][:DIGIT_SAMPLES], strict=True)):
         # eval.json comes from the training machine; ONNX Runtime on another CPU may round differently.
-        near = np.abs(confidences[: max(mine, stored), i] - 0.9) < CROSS_CPU_TOLERANCE
+        near = np.abs(confidences[: max(mine, stored), i] - default) < CROSS_CPU_TOLERANCE
         assert mine == stored or near.any(), f"sample {i}: exits at {mine} here, at {stored} in eval.json"
     heldout = json.loads((DIGITS / "heldout.json").read_text())
     assert np.array_equal(np.asarray(heldout["inputs"][:DIGIT_SAMPLES]), digits_offline.frames[0])
@@ -169,7 +175,7 @@ def test_health_and_model_description(digits_url: str) -> None:
 def test_digits_answers_equal_the_offline_evaluation(
     digits_url: str, digits_offline: Offline, threshold: float | None
 ) -> None:
-    want = expected(digits_offline, 0.9 if threshold is None else threshold)
+    want = expected(digits_offline, default_threshold(DIGITS) if threshold is None else threshold)
     running = anytime.running_probabilities(digits_offline.logits)
     for i, (label, timesteps, reason) in enumerate(want):
         body: dict[str, object] = {"input": digits_offline.frames[0, i].tolist()}
@@ -206,7 +212,7 @@ def test_min_and_max_timesteps(
 
 
 def test_a_flat_input_with_its_shape(digits_url: str, digits_offline: Offline) -> None:
-    (label, timesteps, reason), *_ = expected(digits_offline, 0.9)
+    (label, timesteps, reason), *_ = expected(digits_offline, default_threshold(DIGITS))
     body = {"input": digits_offline.frames[0, 0].ravel().tolist(), "shape": [1, 8, 8]}
     status, answer = request(f"{digits_url}/v1/models/digits/infer", body)
     assert status == 200, answer
@@ -272,7 +278,7 @@ def test_event_digits_raw_events_and_binned_frames(tmp_path: Path) -> None:
     assert heldout["targets"][:EVENT_SAMPLES] == targets.tolist()
     frames = np.stack([events.bin_events(e, binning) for e in raw])  # [N, T, 2, 34, 34]
     off = offline(EVENT_DIGITS, frames, targets, "events")
-    want = expected(off, 0.9)
+    want = expected(off, default_threshold(EVENT_DIGITS))
     with serving(EVENT_DIGITS) as url:
         for i, (label, timesteps, reason) in enumerate(want):
             for body in ({"events": heldout["events"][i]}, {"input": frames[i].tolist()}):
