@@ -202,7 +202,12 @@ def halves(targets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     order = np.arange(len(targets))
-    first, second = train_test_split(order, test_size=0.5, random_state=seed, stratify=targets)
+    if len(order) < 2:  # nothing to split (quick runs on a sample or two): both halves are the set
+        return order, order
+    counts = np.bincount(targets)
+    # Stratified where every class can go both ways; quick runs on a few samples split plainly.
+    stratify = targets if counts[counts > 0].min() >= 2 else None
+    first, second = train_test_split(order, test_size=0.5, random_state=seed, stratify=stratify)
     return np.sort(first), np.sort(second)
 
 
