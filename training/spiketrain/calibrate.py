@@ -23,7 +23,7 @@ import onnx
 from . import anytime, calibration, ensemble
 from .cards import write_card
 from .data import Dataset, load_dataset, to_frames
-from .export import METADATA_PREFIX, onnx_logits, open_session, update_metadata
+from .export import METADATA_PREFIX, onnx_logits, onnx_logits_and_synaptic_ops, open_session, update_metadata
 
 log = logging.getLogger("spiketrain")
 
@@ -37,12 +37,14 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def split_logits(
     member_files: list[Path], data: Dataset, timesteps: int, threads: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, np.ndarray, np.ndarray | None]:
     """(calibration logits ``[K, T, N, C]``, targets, test logits, targets, how the split was made,
-    logits of the whole held-out set)."""
+    logits of the whole held-out set, the test samples' synaptic operations ``[K, T, N]`` or None)."""
     sessions = [open_session(f, threads) for f in member_files]
     test_frames = to_frames(data.held_out.inputs, timesteps, data.input_kind)
-    test = np.stack([onnx_logits(s, test_frames, batch_size=1) for s in sessions])
+    stepped = [onnx_logits_and_synaptic_ops(s, test_frames, batch_size=1) for s in sessions]
+    test = np.stack([logits for logits, _ in stepped])
+    synops = None if any(ops is None for _, ops in stepped) else np.stack([ops for _, ops in stepped])
     if data.calibration is not None:
         frames = to_frames(data.calibration.inputs, timesteps, data.input_kind)
         cal = np.stack([onnx_logits(s, frames, batch_size=1) for s in sessions])
@@ -50,14 +52,15 @@ def split_logits(
             f"chosen on the calibration split ({len(data.calibration.targets)} samples), reported on the test "
             f"split ({len(data.held_out.targets)} samples)"
         )
-        return cal, data.calibration.targets, test, data.held_out.targets, how, test
+        return cal, data.calibration.targets, test, data.held_out.targets, how, test, synops
     first, second = calibration.halves(data.held_out.targets)
     how = (
         f"chosen on one stratified half of the held-out set ({len(first)} samples), reported on the other "
         f"({len(second)} samples)"
     )
     targets = data.held_out.targets
-    return test[:, :, first], targets[first], test[:, :, second], targets[second], how, test
+    second_synops = None if synops is None else synops[:, :, second]
+    return test[:, :, first], targets[first], test[:, :, second], targets[second], how, test, second_synops
 
 
 def calibrate_model(directory: Path, threads: int = 1, data_dir: Path | None = None) -> dict[str, object]:
@@ -72,8 +75,8 @@ def calibrate_model(directory: Path, threads: int = 1, data_dir: Path | None = N
     timesteps = int(meta["timesteps"])
     dataset = json.loads(meta["training"])["dataset"]
     data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir)
-    cal, cal_targets, test, test_targets, how, held_out = split_logits(member_files, data, timesteps, threads)
-    table = calibration.calibration_table(cal, cal_targets, test, test_targets)
+    cal, cal_targets, test, test_targets, how, held_out, synops = split_logits(member_files, data, timesteps, threads)
+    table = calibration.calibration_table(cal, cal_targets, test, test_targets, test_synaptic_ops=synops)
     threshold = calibration.default_threshold(table)
     section = {
         "split": how,

@@ -142,9 +142,19 @@ class Operating:
     #: Member-timesteps against one member at T (an ensemble of K spends K per timestep).
     compute_reduction: float
     samples: int
+    #: Mean synaptic operations per sample up to its exit (all members), and at T, when known.
+    synaptic_ops: float | None = None
+    synaptic_ops_at_t: float | None = None
 
 
-def _operating(points: Curve, i: int, members: int) -> Operating:
+def _synaptic_ops(synops: np.ndarray, confidence_exits: np.ndarray) -> tuple[float, float]:
+    """(mean synaptic operations up to each sample's exit, mean over all T), ``synops [K, T, N]``."""
+    cumulative = np.cumsum(synops.sum(axis=0), axis=0)  # [T, N], all members
+    at_exit = np.take_along_axis(cumulative, confidence_exits[None], axis=0)[0]
+    return float(at_exit.mean()), float(cumulative[-1].mean())
+
+
+def _operating(points: Curve, i: int, members: int, synops: tuple[float, float] | None = None) -> Operating:
     return Operating(
         accuracy=float(points.accuracy[i]),
         accuracy_at_t=points.accuracy_at_t,
@@ -154,6 +164,8 @@ def _operating(points: Curve, i: int, members: int) -> Operating:
         speedup=float(points.timesteps / points.mean_timesteps[i]),
         compute_reduction=float(points.timesteps / (members * points.mean_timesteps[i])),
         samples=points.samples,
+        synaptic_ops=None if synops is None else synops[0],
+        synaptic_ops_at_t=None if synops is None else synops[1],
     )
 
 
@@ -163,9 +175,11 @@ def calibration_table(
     test_logits: np.ndarray,
     test_targets: np.ndarray,
     budgets_pt: tuple[float, ...] = BUDGETS_PT,
+    test_synaptic_ops: np.ndarray | None = None,
 ) -> list[dict[str, object]]:
     """For each budget: the threshold chosen on the calibration split, its figures there and on the
-    test split. ``*_logits`` are ``[K, T, N, C]`` (K members; 1 for a single model)."""
+    test split. ``*_logits`` are ``[K, T, N, C]`` (K members; 1 for a single model);
+    ``test_synaptic_ops`` ``[K, T, N]``, when given, adds the synaptic operations spent."""
     members = calibration_logits.shape[0]
     on_calibration = curve(calibration_logits, calibration_targets)
     rows = []
@@ -173,12 +187,16 @@ def calibration_table(
         i = choose(on_calibration, budget)
         threshold = float(on_calibration.thresholds[i])
         on_test = evaluate(test_logits, test_targets, np.array([threshold]))
+        synops = None
+        if test_synaptic_ops is not None:
+            confidence, _ = confidences(test_logits)
+            synops = _synaptic_ops(test_synaptic_ops, exits_at(confidence, np.array([threshold]))[0])
         rows.append(
             {
                 "max_accuracy_drop": budget,
                 "threshold": threshold,
                 "calibration": asdict(_operating(on_calibration, i, members)),
-                "test": asdict(_operating(on_test, 0, members)),
+                "test": asdict(_operating(on_test, 0, members, synops)),
             }
         )
     return rows
@@ -212,10 +230,13 @@ def halves(targets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def markdown(table: list[dict[str, object]], calibration_name: str, test_name: str) -> list[str]:
+    first = table[0]["test"] if table else {}
+    synops = isinstance(first, dict) and first.get("synaptic_ops") is not None
     lines = [
         f"| budget (pt) | threshold | {calibration_name}: drop (pt) | mean timesteps | {test_name}: accuracy % | "
-        "drop ± SE (pt) | mean timesteps | speedup | compute reduction |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "drop ± SE (pt) | mean timesteps | speedup | compute reduction |"
+        + (" synaptic ops (at T) |" if synops else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if synops else ""),
     ]
     for row in table:
         c, t = row["calibration"], row["test"]
@@ -224,5 +245,10 @@ def markdown(table: list[dict[str, object]], calibration_name: str, test_name: s
             f"| {row['max_accuracy_drop']} | {row['threshold']:.6f} | {c['drop_pt']:.2f} | {c['mean_timesteps']:.3f} | "
             f"{t['accuracy'] * 100:.2f} | {t['drop_pt']:.2f} ± {t['drop_se_pt']:.2f} | {t['mean_timesteps']:.3f} | "
             f"{t['speedup']:.2f}x | {t['compute_reduction']:.2f}x |"
+            + (
+                ""
+                if t.get("synaptic_ops") is None
+                else f" {t['synaptic_ops'] / 1e6:.2f}M of {t['synaptic_ops_at_t'] / 1e6:.2f}M |"
+            )
         )
     return lines

@@ -122,20 +122,34 @@ def onnx_logits(session: ort.InferenceSession, frames: np.ndarray, batch_size: i
     ``batch_size = 1`` mirrors how the server steps one request, so evaluation figures computed here
     are the figures the server reproduces.
     """
+    return onnx_logits_and_synaptic_ops(session, frames, batch_size)[0]
+
+
+def onnx_logits_and_synaptic_ops(
+    session: ort.InferenceSession, frames: np.ndarray, batch_size: int = 1
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """As :func:`onnx_logits`, with each step's synaptic operations ``[T, N]`` (None when the graph
+    does not report them)."""
     state_inputs = [i for i in session.get_inputs() if i.name != INPUT_NAME]
+    reports = any(o.name == SYNAPTIC_OPS_NAME for o in session.get_outputs())
     steps, count = frames.shape[0], frames.shape[1]
-    chunks = []
+    chunks, synops_chunks = [], []
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
         states = {s.name: np.zeros((stop - start, *s.shape[1:]), dtype=np.float32) for s in state_inputs}
-        per_step = []
+        per_step, synops = [], []
         for t in range(steps):
             feeds = {INPUT_NAME: np.ascontiguousarray(frames[t, start:stop], dtype=np.float32), **states}
             outputs = session.run(None, feeds)
             per_step.append(outputs[0])
+            if reports:
+                synops.append(outputs[-1])
             states = {state_in_name(i): out for i, out in enumerate(outputs[1 : 1 + len(state_inputs)])}
         chunks.append(np.stack(per_step))
-    return np.concatenate(chunks, axis=1)
+        if reports:
+            synops_chunks.append(np.stack(synops))
+    logits = np.concatenate(chunks, axis=1)
+    return logits, (np.concatenate(synops_chunks, axis=1) if reports else None)
 
 
 def torch_logits(model: StepModel, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -104,3 +104,14 @@ def test_halves_are_disjoint_stratified_and_fixed():
     assert np.bincount(targets[first]).tolist() == [18] * 10
     again, _ = calibration.halves(targets)
     assert again.tolist() == first.tolist()
+
+
+def test_synaptic_operations_are_counted_up_to_each_exit_over_every_member():
+    logits, targets = _logits(7, members=2)
+    synops = np.ones((2, logits.shape[1], logits.shape[2]))  # one operation per member and step
+    table = calibration.calibration_table(logits, targets, logits, targets, test_synaptic_ops=synops)
+    for row in table:
+        test = row["test"]
+        assert isinstance(test, dict)
+        assert test["synaptic_ops"] == pytest.approx(2 * test["mean_timesteps"])
+        assert test["synaptic_ops_at_t"] == pytest.approx(2 * logits.shape[1])
