@@ -16,18 +16,36 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
-	@echo "make run    - serve the shipped models on $(HTTP_ADDR) (creates .venv and the release build if missing)"
-	@echo "make test   - run every test, Rust and Python (creates what is missing)"
-	@echo "make train-digits - retrain models/digits"
-	@echo "make train-all  - retrain every shipped model (TET and STR, 3 seeds each) and compare them"
-	@echo "make train-event-digits - retrain models/event-digits (simulated event camera)"
-	@echo "make bench  - engine benchmark"
-	@echo "make bench-deadlines - latency budgets under overload: deadline-aware admission against FIFO"
-	@echo "make study  - the STR study on mnist-events (hours): report and the shipped models/mnist-events"
-	@echo "make calibrate - re-calibrate the shipped digits and event-digits models (budget -> threshold)"
+	@echo "Set-up (the two commands):"
+	@echo "  make run                 serve models/ on $(HTTP_ADDR) (creates .venv and the release build if missing)"
+	@echo "  make test                every test, Rust and Python, with fmt/clippy/ruff (= lint test-rust test-python)"
+	@echo "Parts:"
+	@echo "  make venv | build        the Python environment (.venv) | the release build"
+	@echo "  make lint                cargo fmt, clippy, ruff"
+	@echo "  make test-rust | test-python   one half of make test"
+	@echo "  make tools               Debian's prometheus (promtool and a real Prometheus for the tests)"
+	@echo "  make openapi             regenerate docs/openapi.json from the code"
+	@echo "Benchmarks and load (minutes to hours; figures in BENCHMARKS.md / RELIABILITY.md):"
+	@echo "  make bench               bench-engine bench-peers bench-overhead bench-anytime"
+	@echo "  make bench-engine        the engine against a raw ONNX Runtime loop, 1..256 clients"
+	@echo "  make bench-peers         the server against the alternatives (floors, the FastAPI peer)"
+	@echo "  make bench-overhead      one client's fixed cost per request, by model size"
+	@echo "  make bench-anytime       every held-out sample through the server, thresholds and budgets, against offline"
+	@echo "  make bench-deadlines     latency budgets under overload: deadline-aware admission against FIFO"
+	@echo "  make soak                SOAK_SECONDS / SOAK_RUNS of every door under faults, then SIGTERM under load"
+	@echo "  make fuzz                the request decoders under cargo fuzz (FUZZ_SECONDS each)"
+	@echo "Models:"
+	@echo "  make train-digits | train-event-digits   retrain models/digits | models/event-digits"
+	@echo "  make train-digits-tet | train-digits-str | train-event-digits-tet | train-event-digits-str   the ensembles"
+	@echo "  make compare             the TET/STR comparisons (models/*-comparison.*)"
+	@echo "  make train-all           every shipped digits/event-digits model, then compare"
+	@echo "  make train-nmnist | train-dvs-gesture     the papers' data sets, from DATA_DIR"
+	@echo "  make study               the STR study on mnist-events (hours): report, and the shipped models/mnist-events"
+	@echo "  make calibrate           re-calibrate the shipped digits and event-digits models (budget -> threshold)"
+	@echo "  make clean               remove the build and the venv"
 
 # --no-cache-dir: a CI machine's disk is small, and a cached copy of torch's CUDA wheels would double
 # the 5 GB the environment needs.
