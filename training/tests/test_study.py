@@ -1,0 +1,74 @@
+"""The STR study's choices and report, on synthetic runs (the real study is ``make study``: hours)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spiketrain import study, study_report
+
+
+def _fake_run(directory: Path, seed: int, strength: float) -> None:
+    """A run's outputs: logits whose evidence for the right class grows with ``strength``."""
+    cal_targets, test_targets = study.calibration_targets()
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True)
+    logits = {}
+    for split, targets in (("calibration", cal_targets), ("test", test_targets)):
+        x = rng.normal(0.0, 1.0, size=(study.TIMESTEPS, len(targets), 10))
+        x[:, np.arange(len(targets)), targets] += strength * np.linspace(0.5, 2.0, study.TIMESTEPS)[:, None]
+        logits[split] = x.astype(np.float32)
+    np.savez_compressed(directory / "logits.npz", **logits)
+    variants = ("clean", "shifted ±2 px", "shifted ±4 px", "noisier")
+    robustness = {v: {"accuracy_at_t": 0.9, "anytime_accuracy": 0.9, "mean_timesteps": 5.0} for v in variants}
+    (directory / "eval.json").write_text(json.dumps({"robustness": robustness}))
+
+
+def test_alpha_is_chosen_on_the_calibration_split_and_the_report_pairs_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(study_report, "BOOTSTRAP", 40)  # the report's 400 draws take a minute here
+    seeds = study.Seeds(screen=(0,), paired=(0, 1), ablations=(0,), rcs=(0,))
+    # alpha 0.01 gives the strongest early evidence; it must be chosen (alpha 0 is TET, never chosen).
+    for alpha in study.SCREEN_ALPHAS:
+        strength = 3.0 if alpha == 0.01 else 1.0
+        _fake_run(tmp_path / study.alpha_arm(alpha) / "seed-0", seed=100 + int(alpha * 1000), strength=strength)
+    best, scores = study.choose_alpha(tmp_path, seeds.screen)
+    assert best == 0.01
+    assert scores[0.01] == min(scores[a] for a in study.SCREEN_ALPHAS if a > 0)
+    _fake_run(tmp_path / "tet" / "seed-1", seed=7, strength=1.0)
+    _fake_run(tmp_path / study.alpha_arm(best) / "seed-1", seed=8, strength=3.0)
+    _fake_run(tmp_path / "tet-no-augment" / "seed-0", seed=9, strength=1.0)
+    (tmp_path / "alpha.json").write_text(json.dumps({"best": best, "scores": scores, "seeds": {"screen": [0]}}))
+    summary = study_report.write_report(tmp_path, tmp_path / "out" / "report")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "alpha* = 0.01" in markdown
+    assert (tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    paired = summary["paired_against_tet"]
+    assert isinstance(paired, dict)
+    entry = paired[study.alpha_arm(best)]
+    assert entry["seeds"] == [0, 1]
+    mean, low, high = entry["speedup at 0.5 pt (x)"]
+    assert low <= mean <= high and mean > 0  # stronger early evidence exits earlier
+    arms = summary["arms"]
+    assert isinstance(arms, dict) and len(arms["tet"]) == 2
+
+
+def test_the_runs_of_each_phase() -> None:
+    seeds = study.Seeds(screen=(0, 1), paired=(0, 1, 2), ablations=(0,), rcs=(5,))
+    screen = study.screen_runs(seeds)
+    assert [(r.arm, r.seed) for r in screen[:2]] == [("tet", 0), ("str-a0.001", 0)]  # seed by seed
+    assert len(screen) == 2 * len(study.SCREEN_ALPHAS)
+    assert [r.seed for r in study.str_runs(0.03, seeds)] == [0, 1, 2]
+    assert {r.arm for r in study.ablation_runs(0.03, seeds)} == {f"str-a0.03-{n}" for n in study.ABLATIONS}
+    assert study.rcs_runs(seeds)[0].args == ["--reg", "rcs", "--alpha", "0.002"]
+    duplicated = study._unique([*study.tet_runs(seeds), *study.screen_runs(seeds)])
+    assert len(duplicated) == len({(r.arm, r.seed) for r in duplicated})
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.003])
+def test_arm_names(alpha: float) -> None:
+    assert study.alpha_arm(alpha) == ("tet" if alpha == 0 else "str-a0.003")
