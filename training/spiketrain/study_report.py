@@ -151,7 +151,7 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
         "calibration split for a 0.5 pt budget (drop + 1 paired SE within the budget, fewest mean timesteps); "
         "everything below the screen is measured on the test split, which chose nothing.",
         "",
-        "## Screen (calibration split: what alpha* was chosen on)",
+        "## Screen (calibration split: alpha* is the largest area under the curve)",
         "",
         "| arm | seeds | calibration accuracy at T % | calibrated mean timesteps at 0.5 pt | area under the curve |",
         "|---|---|---|---|---|",
