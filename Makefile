@@ -129,7 +129,6 @@ bench-deadlines: venv build
 
 bench-anytime: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) benchmarks/anytime_eval.py --start \
-		--models digits digits-tet digits-str event-digits event-digits-tet event-digits-str mnist-events \
 		--budgets 0.1 0.25 0.5 1 2 \
 		--json benchmarks/results/anytime_eval.json --markdown benchmarks/results/anytime_eval.md \
 		--plot benchmarks/results/anytime_eval.png

@@ -75,7 +75,15 @@ from spiketrain import anytime, data, event_digits  # noqa: E402
 from spiketrain.events import EventBinning, bin_events  # noqa: E402
 from spiketrain.export import METADATA_PREFIX, onnx_logits, open_session  # noqa: E402
 
-DEFAULT_MODELS = ("digits", "digits-tet", "digits-str", "event-digits", "event-digits-tet", "event-digits-str")
+DEFAULT_MODELS = (
+    "digits",
+    "digits-tet",
+    "digits-str",
+    "event-digits",
+    "event-digits-tet",
+    "event-digits-str",
+    "mnist-events",
+)
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 #: An offline confidence this close to the threshold may be decided either way by float rounding
 #: (the server and the offline evaluation step the same graph on the same machine).

@@ -145,17 +145,30 @@ async fn models_and_health_are_listed() {
     let health: Value =
         client.get(server.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
-    let shipped =
-        ["digits", "digits-str", "digits-tet", "event-digits", "event-digits-str", "event-digits-tet"];
+    let shipped = [
+        "digits",
+        "digits-str",
+        "digits-tet",
+        "event-digits",
+        "event-digits-str",
+        "event-digits-tet",
+        "mnist-events",
+    ];
     assert_eq!(health["models"], json!(shipped));
     assert_eq!(health["refused"], 0);
     let list: Value =
         client.get(server.url("/v1/models")).send().await.expect("list").json().await.expect("json");
     let models = list["models"].as_array().expect("models");
     let named = |name: &str| models.iter().find(|m| m["name"] == name).cloned().expect("listed");
-    for ensemble in ["digits-str", "digits-tet", "event-digits-str", "event-digits-tet"] {
+    for ensemble in ["digits-str", "digits-tet", "event-digits-str", "event-digits-tet", "mnist-events"] {
         assert_eq!(named(ensemble)["members"], 3, "{ensemble}");
     }
+    // The ensemble's own calibration table (its members' tables do not hold for it).
+    let mnist = named("mnist-events");
+    let table = mnist["calibration"].as_array().expect("mnist-events has a calibration table");
+    let half = table.iter().find(|row| row["max_accuracy_drop"] == 0.5).expect("a 0.5 pt row");
+    assert_eq!(half["threshold"], mnist["default_threshold"]);
+    assert!(named("digits-tet").get("calibration").is_none(), "an ensemble without a table shows none");
     assert_eq!(named("digits-str")["training"]["ensemble_of"][0]["regulariser"], "str");
     assert_eq!(named("event-digits")["input_kind"], "events");
     let digits = &named("digits");

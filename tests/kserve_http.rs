@@ -756,7 +756,15 @@ async fn statistics_count_requests() {
         .collect();
     assert_eq!(
         names,
-        ["digits", "digits-str", "digits-tet", "event-digits", "event-digits-str", "event-digits-tet"]
+        [
+            "digits",
+            "digits-str",
+            "digits-tet",
+            "event-digits",
+            "event-digits-str",
+            "event-digits-tet",
+            "mnist-events"
+        ]
     );
     assert_eq!(every["model_stats"][0]["inference_count"], 4);
     let (status, body) = get(&client, &server, "/v2/models/nope/stats").await;

