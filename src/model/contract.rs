@@ -482,6 +482,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn calibration_tables_are_read_exactly_sorted_and_checked() {
+        let mut s = valid();
+        // A threshold whose shortest decimal form the default float parser lands one ulp off.
+        let table = r#"[{"max_accuracy_drop": 2, "threshold": 0.761025},
+                        {"max_accuracy_drop": 0.1, "threshold": 0.9843158845656281}]"#;
+        s.metadata.insert("spikeserve.calibration".into(), table.into());
+        let contract = ModelContract::from_signature(&s).expect("valid");
+        let budgets: Vec<f64> = contract.calibration.iter().map(|r| r.max_accuracy_drop).collect();
+        assert_eq!(budgets, [0.1, 2.0]);
+        assert_eq!(contract.calibration[0].threshold.to_bits(), 0.9843158845656281f64.to_bits());
+        for (bad, says) in [
+            (r#"[{"max_accuracy_drop": 0.5, "threshold": 1.5}]"#, "not in (0, 1]"),
+            (r#"[{"max_accuracy_drop": -1, "threshold": 0.9}]"#, "not a non-negative number"),
+            (
+                r#"[{"max_accuracy_drop": 1, "threshold": 0.9}, {"max_accuracy_drop": 1, "threshold": 0.8}]"#,
+                "twice",
+            ),
+            (r#"{"0.5": 0.9}"#, "expected a JSON array"),
+        ] {
+            s.metadata.insert("spikeserve.calibration".into(), bad.into());
+            let error = error_of(&s);
+            assert!(error.contains("spikeserve.calibration") && error.contains(says), "{error}");
+        }
+    }
+
     fn error_of(signature: &ModelSignature) -> String {
         match ModelContract::from_signature(signature) {
             Ok(_) => panic!("expected a contract error"),
