@@ -182,6 +182,23 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
             f"{_mean_sd([x.drop_pt for x in r])} | {steps} |"
         )
 
+    if best is not None:
+        lines += [
+            "",
+            "## Ablations of the documented reading (calibration split: the documented reading stays unless one wins)",
+            "",
+            "| variant | seeds | calibration accuracy at T % | area under the curve | "
+            "calibrated mean timesteps at 0.5 pt |",
+            "|---|---|---|---|---|",
+        ]
+        ablation_seeds = sorted({s for name in ABLATIONS for s in figures.get(f"{alpha_arm(best)}-{name}", {})})
+        for arm in [alpha_arm(best), *(f"{alpha_arm(best)}-{name}" for name in ABLATIONS)]:
+            runs = [f for s, f in figures.get(arm, {}).items() if s in ablation_seeds]
+            accuracy = _mean_sd([r.calibration_accuracy_at_t * 100 for r in runs])
+            area = _mean_sd([r.calibration_area for r in runs], ".4f")
+            steps = _mean_sd([r.calibration_mean_timesteps for r in runs], ".3f")
+            lines.append(f"| {arm} | {len(runs)} | {accuracy} | {area} | {steps} |")
+
     comparisons: dict[str, object] = {}
     lines += [
         "",
