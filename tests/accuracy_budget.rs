@@ -35,6 +35,11 @@ struct Answer {
     max_accuracy_drop: Option<f64>,
 }
 
+/// Sends a request and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.expect("sent").json().await.expect("JSON")
+}
+
 /// The digits model's table, as its metadata holds it (through `/v1/models/digits`).
 async fn table(http: &reqwest::Client, server: &Server) -> Vec<Row> {
     let info: Value =
@@ -242,15 +247,7 @@ async fn a_budget_runs_its_calibrated_threshold_on_every_door() {
             "inputs": [{ "name": "x", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": flatten(input) }],
             "parameters": { "max_accuracy_drop": asked },
         });
-        let v2: Value = http
-            .post(server.url("/v2/models/digits/infer"))
-            .json(&body)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("JSON");
+        let v2 = json_of(http.post(server.url("/v2/models/digits/infer")).json(&body)).await;
         assert_eq!(v2["parameters"]["threshold"].as_f64(), Some(expected.threshold), "{v2}");
         assert_eq!(v2["parameters"]["max_accuracy_drop"].as_f64(), Some(expected.max_accuracy_drop));
     }
@@ -270,14 +267,7 @@ async fn the_table_is_shown_where_models_are_described() {
         .map(|r| Row { max_accuracy_drop: r.max_accuracy_drop, threshold: r.threshold })
         .collect();
     assert_eq!(shown, rows);
-    let config: Value = http
-        .get(server.url("/v2/models/digits/config"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let config = json_of(http.get(server.url("/v2/models/digits/config"))).await;
     let text = config["parameters"]["calibration"]["string_value"].as_str().expect("a calibration parameter");
     let parsed: Vec<Row> = serde_json::from_str(text).expect("the table as JSON");
     assert_eq!(parsed, rows);

@@ -695,13 +695,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
             frames: RequestFrames::Stream(buffer),
-            policy: CutoffPolicy {
-                threshold: 1.0,
-                min_timesteps: 1,
-                max_timesteps: 8,
-                max_variance: None,
-                calibrated_for: None,
-            },
+            policy: ALL_STEPS,
             deadline,
             record_confidences: true,
             partials: None,
@@ -709,6 +703,15 @@ mod tests {
         };
         (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, sender, answer, woken)
     }
+
+    /// Every request in these tests runs all 8 timesteps unless its budget or caller stops it.
+    const ALL_STEPS: CutoffPolicy = CutoffPolicy {
+        threshold: 1.0,
+        min_timesteps: 1,
+        max_timesteps: 8,
+        max_variance: None,
+        calibrated_for: None,
+    };
 
     fn job(deadline: Option<Instant>) -> (Job, Answer) {
         job_of(Priority::DEFAULT, deadline)
@@ -718,13 +721,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let request = AnytimeRequest {
             frames: RequestFrames::Static(vec![8.0; 64]),
-            policy: CutoffPolicy {
-                threshold: 1.0,
-                min_timesteps: 1,
-                max_timesteps: 8,
-                max_variance: None,
-                calibrated_for: None,
-            },
+            policy: ALL_STEPS,
             deadline,
             record_confidences: true,
             partials: None,
