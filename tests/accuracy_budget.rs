@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{heldout_digits, infer, read_json, shipped_models, Server};
+use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, Server};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spikeserve::api::grpc::anytime_pb as pb;
@@ -296,19 +296,10 @@ async fn wrong_budgets_are_refused_naming_the_field_the_model_and_its_budgets() 
         (json!({ "input": input, "max_accuracy_drop": "half" }), vec!["max_accuracy_drop"]),
     ];
     for (body, mentions) in &cases {
-        for accept in ["application/json", "text/event-stream"] {
-            let response = http
-                .post(server.url("/v1/models/digits/infer"))
-                .header("accept", accept)
-                .json(body)
-                .send()
-                .await
-                .expect("sent");
-            assert_eq!(response.status(), 400, "{body} ({accept})");
-            let error: Value = response.json().await.expect("a JSON error");
+        for (accept, error) in refused_on_v1_and_sse(&http, &server, body).await {
             let message = error["error"]["message"].as_str().expect("a message");
             for word in mentions {
-                assert!(message.contains(word), "{message:?} should mention {word:?}");
+                assert!(message.contains(word), "{message:?} should mention {word:?} ({accept})");
             }
         }
     }

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{heldout_digits, infer, shipped_models, Server};
+use common::{heldout_digits, infer, refused_on_v1_and_sse, shipped_models, Server};
 use serde_json::{json, Value};
 use spikeserve::api::grpc::anytime_pb as pb;
 use spikeserve::api::grpc::anytime_pb::anytime_client::AnytimeClient;
@@ -52,28 +52,6 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Cod
     for word in mentions {
         assert!(status.message().contains(word), "{:?} should mention {word:?}", status.message());
     }
-}
-
-/// Posts `body` to `/v1` as JSON and as SSE; both must be refused with 400 before any stream starts.
-/// Returns each `Accept` with its JSON error.
-async fn refused_on_v1_and_sse(
-    http: &reqwest::Client,
-    server: &Server,
-    body: &Value,
-) -> Vec<(&'static str, Value)> {
-    let mut errors = Vec::new();
-    for accept in ["application/json", "text/event-stream"] {
-        let response = http
-            .post(server.url("/v1/models/digits/infer"))
-            .header("accept", accept)
-            .json(body)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 400, "{body} ({accept})");
-        errors.push((accept, response.json().await.expect("JSON error")));
-    }
-    errors
 }
 
 async fn anytime(server: &Server) -> AnytimeClient<Channel> {

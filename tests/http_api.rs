@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{heldout_digits, infer, read_json, shipped_models, Server, CROSS_CPU_CONFIDENCE_TOLERANCE};
+use common::{
+    heldout_digits, infer, read_json, shipped_models, Server, CROSS_CPU_CONFIDENCE_TOLERANCE, SHIPPED_MODELS,
+};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -145,16 +147,7 @@ async fn models_and_health_are_listed() {
     let health: Value =
         client.get(server.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
-    let shipped = [
-        "digits",
-        "digits-str",
-        "digits-tet",
-        "event-digits",
-        "event-digits-str",
-        "event-digits-tet",
-        "mnist-events",
-    ];
-    assert_eq!(health["models"], json!(shipped));
+    assert_eq!(health["models"], json!(SHIPPED_MODELS));
     assert_eq!(health["refused"], 0);
     let list: Value =
         client.get(server.url("/v1/models")).send().await.expect("list").json().await.expect("json");

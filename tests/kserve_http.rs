@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{heldout_digits, infer, read_json, shipped_models, Server};
+use common::{heldout_digits, infer, read_json, shipped_models, Server, SHIPPED_MODELS};
 use serde_json::{json, Value};
 
 /// Held-out digits: the first answer after one timestep; 55, 106 and 190 need 2, 4 and 4, and 15
@@ -754,18 +754,7 @@ async fn statistics_count_requests() {
         .iter()
         .flat_map(|m| m["name"].as_str())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "digits",
-            "digits-str",
-            "digits-tet",
-            "event-digits",
-            "event-digits-str",
-            "event-digits-tet",
-            "mnist-events"
-        ]
-    );
+    assert_eq!(names, SHIPPED_MODELS);
     assert_eq!(every["model_stats"][0]["inference_count"], 4);
     let (status, body) = get(&client, &server, "/v2/models/nope/stats").await;
     assert_v2_error(status, &body, 404, &["nope"], "stats of an unknown model");

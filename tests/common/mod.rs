@@ -202,3 +202,36 @@ pub fn heldout_digits() -> (Vec<Value>, Vec<usize>) {
         .collect();
     (inputs, targets)
 }
+
+/// Posts `body` to `/v1` as JSON and as SSE; both must be refused with 400 before any stream starts.
+/// Returns each `Accept` with its JSON error.
+pub async fn refused_on_v1_and_sse(
+    http: &reqwest::Client,
+    server: &Server,
+    body: &Value,
+) -> Vec<(&'static str, Value)> {
+    let mut errors = Vec::new();
+    for accept in ["application/json", "text/event-stream"] {
+        let response = http
+            .post(server.url("/v1/models/digits/infer"))
+            .header("accept", accept)
+            .json(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 400, "{body} ({accept})");
+        errors.push((accept, response.json().await.expect("JSON error")));
+    }
+    errors
+}
+
+/// Every model shipped in `models/`, in the order the server lists them.
+pub const SHIPPED_MODELS: [&str; 7] = [
+    "digits",
+    "digits-str",
+    "digits-tet",
+    "event-digits",
+    "event-digits-str",
+    "event-digits-tet",
+    "mnist-events",
+];
