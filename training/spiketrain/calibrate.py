@@ -35,32 +35,53 @@ def _metadata(path: Path) -> dict[str, str]:
     }
 
 
-def split_logits(
-    member_files: list[Path], data: Dataset, timesteps: int, threads: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, np.ndarray, np.ndarray | None]:
-    """(calibration logits ``[K, T, N, C]``, targets, test logits, targets, how the split was made,
-    logits of the whole held-out set, the test samples' synaptic operations ``[K, T, N]`` or None)."""
-    sessions = [open_session(f, threads) for f in member_files]
-    test_frames = to_frames(data.held_out.inputs, timesteps, data.input_kind)
-    stepped = [onnx_logits_and_synaptic_ops(s, test_frames, batch_size=1) for s in sessions]
-    test = np.stack([logits for logits, _ in stepped])
-    synops = None if any(ops is None for _, ops in stepped) else np.stack([ops for _, ops in stepped])
-    if data.calibration is not None:
-        frames = to_frames(data.calibration.inputs, timesteps, data.input_kind)
-        cal = np.stack([onnx_logits(s, frames, batch_size=1) for s in sessions])
-        how = (
-            f"chosen on the calibration split ({len(data.calibration.targets)} samples), reported on the test "
-            f"split ({len(data.held_out.targets)} samples)"
-        )
-        return cal, data.calibration.targets, test, data.held_out.targets, how, test, synops
-    first, second = calibration.halves(data.held_out.targets)
-    how = (
-        f"chosen on one stratified half of the held-out set ({len(first)} samples), reported on the other "
-        f"({len(second)} samples)"
-    )
+def calibration_section(
+    data: Dataset,
+    held_out: np.ndarray,
+    calibration_split: np.ndarray | None = None,
+    held_out_synaptic_ops: np.ndarray | None = None,
+) -> tuple[dict[str, object], np.ndarray]:
+    """(the calibration section of ``eval.json``, the calibration logits it chose on).
+
+    ``held_out``: logits ``[K, T, N, C]`` of the whole held-out (test) set; ``calibration_split``: those of
+    ``data.calibration`` (required when the data set has one). Without a calibration split, one stratified
+    half of the held-out set chooses and the other reports."""
     targets = data.held_out.targets
-    second_synops = None if synops is None else synops[:, :, second]
-    return test[:, :, first], targets[first], test[:, :, second], targets[second], how, test, second_synops
+    if data.calibration is not None:
+        if calibration_split is None:
+            raise ValueError(f"{data.name} has a calibration split: its logits are needed")
+        cal, cal_targets, test, test_targets, synops = (
+            calibration_split,
+            data.calibration.targets,
+            held_out,
+            targets,
+            held_out_synaptic_ops,
+        )
+        how = (
+            f"chosen on the calibration split ({len(cal_targets)} samples), reported on the test "
+            f"split ({len(test_targets)} samples)"
+        )
+    else:
+        first, second = calibration.halves(targets)
+        cal, cal_targets, test, test_targets = (
+            held_out[:, :, first],
+            targets[first],
+            held_out[:, :, second],
+            targets[second],
+        )
+        synops = None if held_out_synaptic_ops is None else held_out_synaptic_ops[:, :, second]
+        how = (
+            f"chosen on one stratified half of the held-out set ({len(first)} samples), reported on the other "
+            f"({len(second)} samples)"
+        )
+    table = calibration.calibration_table(cal, cal_targets, test, test_targets, test_synaptic_ops=synops)
+    section = {
+        "split": how,
+        "rule": f"fewest mean timesteps with drop + {calibration.CALIBRATION_Z} x paired SE <= budget",
+        "table": table,
+        "test_area_under_curve": calibration.curve(test, test_targets).area(),
+    }
+    return section, cal
 
 
 def calibrate_model(directory: Path, threads: int = 1, data_dir: Path | None = None) -> dict[str, object]:
@@ -75,15 +96,21 @@ def calibrate_model(directory: Path, threads: int = 1, data_dir: Path | None = N
     timesteps = int(meta["timesteps"])
     dataset = json.loads(meta["training"])["dataset"]
     data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir)
-    cal, cal_targets, test, test_targets, how, held_out, synops = split_logits(member_files, data, timesteps, threads)
-    table = calibration.calibration_table(cal, cal_targets, test, test_targets, test_synaptic_ops=synops)
+    sessions = [open_session(f, threads) for f in member_files]
+    stepped = [
+        onnx_logits_and_synaptic_ops(s, to_frames(data.held_out.inputs, timesteps, data.input_kind), 1)
+        for s in sessions
+    ]
+    held_out = np.stack([logits for logits, _ in stepped])
+    synops = None if any(ops is None for _, ops in stepped) else np.stack([ops for _, ops in stepped])
+    calibration_split = None
+    if data.calibration is not None:
+        frames = to_frames(data.calibration.inputs, timesteps, data.input_kind)
+        calibration_split = np.stack([onnx_logits(s, frames, batch_size=1) for s in sessions])
+    section, _ = calibration_section(data, held_out, calibration_split, synops)
+    table = section["table"]
+    assert isinstance(table, list)
     threshold = calibration.default_threshold(table)
-    section = {
-        "split": how,
-        "rule": f"fewest mean timesteps with drop + {calibration.CALIBRATION_Z} x paired SE <= budget",
-        "table": table,
-        "test_area_under_curve": calibration.curve(test, test_targets).area(),
-    }
     rows = calibration.metadata_table(table)
     if spec is not None:
         spec["default_threshold"] = threshold

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import anytime, calibration
 from .augment import AUGMENTATIONS, NOISIER_EXTRA_EVENTS, SHIFTS, augmented_frames, bin_batch, shift_events, with_noise
-from .calibrate import write_calibration_card
+from .calibrate import calibration_section, write_calibration_card
 from .cards import write_card
 from .data import BUNDLED_DATASETS, DATASETS, Dataset, load_dataset, to_frames
 from .distributed import World, init_world, shutdown
@@ -310,38 +310,14 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
 
 
 def calibrate(session: object, data: Dataset, timesteps: int, test_logits: np.ndarray) -> dict[str, object]:
-    """The calibration table (:mod:`spiketrain.calibration`): thresholds chosen on the calibration split
-    and reported on the held-out (test) split; a data set without a calibration split gives one half
-    of its held-out set to each."""
+    """The calibration table of the exported graph (:func:`spiketrain.calibrate.calibration_section`),
+    with the calibration logits it chose on (``calibration_logits``, for ``--save-logits``)."""
+    calibration_split = None
     if data.calibration is not None:
-        calibration_frames = to_frames(data.calibration.inputs, timesteps, data.input_kind)
-        calibration_logits = onnx_logits(session, calibration_frames, batch_size=1)  # type: ignore[arg-type]
-        calibration_targets = data.calibration.targets
-        test_logits_used, test_targets = test_logits, data.held_out.targets
-        split = (
-            f"chosen on the calibration split ({len(calibration_targets)} samples), "
-            f"reported on the test split ({len(test_targets)} samples)"
-        )
-    else:
-        first, second = calibration.halves(data.held_out.targets)
-        calibration_logits = test_logits[:, first]
-        calibration_targets = data.held_out.targets[first]
-        test_logits_used, test_targets = test_logits[:, second], data.held_out.targets[second]
-        split = (
-            f"chosen on one stratified half of the held-out set ({len(first)} samples), reported on the other "
-            f"({len(second)} samples)"
-        )
-    table = calibration.calibration_table(
-        calibration_logits[None], calibration_targets, test_logits_used[None], test_targets
-    )
-    test_curve = calibration.curve(test_logits_used[None], test_targets)
-    return {
-        "split": split,
-        "rule": f"fewest mean timesteps with drop + {calibration.CALIBRATION_Z} x paired SE <= budget",
-        "table": table,
-        "test_area_under_curve": test_curve.area(),
-        "calibration_logits": calibration_logits,
-    }
+        frames = to_frames(data.calibration.inputs, timesteps, data.input_kind)
+        calibration_split = onnx_logits(session, frames, batch_size=1)[None]  # type: ignore[arg-type]
+    section, chosen_on = calibration_section(data, test_logits[None], calibration_split)
+    return {**section, "calibration_logits": chosen_on[0]}
 
 
 def robustness_report(session: object, data: Dataset, timesteps: int, threshold: float) -> dict[str, object] | None:
