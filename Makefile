@@ -16,7 +16,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "Set-up (the two commands):"
@@ -24,10 +24,11 @@ help:
 	@echo "  make test                every test, Rust and Python, with fmt/clippy/ruff (= lint test-rust test-python)"
 	@echo "Parts:"
 	@echo "  make venv | build        the Python environment (.venv) | the release build"
-	@echo "  make lint                cargo fmt, clippy, ruff"
+	@echo "  make lint                cargo fmt, clippy, rustdoc (broken doc links denied), ruff"
 	@echo "  make test-rust | test-python   one half of make test"
 	@echo "  make tools               Debian's prometheus (promtool and a real Prometheus for the tests)"
 	@echo "  make openapi             regenerate docs/openapi.json from the code"
+	@echo "  make errors-doc          regenerate docs/errors.md (every error code) from the code"
 	@echo "Benchmarks and load (minutes to hours; figures in BENCHMARKS.md / RELIABILITY.md):"
 	@echo "  make bench               bench-engine bench-peers bench-overhead bench-anytime"
 	@echo "  make bench-engine        the engine against a raw ONNX Runtime loop, 1..256 clients"
@@ -71,6 +72,7 @@ PY_TEST_DIRS := deploy benchmarks/python tests/clients
 lint: venv
 	cargo fmt --check
 	cargo clippy --all-targets $(CARGO_FLAGS) -- -D warnings
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links" cargo doc --no-deps --document-private-items $(CARGO_FLAGS)
 	cd training && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
 	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
@@ -90,6 +92,10 @@ test-python: venv build tools
 	SPIKESERVE_BIN=$(BIN) ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) -m pytest -q $(PY_TEST_DIRS)
 
 test: lint test-rust test-python
+
+# Regenerates docs/errors.md from the error type (a unit test keeps the two in step; no ONNX Runtime needed).
+errors-doc:
+	UPDATE_ERRORS_DOC=1 cargo test --release $(CARGO_FLAGS) --lib error_catalogue
 
 # Regenerates docs/openapi.json from the running code (a test keeps the two in step).
 openapi: venv

@@ -7,10 +7,10 @@ use clap::{Args, ValueEnum};
 
 use std::time::Duration;
 
-use crate::api::auth::Token;
 use crate::backend::Device;
 use crate::engine::{Admission, EngineConfig, WarmupBatches};
 use crate::model::registry::LoadOptions;
+use crate::token::Token;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

@@ -16,4 +16,6 @@ pub mod input;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod server;
 pub mod tls;
+pub mod token;

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use spikeserve::api::http::parse_json;
+use spikeserve::api::body::parse_json;
 use spikeserve::api::request::checked_request;
 use spikeserve::api::schema::InferRequest;
 use spikeserve::model::ModelContract;

@@ -3,7 +3,6 @@
 //! Health checks (and `/metrics`) stay open unless `--auth-health`, so that probes and scrapers
 //! need no secret. gRPC reflection is guarded: it describes every method of the API.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,34 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use crate::config::AuthArgs;
-
-/// One accepted token. Its `Debug` never shows the value, so that neither `ServeConfig`'s `Debug`
-/// nor a log line can print it.
-#[derive(Clone)]
-pub struct Token(Arc<[u8]>);
-
-impl Token {
-    /// Clap's value parser: takes anything, because a refusal message would echo the value.
-    /// [`Auth::from_args`] checks the tokens without naming them.
-    pub fn parse(value: &str) -> Result<Self, Infallible> {
-        Ok(Self(Arc::from(value.trim().as_bytes())))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Visible ASCII only: anything else cannot arrive in an `Authorization` header intact.
-    fn is_well_formed(&self) -> bool {
-        self.0.iter().all(|b| b.is_ascii_graphic())
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
+pub use crate::token::Token;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -164,7 +136,7 @@ impl Auth {
         let matched = self.0.tokens.iter().fold(subtle::Choice::from(0), |any, token| {
             // `ct_eq` on slices of different lengths is false without looking at the bytes; that
             // reveals a token's length at most, not its content.
-            any | token.0.as_ref().ct_eq(presented)
+            any | token.as_bytes().ct_eq(presented)
         });
         if bool::from(matched) {
             Ok(())
@@ -202,7 +174,7 @@ fn read_tokens_file(path: &Path) -> Result<Vec<Token>, AuthConfigError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let token = Token(Arc::from(line.as_bytes()));
+        let token = Token::from_bytes(line.as_bytes());
         if !token.is_well_formed() {
             return Err(AuthConfigError::BadToken {
                 origin: format!("line {} of {}", i + 1, path.display()),

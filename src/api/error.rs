@@ -3,11 +3,14 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
+use super::schema::ErrorResponse;
 use crate::engine::EngineError;
 use crate::input::{EventError, InputError};
 use crate::model::RepositoryError;
+
+/// The metrics' model label for a request whose model is unknown or was never named.
+pub const UNKNOWN_MODEL: &str = "_unknown";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,17 +46,6 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
-}
-
-#[derive(Serialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail {
-    code: &'static str,
-    message: String,
 }
 
 impl ApiError {
@@ -155,18 +147,23 @@ impl ApiError {
 
     /// Counts this failure of a request for `model` in the metrics, unless the engine already did
     /// (its own errors are counted where they happen). Unknown model names share one label, so
-    /// that clients cannot grow the metrics without bound.
+    /// that clients cannot grow the metrics without bound; so does a call that failed before it
+    /// named a model (an empty name: a session whose `start` never came).
     pub fn count_for(&self, model: &str) {
         if matches!(self, Self::Engine(_)) {
             return;
         }
-        let model = if matches!(self, Self::ModelNotFound { .. }) { "_unknown" } else { model };
+        let model = if model.is_empty() || matches!(self, Self::ModelNotFound { .. }) {
+            UNKNOWN_MODEL
+        } else {
+            model
+        };
         crate::metrics::failed(model, self.code());
     }
 
-    /// The JSON error body every HTTP door uses: `{"error": {"code", "message"}}`.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } })
+    /// The JSON error body of the `/v1` routes and SSE `error` events: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> ErrorResponse {
+        ErrorResponse::new(self.code(), self.to_string())
     }
 
     /// Logs the refusal: an error line for server failures, a debug line for the rest.
@@ -206,7 +203,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         self.log();
-        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
-        (status, Json(body)).into_response()
+        (status, Json(self.body())).into_response()
     }
 }

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,21 +14,19 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::Instrument;
 use utoipa::OpenApi;
 
+use super::body::{parse_json, read_body, require_json};
 use super::error::ApiError;
+use super::pipeline::{Answered, Call, Streamed};
 use super::request::anytime_request;
-use super::request_id::{record_exit, request_id, request_span, HEADER as REQUEST_ID};
+use super::request_id::{header_id, with_request_id};
 use super::schema::{
     ErrorResponse, Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats, PartialResponse,
 };
-use super::state::ServerState;
-use super::streaming::{stream_request, StreamEvent};
+use super::state::AppState;
+use super::streaming::StreamEvent;
 use crate::model::LoadedModel;
-
-pub type AppState = Arc<ServerState>;
 
 /// `/metrics` alone, for `--metrics-addr`.
 pub fn metrics_router(state: AppState) -> Router {
@@ -201,73 +198,47 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let arrived = Instant::now();
-    let id = request_id(headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()));
-    let span = request_span("http", &id, &name);
-    let mut response = async {
-        match answer(&state, &name, &headers, body, arrived, id.clone()).await {
-            Ok(response) => response,
-            Err(error) => {
-                error.count_for(&name);
-                error.into_response()
-            }
+    let mut call = Call::arrive("http", Some(&name), header_id(&headers));
+    let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
+        require_json(&headers)?;
+        let body = read_body(body)?;
+        let spec = parse_json::<InferRequest>(&body)?.into_spec()?;
+        Ok((anytime_request(model, spec, call.arrived())?, ()))
+    };
+    let response = if wants_event_stream(&headers) {
+        match call.stream(&state, decode) {
+            Ok(streamed) => sse_response(streamed, call.id().to_owned()),
+            Err(error) => call.in_span(|| error.into_response()),
         }
-    }
-    .instrument(span)
-    .await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    response
+    } else {
+        match call.answer(&state, decode).await {
+            Ok(Answered { model, answer, max_timesteps, .. }) => {
+                Json(InferResponse::new(&model, call.id().to_owned(), answer, max_timesteps)).into_response()
+            }
+            Err(error) => call.in_span(|| error.into_response()),
+        }
+    };
+    with_request_id(response, call.id())
 }
 
-async fn answer(
-    state: &ServerState,
-    name: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    arrived: Instant,
-    id: String,
-) -> Result<Response, ApiError> {
-    let model = state.model(name)?;
-    require_json(headers)?;
-    let body = read_body(body)?;
-    let spec = parse_json::<InferRequest>(&body)?.into_spec()?;
-    let request = anytime_request(&model, spec, arrived)?;
-    let max_timesteps = request.policy.max_timesteps;
-    if wants_event_stream(headers) {
-        let events = stream_request(&model.engine, request)?;
-        return Ok(sse_response(model, events, id, max_timesteps));
-    }
-    let answer = model.engine.infer(request).await?;
-    record_exit(answer.timesteps, answer.exit_reason.as_str());
-    Ok(Json(InferResponse::new(&model, id, answer, max_timesteps)).into_response())
-}
-
-fn sse_response(
-    model: Arc<LoadedModel>,
-    events: tokio::sync::mpsc::Receiver<StreamEvent>,
-    id: String,
-    max_timesteps: usize,
-) -> Response {
-    let span = tracing::Span::current();
-    let stream = ReceiverStream::new(events).map(move |event| {
-        let _entered = span.enter();
+fn sse_response(streamed: Streamed<()>, id: String) -> Response {
+    let Streamed { model, max_timesteps, events, .. } = streamed;
+    let stream = events.map(move |event| {
         let encoded = match event {
             StreamEvent::Partial(partial) => {
                 Event::default().event("partial").json_data(PartialResponse::new(&model, partial))
             }
             StreamEvent::Final(answer) => {
-                record_exit(answer.timesteps, answer.exit_reason.as_str());
                 let response = InferResponse::new(&model, id.clone(), answer, max_timesteps);
                 Event::default().event("final").json_data(response)
             }
             StreamEvent::Failed(error) => Event::default().event("error").json_data(error.body()),
         };
+        // Encoding our own types cannot fail in practice; if it ever does, the client still gets
+        // an `error` event in the documented form, its message escaped as JSON.
         Ok::<_, Infallible>(encoded.unwrap_or_else(|e| {
-            Event::default()
-                .event("error")
-                .data(format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}"))
+            let body = ErrorResponse::new("internal", format!("encoding the event: {e}"));
+            Event::default().event("error").data(serde_json::to_string(&body).unwrap_or_default())
         }))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
@@ -277,54 +248,6 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
         |media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")),
     )
-}
-
-pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(rejection.body_text())
-        } else {
-            ApiError::BadBody(rejection.body_text())
-        }
-    })
-}
-
-pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
-    match content_type {
-        Some(value)
-            if value.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
-        {
-            Ok(())
-        }
-        Some(value) => Err(ApiError::UnsupportedMediaType(format!("{value:?}"))),
-        None => Err(ApiError::UnsupportedMediaType("none (set Content-Type: application/json)".into())),
-    }
-}
-
-/// Parses a JSON body, naming the path of a field that does not fit.
-///
-/// Tracking the path costs on every value (it was ~40% of the server's CPU for a request of 3,650
-/// events), and only an error needs it: a body is parsed plainly first, and only one that fails is
-/// parsed again with the path tracked, by the same deserializer, to say where.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if let Ok(request) = serde_json::from_slice(body) {
-        return Ok(request);
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(inner.to_string())
-        } else if path == "." {
-            ApiError::InvalidField(inner.to_string())
-        } else {
-            ApiError::InvalidField(format!("{path}: {inner}"))
-        }
-    })?;
-    deserializer.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(request)
 }
 
 #[cfg(test)]

@@ -2,10 +2,13 @@
 //! service, KServe v2, health, reflection), behind one error type.
 
 pub mod auth;
+pub mod body;
 pub mod error;
+pub mod error_catalogue;
 pub mod grpc;
 pub mod http;
 pub mod kserve;
+pub mod pipeline;
 pub mod request;
 pub mod request_id;
 pub mod schema;

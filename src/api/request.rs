@@ -108,6 +108,30 @@ pub fn checked_request(
     })
 }
 
+/// What a session's `start` message asks for, checked against the model.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub policy: CutoffPolicy,
+    pub deadline: Option<Instant>,
+    pub priority: Priority,
+    pub return_confidences: bool,
+}
+
+/// Checks a session's policy against the model (a session's frames come later, one by one).
+pub fn session_policy(
+    model: &LoadedModel,
+    params: &PolicyParams,
+    return_confidences: bool,
+    arrived: Instant,
+) -> Result<SessionPolicy, ApiError> {
+    Ok(SessionPolicy {
+        policy: cutoff_policy(params, &model.name, &model.contract)?,
+        deadline: deadline(params.latency_budget_ms, arrived)?,
+        priority: priority(params.priority)?,
+        return_confidences,
+    })
+}
+
 /// The priority class, or the model-independent default.
 pub fn priority(value: Option<u64>) -> Result<Priority, ApiError> {
     match value {

@@ -1,5 +1,8 @@
-//! Request ids and the request's log span. An id is taken from the client (`x-request-id`, or the
+//! Request ids. An id is taken from the client (`x-request-id`, or the
 //! KServe `id` field) when it sends a usable one, made otherwise, and echoed in the answer.
+
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -16,33 +19,17 @@ pub fn request_id(given: Option<&str>) -> String {
     }
 }
 
-/// The span every request's logs go under; `timesteps` and `exit_reason` are recorded at the end.
-pub fn request_span(door: &'static str, id: &str, model: &str) -> tracing::Span {
-    let span = request_span_without_id(door, model);
-    span.record("id", id);
-    span
+/// The client's `x-request-id`, if it sent one as text.
+pub fn header_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(HEADER).and_then(|v| v.to_str().ok())
 }
 
-/// The same span, for doors that learn the id only from the body (recorded with
-/// `span.record("id", ..)` once known).
-pub fn request_span_without_id(door: &'static str, model: &str) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        door,
-        id = tracing::field::Empty,
-        model,
-        timesteps = tracing::field::Empty,
-        exit_reason = tracing::field::Empty
-    )
-}
-
-/// Records the answer on the request's span and logs it: one line per request, under the target
-/// `spikeserve::request` (silence it with `RUST_LOG=info,spikeserve::request=warn`).
-pub fn record_exit(timesteps: usize, exit_reason: &str) {
-    let span = tracing::Span::current();
-    span.record("timesteps", timesteps);
-    span.record("exit_reason", exit_reason);
-    tracing::info!(target: "spikeserve::request", timesteps, exit_reason, "answered");
+/// Echoes the call's id in the answer's `x-request-id`.
+pub fn with_request_id(mut response: Response, id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
 }
 
 #[cfg(test)]

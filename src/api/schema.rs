@@ -148,8 +148,15 @@ pub struct ErrorResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable name: `invalid_input`, `overloaded`, `model_not_found`, ...
+    /// (every code: `docs/errors.md`).
     pub code: String,
     pub message: String,
+}
+
+impl ErrorResponse {
+    pub fn new(code: &str, message: String) -> Self {
+        Self { error: ErrorDetail { code: code.to_owned(), message } }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

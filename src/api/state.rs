@@ -10,6 +10,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::error::ApiError;
 use crate::model::{LoadedModel, ModelRegistry, Repository};
 
+/// What axum handlers and gRPC services hold.
+pub type AppState = Arc<ServerState>;
+
 #[derive(Default)]
 pub struct ServerState {
     repository: OnceLock<Arc<Repository>>,

@@ -1,7 +1,8 @@
 //! `spikeserve.anytime.v1.Anytime`: unary, server-streaming and bidirectional anytime inference.
 
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -14,13 +15,12 @@ use tracing::Instrument;
 use super::anytime_pb as pb;
 use super::{budget_ms, grpc_request_id, limits};
 use crate::api::error::ApiError;
-use crate::api::http::AppState;
+use crate::api::pipeline::{Answered, Call, Session, Streamed};
 use crate::api::request::{
-    anytime_request, cutoff_policy, deadline, event_binning, priority, PolicyParams, RequestInput,
-    RequestSpec,
+    anytime_request, event_binning, session_policy, PolicyParams, RequestInput, RequestSpec,
 };
-use crate::api::request_id::{record_exit, request_span};
-use crate::api::streaming::{forward, stream_request, StreamEvent};
+use crate::api::state::AppState;
+use crate::api::streaming::StreamEvent;
 use crate::engine::{AnytimeAnswer, ExitReason, FrameSender, Partial};
 use crate::input::events::{Event, StreamingBinner};
 use crate::input::{DenseTensor, EventError};
@@ -31,19 +31,11 @@ pub struct AnytimeService {
     session_idle: Duration,
 }
 
-/// A session that sends nothing for this long is ended, unless the server is told otherwise.
-pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30);
-
 impl AnytimeService {
-    pub fn new(state: AppState) -> Self {
-        Self { state, session_idle: DEFAULT_SESSION_IDLE }
-    }
-
-    /// How long a session may go without a message: a client that stops sending must not hold a
-    /// batch slot (and its membrane state) forever.
-    pub fn with_session_idle_timeout(mut self, idle: Duration) -> Self {
-        self.session_idle = idle;
-        self
+    /// `session_idle`: how long a session may go without a message (a client that stops sending
+    /// must not hold a batch slot, and its membrane state, forever); `--session-idle-timeout-secs`.
+    pub fn new(state: AppState, session_idle: Duration) -> Self {
+        Self { state, session_idle }
     }
 }
 
@@ -68,23 +60,22 @@ const OUTBOUND_BUFFER: usize = 64;
 #[tonic::async_trait]
 impl pb::anytime_server::Anytime for AnytimeService {
     async fn infer(&self, request: Request<pb::InferRequest>) -> Result<Response<pb::InferResponse>, Status> {
-        let arrived = Instant::now();
         let metadata = request.metadata().clone();
         let message = request.into_inner();
-        let id = grpc_request_id(&message.request_id, &metadata);
-        let span = request_span("grpc", &id, &message.model);
-        let name = message.model.clone();
-        async move {
-            let model = self.state.model(&message.model)?;
-            let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
-            let max_timesteps = request.policy.max_timesteps;
-            let answer = model.engine.infer(request).await?;
-            record_exit(answer.timesteps, answer.exit_reason.as_str());
-            Ok(Response::new(final_response(&model, id, answer, max_timesteps)))
+        let mut call = Call::arrive(
+            "grpc",
+            Some(&message.model),
+            Some(&grpc_request_id(&message.request_id, &metadata)),
+        );
+        let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
+            Ok((anytime_request(model, spec(message, &metadata)?, call.arrived())?, ()))
+        };
+        match call.answer(&self.state, decode).await {
+            Ok(Answered { model, answer, max_timesteps, .. }) => {
+                Ok(Response::new(final_response(&model, call.id().to_owned(), answer, max_timesteps)))
+            }
+            Err(error) => Err(call.in_span(|| error.into())),
         }
-        .instrument(span)
-        .await
-        .map_err(|error: ApiError| counted(error, &name))
     }
 
     type InferStreamStream = ResponseStream;
@@ -93,26 +84,20 @@ impl pb::anytime_server::Anytime for AnytimeService {
         &self,
         request: Request<pb::InferRequest>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
-        let arrived = Instant::now();
         let metadata = request.metadata().clone();
         let message = request.into_inner();
-        let id = grpc_request_id(&message.request_id, &metadata);
-        let span = request_span("grpc", &id, &message.model);
-        let _entered = span.enter();
-        let name = message.model.clone();
-        let started = (|| {
-            let model = self.state.model(&message.model)?;
-            let request = anytime_request(&model, spec(message, &metadata)?, arrived)?;
-            let max_timesteps = request.policy.max_timesteps;
-            let events = stream_request(&model.engine, request)?;
-            Ok::<_, ApiError>((model, max_timesteps, events))
-        })();
-        let (model, max_timesteps, events) = started.map_err(|error| counted(error, &name))?;
-        drop(_entered);
-        let stream = ReceiverStream::new(events).map(move |event| {
-            let _entered = span.enter();
-            stream_message(&model, &id, max_timesteps, event)
-        });
+        let mut call = Call::arrive(
+            "grpc",
+            Some(&message.model),
+            Some(&grpc_request_id(&message.request_id, &metadata)),
+        );
+        let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
+            Ok((anytime_request(model, spec(message, &metadata)?, call.arrived())?, ()))
+        };
+        let Streamed { model, max_timesteps, events, .. } =
+            call.stream(&self.state, decode).map_err(|error| call.in_span(|| Status::from(error)))?;
+        let id = call.id().to_owned();
+        let stream = events.map(move |event| stream_message(&model, &id, max_timesteps, event));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -122,55 +107,34 @@ impl pb::anytime_server::Anytime for AnytimeService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let arrived = Instant::now();
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
-        let first = next_message(&mut inbound, self.session_idle).await?.ok_or_else(|| {
-            ApiError::InvalidField("session: the stream ended before its `start` message".into())
-        })?;
-        let start = match first.message {
-            Some(pb::session_request::Message::Start(start)) => start,
-            Some(_) => {
-                return Err(ApiError::InvalidField(
-                    "session: the first message must be `start` (model and policy), found a frame or events"
-                        .into(),
-                )
-                .into())
-            }
-            None => return Err(ApiError::InvalidField("session: the first message is empty".into()).into()),
-        };
-        let id = grpc_request_id(&start.request_id, &metadata);
-        let span = request_span("grpc-session", &id, &start.model);
-        let _entered = span.enter();
-        let opened = (|| {
-            let model = self.state.model(&start.model)?;
-            let params = policy_params(start.policy, &metadata);
-            let policy = cutoff_policy(&params, &model.name, &model.contract)?;
-            let deadline = deadline(params.latency_budget_ms, arrived)?;
-            let priority = priority(params.priority)?;
-            let (partials_tx, partials) = mpsc::unbounded_channel();
-            let (sender, answer) = model.engine.open_stream(
-                policy,
-                deadline,
-                priority,
-                start.return_confidences,
-                Some(partials_tx),
-            )?;
-            Ok::<_, ApiError>((model, policy, partials, sender, answer))
-        })();
-        let (model, policy, partials, sender, answer) =
-            opened.map_err(|error| counted(error, &start.model))?;
+        // The model and the id come with `start`; a call that fails before it is still counted
+        // and logged under its own span.
+        let mut call = Call::arrive("grpc-session", None, Some(&grpc_request_id("", &metadata)));
+        let start = read_start(&mut inbound, self.session_idle)
+            .instrument(call.span().clone())
+            .await
+            .map_err(|error| call.in_span(|| Status::from(call.failed(error))))?;
+        call.set_model(&start.model);
+        call.adopt_id(Some(&start.request_id).filter(|id| !id.is_empty()).map(String::as_str));
+        let return_confidences = start.return_confidences;
+        let params = policy_params(start.policy, &metadata);
+        let Session { model, policy, sender, mut events } = call
+            .open_session(&self.state, |call, model| {
+                session_policy(model, &params, return_confidences, call.arrived())
+            })
+            .map_err(|error| call.in_span(|| Status::from(error)))?;
         let binner = model.contract.events.map(StreamingBinner::new);
-        drop(_entered);
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
         let (input_error_tx, mut input_error) = tokio::sync::oneshot::channel::<ApiError>();
         // Answers: partials as the request steps, then the final one; or the input's error. The
         // call ends with either (this task holds the only sender of the response stream).
-        let mut events = forward(answer, partials);
         let pump_model = model.clone();
         let max_timesteps = policy.max_timesteps;
         let idle = self.session_idle;
+        let id = call.id().to_owned();
         tokio::spawn(
             async move {
                 let mut input_open = true;
@@ -198,17 +162,17 @@ impl pb::anytime_server::Anytime for AnytimeService {
                     }
                 }
             }
-            .instrument(span.clone()),
+            .instrument(call.span().clone()),
         );
         // Frames: pushed as they come; a bad one ends the call with its error.
+        let feeding = call.clone();
         tokio::spawn(
             async move {
                 if let Err(error) = feed(&mut inbound, idle, &sender, binner, &model).await {
-                    error.count_for(&model.name);
-                    let _ = input_error_tx.send(error);
+                    let _ = input_error_tx.send(feeding.failed(error));
                 }
             }
-            .instrument(span),
+            .instrument(call.span().clone()),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
     }
@@ -232,10 +196,21 @@ impl pb::anytime_server::Anytime for AnytimeService {
     }
 }
 
-/// Counts a refused request in the metrics and turns it into its gRPC status.
-fn counted(error: ApiError, model: &str) -> Status {
-    error.count_for(model);
-    error.into()
+/// A session's first message, which must be `start` (model and policy).
+async fn read_start(
+    inbound: &mut Streaming<pb::SessionRequest>,
+    idle: Duration,
+) -> Result<pb::SessionStart, ApiError> {
+    let first = next_message(inbound, idle).await?.ok_or_else(|| {
+        ApiError::InvalidField("session: the stream ended before its `start` message".into())
+    })?;
+    match first.message {
+        Some(pb::session_request::Message::Start(start)) => Ok(start),
+        Some(_) => Err(ApiError::InvalidField(
+            "session: the first message must be `start` (model and policy), found a frame or events".into(),
+        )),
+        None => Err(ApiError::InvalidField("session: the first message is empty".into())),
+    }
 }
 
 /// Reads a session's frames or event chunks until the client half-closes, the request is over, or
@@ -357,7 +332,6 @@ fn stream_message(
             Ok(pb::InferStreamResponse { message: Some(Message::Partial(partial_message(model, partial))) })
         }
         StreamEvent::Final(answer) => {
-            record_exit(answer.timesteps, answer.exit_reason.as_str());
             let response = final_response(model, id.to_owned(), answer, max_timesteps);
             Ok(pb::InferStreamResponse { message: Some(Message::Final(response)) })
         }

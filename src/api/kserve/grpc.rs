@@ -6,14 +6,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::time::Instant;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
 use super::{
     answer_outputs, answer_parameters, config_parameters, decode_binary, input_metadata, output_metadata,
@@ -22,10 +21,11 @@ use super::{
 use crate::api::error::ApiError;
 use crate::api::grpc::inference_pb as pb;
 use crate::api::grpc::{budget_ms, grpc_request_id, limits};
-use crate::api::http::AppState;
+use crate::api::pipeline::{Answered, Call, Streamed};
 use crate::api::request::anytime_request;
-use crate::api::request_id::{record_exit, request_span};
-use crate::api::streaming::{stream_request, StreamEvent};
+use crate::api::state::AppState;
+use crate::api::state::ServerState;
+use crate::api::streaming::StreamEvent;
 use crate::engine::AnytimeRequest;
 use crate::model::LoadedModel;
 
@@ -38,41 +38,33 @@ impl KServeService {
         Self { state }
     }
 
-    fn model(
-        &self,
-        name: &str,
-        version: &str,
-        for_request: bool,
-    ) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+    /// A model by name and version (empty: the one serving), for metadata.
+    fn model_info(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ApiError> {
         super::check_version(&self.state, name, version)?;
-        if for_request {
-            self.state.model(name)
-        } else {
-            self.state.model_info(name)
-        }
+        self.state.model_info(name)
     }
+}
 
-    /// Decodes a request into what the engine runs, and the outputs the client asked for.
-    fn prepare(
-        &self,
-        request: pb::ModelInferRequest,
-        metadata: &MetadataMap,
-        arrived: Instant,
-    ) -> Result<(std::sync::Arc<LoadedModel>, AnytimeRequest, Vec<String>), ApiError> {
-        let model = self.model(&request.model_name, &request.model_version, true)?;
-        let mut parameters = parameters(&request.parameters);
-        if !parameters.contains_key("timeout") {
-            if let Some(ms) = budget_ms(None, metadata) {
-                parameters.insert("timeout".to_owned(), Parameter::Float(ms * 1e3));
-            }
+/// Decodes a request into what the engine runs, and the outputs the client asked for.
+fn decode(
+    state: &ServerState,
+    request: pb::ModelInferRequest,
+    metadata: &MetadataMap,
+    call: &Call,
+    model: &LoadedModel,
+) -> Result<(AnytimeRequest, Vec<String>), ApiError> {
+    super::check_version(state, &model.name, &request.model_version)?;
+    let mut parameters = parameters(&request.parameters);
+    if !parameters.contains_key("timeout") {
+        if let Some(ms) = budget_ms(None, metadata) {
+            parameters.insert("timeout".to_owned(), Parameter::Float(ms * 1e3));
         }
-        let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
-        select_outputs(Vec::new(), &requested)?;
-        let inputs = inputs(request.inputs, request.raw_input_contents)?;
-        let spec = request_spec(&model.contract, inputs, &parameters)?;
-        let anytime = anytime_request(&model, spec, arrived)?;
-        Ok((model, anytime, requested))
     }
+    let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+    select_outputs(Vec::new(), &requested)?;
+    let inputs = inputs(request.inputs, request.raw_input_contents)?;
+    let spec = request_spec(&model.contract, inputs, &parameters)?;
+    Ok((anytime_request(model, spec, call.arrived())?, requested))
 }
 
 type StreamResponses = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
@@ -98,7 +90,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        let ready = self.model(&request.name, &request.version, false).is_ok() && !self.state.is_leaving();
+        let ready = self.model_info(&request.name, &request.version).is_ok() && !self.state.is_leaving();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -118,7 +110,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let request = request.into_inner();
-        let model = self.model(&request.name, &request.version, false)?;
+        let model = self.model_info(&request.name, &request.version)?;
         let tensors = |list: Vec<(String, &str, Vec<i64>)>| {
             list.into_iter()
                 .map(|(name, datatype, shape)| pb::model_metadata_response::TensorMetadata {
@@ -141,25 +133,22 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let arrived = Instant::now();
         let metadata = request.metadata().clone();
         let request = request.into_inner();
-        let id = grpc_request_id(&request.id, &metadata);
-        let span = request_span("kserve-grpc", &id, &request.model_name);
-        let name = request.model_name.clone();
-        async move {
-            let (model, anytime, requested) = self.prepare(request, &metadata, arrived)?;
-            let answer = model.engine.infer(anytime).await?;
-            record_exit(answer.timesteps, answer.exit_reason.as_str());
-            let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
-            Ok(Response::new(response(&model, &id, outputs, &answer_parameters(&answer), None)))
-        }
-        .instrument(span)
-        .await
-        .map_err(|error: ApiError| {
-            error.count_for(&name);
-            Status::from(error)
-        })
+        let mut call = Call::arrive(
+            "kserve-grpc",
+            Some(&request.model_name),
+            Some(&grpc_request_id(&request.id, &metadata)),
+        );
+        let state = &self.state;
+        let decode =
+            |call: &mut Call, model: &Arc<LoadedModel>| decode(state, request, &metadata, call, model);
+        let answered = call.answer(state, decode).await;
+        let Answered { model, answer, decoded: requested, .. } =
+            answered.map_err(|error| call.in_span(|| Status::from(error)))?;
+        let outputs = select_outputs(answer_outputs(&model, &answer), &requested)
+            .map_err(|error| call.in_span(|| Status::from(call.failed(error))))?;
+        Ok(Response::new(response(&model, call.id(), outputs, &answer_parameters(&answer), None)))
     }
 
     type ModelStreamInferStream = StreamResponses;
@@ -173,7 +162,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let (outbound, outbound_rx) = mpsc::channel::<Result<pb::ModelStreamInferResponse, Status>>(64);
-        let service = KServeService { state: self.state.clone() };
+        let state = self.state.clone();
         tokio::spawn(async move {
             loop {
                 let request = match inbound.message().await {
@@ -187,24 +176,17 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                     // The client reset the call.
                     Err(_) => return,
                 };
-                let arrived = Instant::now();
-                let id = grpc_request_id(&request.id, &metadata);
-                let span = request_span("kserve-grpc-stream", &id, &request.model_name);
-                let name = request.model_name.clone();
-                let prepared = span.in_scope(|| {
-                    let (model, anytime, requested) = service.prepare(request, &metadata, arrived)?;
-                    let events = stream_request(&model.engine, anytime)?;
-                    Ok::<_, ApiError>((model, events, requested))
-                });
-                match prepared {
-                    Ok((model, events, requested)) => {
-                        tokio::spawn(
-                            stream_one(model, id, requested, events, outbound.clone()).instrument(span),
-                        );
+                let given = grpc_request_id(&request.id, &metadata);
+                let mut call = Call::arrive("kserve-grpc-stream", Some(&request.model_name), Some(&given));
+                let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
+                    decode(&state, request, &metadata, call, model)
+                };
+                match call.stream(&state, decode) {
+                    Ok(streamed) => {
+                        tokio::spawn(stream_one(streamed, call.id().to_owned(), outbound.clone()));
                     }
                     Err(error) => {
-                        error.count_for(&name);
-                        let failed = stream_error(&id, &error);
+                        let failed = call.in_span(|| stream_error(call.id(), &error));
                         if outbound.send(Ok(failed)).await.is_err() {
                             return;
                         }
@@ -261,7 +243,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let request = request.into_inner();
-        let model = self.model(&request.name, &request.version, false)?;
+        let model = self.model_info(&request.name, &request.version)?;
         let data_type = |datatype: &str| match datatype {
             "FP32" => pb::DataType::TypeFp32,
             "INT64" => pb::DataType::TypeInt64,
@@ -310,7 +292,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
         let models: Vec<_> = if request.name.is_empty() {
             registry.models().cloned().collect()
         } else {
-            vec![self.model(&request.name, &request.version, false)?]
+            vec![self.model_info(&request.name, &request.version)?]
         };
         let duration = |count: u64, ns: u64| Some(pb::StatisticDuration { count, ns });
         let model_stats = models
@@ -343,12 +325,11 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
 
 /// Streams one request's partials and answer into the shared outbound stream.
 async fn stream_one(
-    model: std::sync::Arc<LoadedModel>,
+    streamed: Streamed<Vec<String>>,
     id: String,
-    requested: Vec<String>,
-    mut events: mpsc::Receiver<StreamEvent>,
     outbound: mpsc::Sender<Result<pb::ModelStreamInferResponse, Status>>,
 ) {
+    let Streamed { model, decoded: requested, mut events, .. } = streamed;
     while let Some(event) = events.recv().await {
         let message = match event {
             // The answer that follows carries this timestep, with the exit reason and the final flag:
@@ -363,7 +344,6 @@ async fn stream_one(
                 }
             }
             StreamEvent::Final(answer) => {
-                record_exit(answer.timesteps, answer.exit_reason.as_str());
                 let outputs = select_outputs(answer_outputs(&model, &answer), &requested).unwrap_or_default();
                 pb::ModelStreamInferResponse {
                     error_message: String::new(),

@@ -3,7 +3,7 @@
 //! use the protocol's body, `{"error": "<message>"}`.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,17 +14,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::Instrument;
 
 use super::{
     answer_outputs, answer_parameters, check_version, config_parameters, decode_binary, element_size,
     input_metadata, output_metadata, request_spec, select_outputs, InputTensor, OutputData, OutputTensor,
     Parameter, EXTENSIONS,
 };
+use crate::api::body::read_body;
 use crate::api::error::ApiError;
-use crate::api::http::{read_body, AppState};
+use crate::api::pipeline::{Answered, Call};
 use crate::api::request::anytime_request;
-use crate::api::request_id::{record_exit, request_id, request_span_without_id, HEADER as REQUEST_ID};
+use crate::api::request_id::{header_id, with_request_id};
+use crate::api::state::{AppState, ServerState};
 use crate::model::LoadedModel;
 
 /// The binary tensor data extension's header: the length of the JSON part of the body.
@@ -306,10 +307,7 @@ async fn infer_version(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(error) = check_version(&state, &name, &version) {
-        return V2Error(error).into_response();
-    }
-    infer(state, Path(name), headers, body).await
+    answer(&state, &name, Some(&version), &headers, body).await
 }
 
 async fn infer(
@@ -318,43 +316,41 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let arrived = Instant::now();
-    let header_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    // The id may come from the body: recorded on the span once the body is read.
-    let span = request_span_without_id("kserve-http", &name);
-    let result =
-        async { run(&state, &name, &headers, body, arrived, header_id).await }.instrument(span).await;
-    match result {
-        Ok(response) => response,
-        Err(error) => {
-            error.0.count_for(&name);
-            error.into_response()
-        }
-    }
+    answer(&state, &name, None, &headers, body).await
 }
 
-async fn run(
-    state: &AppState,
+/// Runs an inference request. The id may come from the body (`id`), else from `x-request-id`;
+/// either way it is echoed in `x-request-id`, errors included.
+async fn answer(
+    state: &ServerState,
     name: &str,
+    version: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    arrived: Instant,
-    header_id: Option<String>,
-) -> V2Result<Response> {
-    let model = state.model(name)?;
-    let body = read_body(body)?;
-    let decoded = decode_body(headers, &body)?;
-    let id = request_id(decoded.id.as_deref().or(header_id.as_deref()));
-    tracing::Span::current().record("id", id.as_str());
-    let DecodedBody { parameters, inputs, requested, binary_outputs, .. } = decoded;
-    let binary_output = parameters.get("binary_data_output").and_then(Parameter::as_bool).unwrap_or(false);
-    let spec = request_spec(&model.contract, inputs, &parameters)?;
-    let anytime = anytime_request(&model, spec, arrived)?;
-    let answer = model.engine.infer(anytime).await.map_err(ApiError::from)?;
-    record_exit(answer.timesteps, answer.exit_reason.as_str());
-    let outputs = select_outputs(answer_outputs(&model, &answer), &requested)?;
-    let binary_for = |o: &OutputTensor| binary_outputs.get(o.name).copied().unwrap_or(binary_output);
-    Ok(response(&model, &id, outputs, &answer_parameters(&answer), binary_for))
+) -> Response {
+    let mut call = Call::arrive("kserve-http", Some(name), header_id(headers));
+    let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
+        if let Some(version) = version {
+            check_version(state, name, version)?;
+        }
+        let body = read_body(body)?;
+        let decoded = decode_body(headers, &body)?;
+        call.adopt_id(decoded.id.as_deref());
+        let DecodedBody { parameters, inputs, requested, binary_outputs, .. } = decoded;
+        let spec = request_spec(&model.contract, inputs, &parameters)?;
+        let binary_output =
+            parameters.get("binary_data_output").and_then(Parameter::as_bool).unwrap_or(false);
+        Ok((anytime_request(model, spec, call.arrived())?, (requested, binary_outputs, binary_output)))
+    };
+    let answered = call.answer(state, decode).await.and_then(|answered| {
+        let Answered { model, answer, decoded: (requested, binary_outputs, binary_output), .. } = answered;
+        let outputs =
+            select_outputs(answer_outputs(&model, &answer), &requested).map_err(|e| call.failed(e))?;
+        let binary_for = |o: &OutputTensor| binary_outputs.get(o.name).copied().unwrap_or(binary_output);
+        Ok(response(&model, call.id(), outputs, &answer_parameters(&answer), binary_for))
+    });
+    let response = answered.unwrap_or_else(|error| call.in_span(|| V2Error(error).into_response()));
+    with_request_id(response, call.id())
 }
 
 /// An inference request's body, decoded and checked as far as it can be without the model.
@@ -422,7 +418,7 @@ fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(V2Request, &'a
             (body, &body[body.len()..])
         }
     };
-    Ok((crate::api::http::parse_json(json_part)?, binary))
+    Ok((crate::api::body::parse_json(json_part)?, binary))
 }
 
 fn parameters(raw: &BTreeMap<String, Value>, place: &str) -> Result<BTreeMap<String, Parameter>, ApiError> {
@@ -573,7 +569,7 @@ fn response(
         "parameters": parameters,
         "outputs": outputs,
     });
-    let mut response = if binary.is_empty() {
+    if binary.is_empty() {
         Json(body).into_response()
     } else {
         let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -584,9 +580,5 @@ fn response(
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         headers.insert(HEADER_LENGTH, HeaderValue::from(json_length));
         response
-    };
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert(REQUEST_ID, value);
     }
-    response
 }
