@@ -12,7 +12,10 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY benches ./benches
 COPY src ./src
-RUN cargo build --release --locked
+# The workspace's other member (the load tools) is read for the manifest but not built: the image
+# ships the server alone.
+COPY tools ./tools
+RUN cargo build --release --locked -p spikeserve
 
 FROM python:3.11-slim-bookworm AS onnxruntime
 RUN pip install --no-cache-dir --no-deps --target /wheel onnxruntime==1.31.1

@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+# The server. The load tools (bench, soak, infer) are target/release/spikeserve-tools: scripts and
+# tests find them beside $(BIN), or at $$SPIKESERVE_TOOLS_BIN.
 BIN := target/release/spikeserve
 HTTP_ADDR ?= 0.0.0.0:8000
 MODELS ?= models
@@ -23,7 +25,7 @@ help:
 	@echo "  make run                 serve models/ on $(HTTP_ADDR) (creates .venv and the release build if missing)"
 	@echo "  make test                every test, Rust and Python, with fmt/clippy/ruff (= lint test-rust test-python)"
 	@echo "Parts:"
-	@echo "  make venv | build        the Python environment (.venv) | the release build"
+	@echo "  make venv | build        the Python environment (.venv) | the release build (server and spikeserve-tools)"
 	@echo "  make lint                cargo fmt, clippy, rustdoc (broken doc links denied), ruff"
 	@echo "  make test-rust | test-python   one half of make test"
 	@echo "  make tools               Debian's prometheus (promtool and a real Prometheus for the tests)"
@@ -61,8 +63,9 @@ $(VENV_STAMP): training/requirements.txt training/requirements-torch.txt
 
 venv: $(VENV_STAMP)
 
+# Both binaries: the tests and benchmarks drive the server with the tools.
 build:
-	cargo build --release $(CARGO_FLAGS)
+	cargo build --release $(CARGO_FLAGS) --workspace
 
 run: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(BIN) serve --models $(MODELS) --http-addr $(HTTP_ADDR)
@@ -70,9 +73,9 @@ run: venv build
 PY_TEST_DIRS := deploy benchmarks/python tests/clients
 
 lint: venv
-	cargo fmt --check
-	cargo clippy --all-targets $(CARGO_FLAGS) -- -D warnings
-	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links" cargo doc --no-deps --document-private-items $(CARGO_FLAGS)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links" cargo doc --workspace --no-deps --document-private-items $(CARGO_FLAGS)
 	cd training && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
 	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
@@ -81,8 +84,9 @@ lint: venv
 tools:
 	scripts/ensure-prometheus.sh
 
+# The workspace: the server's tests run the tools' binary too, and cargo builds it for them.
 test-rust: venv tools
-	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS)
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS) --workspace
 
 # The Python tests drive the release binary too (contract refusals), so they run after the Rust build.
 # The training job's tests, then the deploy manifests, the Python benchmark peers, and Triton's own

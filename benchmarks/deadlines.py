@@ -1,7 +1,7 @@
 """Latency budgets under overload: deadline-aware admission against first come, first served.
 
 ``make bench-deadlines`` (minutes; not part of ``make test``). One model, served alone by the release
-binary; the load generator is ``spikeserve bench`` (Rust, open loop: latency counts from the planned send
+binary; the load generator is ``spikeserve-tools bench`` (Rust, open loop: latency counts from the planned send
 time), pinned to another core than the server where the machine has two.
 
 1. **Warm-up**: the first request after the server says it is listening, against the steady-state p50 of
@@ -51,11 +51,11 @@ def pinned(core: int | None) -> list[str]:
 
 
 def bench(binary: Path, server: spikeserve_process.Server, model: str, core: int | None, *flags: str) -> dict[str, Any]:
-    """One ``spikeserve bench`` run over gRPC unary; its JSON report."""
+    """One ``spikeserve-tools bench`` run over gRPC unary (the tools beside the server ``binary``); its report."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [
             *pinned(core),
-            str(binary),
+            str(spikeserve_process.tools_binary(binary)),
             "bench",
             "--protocol",
             "grpc-unary",

@@ -14,7 +14,7 @@ model takes, so this script measures the same comparison on networks of growing 
   confident, so its requests run most of their ten timesteps, in the floor and the server alike.
 
 Per model, in rounds (so that the floor and the server see the same machine state): the floor
-(``spikeserve bench --floor``), then spikeserve (started on free loopback ports with its defaults)
+(``spikeserve-tools bench --floor``), then spikeserve (started on free loopback ports with its defaults)
 over gRPC unary at one client, each a closed loop over the model's held-out inputs with the model's
 default cutoff. Reported: time per request of each, their ratio and their difference (the overhead),
 as the median over rounds; ``<out>/overhead.{json,md}``.
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import run_bench
+import spikeserve_process
 from run_bench import REPO, TARGET_VS_FLOOR, Result, log, spikeserve_bench, spikeserve_server
 
 STANDIN_SEED = 0
@@ -93,6 +94,7 @@ def bench_args(args: argparse.Namespace, case: Case) -> argparse.Namespace:
     """The namespace ``run_bench``'s helpers read, for one model."""
     return argparse.Namespace(
         bin=args.bin,
+        tools_bin=args.tools_bin,
         model=case.name,
         model_dir=case.model_dir,
         inputs=case.inputs,
@@ -178,7 +180,7 @@ def markdown(results: list[Result], info: Result, args: argparse.Namespace) -> s
     lines += [
         "",
         "The empty gRPC call is `grpc.health.v1.Health/Check` on the same server with the same client "
-        "(`spikeserve bench --protocol grpc-health`): the round trip every gRPC request pays before any "
+        "(`spikeserve-tools bench --protocol grpc-health`): the round trip every gRPC request pays before any "
         "model work. The rest is overhead minus that: decoding and checking the request, the hand-offs "
         "to and from the model's scheduler thread, and the answer.",
         "",
@@ -209,6 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: digits and VGGSNN at 1/8 width, one round")
     args = parser.parse_args(argv)
     args.bin = args.bin.resolve()
+    args.tools_bin = spikeserve_process.tools_binary(args.bin)
     if args.quick:
         args.rounds = 1
     args.name = args.name or ("overhead-quick" if args.quick else "overhead")
@@ -238,7 +241,7 @@ def cases(args: argparse.Namespace, tmp: Path) -> list[Case]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    ok, why = run_bench.bench_available(args.bin)
+    ok, why = run_bench.bench_available(args.tools_bin)
     if not ok:
         print(f"overhead: {why}", file=sys.stderr)
         return 2

@@ -2,14 +2,14 @@
 
 What runs, one thing at a time (the clients share the machine with the server under test):
 
-1. the floors: the Rust floor (``spikeserve bench --floor``: the raw ort stepping loop at batch 1, in
+1. the floors: the Rust floor (``spikeserve-tools bench --floor``: the raw ort stepping loop at batch 1, in
    process) and the Python floor (``benchmarks/python/floor.py``: the same loop through the onnxruntime
    Python API);
 2. three servers, each started by this script on free loopback ports and stopped before the next:
    the Python peer (``benchmarks/python/peer_server.py --threads 1``: FastAPI + uvicorn + onnxruntime,
    batch 1), spikeserve with batching off (``--max-batch 1``) and spikeserve with continuous batching on
    (``--max-batch 256``, so 256 clients all fit);
-3. ``spikeserve bench`` as the load generator: closed loops at 1, 8, 64 and 256 clients over HTTP
+3. ``spikeserve-tools bench`` as the load generator: closed loops at 1, 8, 64 and 256 clients over HTTP
    against every server; gRPC unary, gRPC streaming and SSE at 1 and 64 clients against spikeserve
    (batching on); open loops at two fixed rates against spikeserve (batching on) and the Python peer;
 4. the ratios against the baselines measured in this run, with the targets; then
@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import spikeserve_process
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -135,9 +137,9 @@ def default_ort_library() -> str | None:
 
 
 def bench_available(binary: Path) -> tuple[bool, str]:
-    """Whether ``spikeserve bench`` exists in this build, and why not."""
+    """Whether ``spikeserve-tools bench`` (``binary``) exists in this build, and why not."""
     if not binary.exists():
-        return False, f"{binary} does not exist (cargo build --release --locked)"
+        return False, f"{binary} does not exist (cargo build --release --locked --workspace)"
     done = subprocess.run([str(binary), "bench", "--help"], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return False, f"`{binary} bench --help` failed: {(done.stderr or done.stdout).strip()[:300]}"
@@ -148,11 +150,11 @@ def bench_available(binary: Path) -> tuple[bool, str]:
 
 
 def spikeserve_bench(args: argparse.Namespace, extra: list[str], label: str) -> Result:
-    """Runs ``spikeserve bench`` with ``extra`` and returns its JSON report."""
+    """Runs ``spikeserve-tools bench`` with ``extra`` and returns its JSON report."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         command = [
-            str(args.bin),
+            str(args.tools_bin),
             "bench",
             "--model",
             args.model,
@@ -172,7 +174,7 @@ def spikeserve_bench(args: argparse.Namespace, extra: list[str], label: str) -> 
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"{label}: `{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-2000:]}")
         report: Result = json.loads(out.read_text())
-    report["command"] = "spikeserve bench " + " ".join(command[2:]).replace(str(out), "OUT.json")
+    report["command"] = "spikeserve-tools bench " + " ".join(command[2:]).replace(str(out), "OUT.json")
     report["wall_s"] = time.perf_counter() - started
     log(
         f"{label}: {report['throughput_rps']:.0f} req/s, p50 {report['latency_ms']['p50']:.3f} ms, "
@@ -586,7 +588,7 @@ def markdown(
         + f"; spikeserve device `{info['device']}`; {info['date']}; commit {info['commit']}; "
         f"Linux {info['kernel']}, Python {info['python']}; load average (1 min) "
         f"{info['load_average_1m_at_start']:.2f} at the start, {info['load_average_1m_at_end']:.2f} at the end. "
-        "The load generator (`spikeserve bench`, one "
+        "The load generator (`spikeserve-tools bench`, one "
         "process, tokio) runs on the same cores as the server under test."
     )
     add("")
@@ -621,7 +623,8 @@ def markdown(
     add("")
     add("| floor | req/s | us per request | p50 ms | p99 ms | mean timesteps | requests |")
     add("|---|---|---|---|---|---|---|")
-    for key, label in (("rust", "Rust (`spikeserve bench --floor`, ort C API)"), ("python", "Python (`floor.py`)")):
+    floors = (("rust", "Rust (`spikeserve-tools bench --floor`, ort C API)"), ("python", "Python (`floor.py`)"))
+    for key, label in floors:
         f = run.floors.get(key)
         if f:
             add(
@@ -774,6 +777,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.bin = args.bin.resolve()
+    args.tools_bin = spikeserve_process.tools_binary(args.bin)
     args.model_dir = (args.model_dir or REPO / "models" / args.model).resolve()
     args.inputs = (args.inputs or args.model_dir / "heldout.json").resolve()
     args.name = args.name or ("bench-quick" if args.quick else "bench")
@@ -792,7 +796,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    ok, why = bench_available(args.bin)
+    ok, why = bench_available(args.tools_bin)
     if not ok:
         print(f"run_bench: {why}", file=sys.stderr)
         return 2

@@ -42,6 +42,16 @@ def release_binary(configured: str | None = None) -> Path:
     return REPO / path
 
 
+def tools_binary(server: Path) -> Path:
+    """The load tools (``spikeserve-tools``: bench, soak, infer): $SPIKESERVE_TOOLS_BIN, else the file
+    beside the server binary (``cargo build --release --workspace`` puts both in target/release)."""
+    configured = os.environ.get("SPIKESERVE_TOOLS_BIN")
+    if configured:
+        path = Path(configured)
+        return path.resolve() if path.is_absolute() or path.exists() else REPO / path
+    return Path(server).with_name("spikeserve-tools")
+
+
 def ort_library() -> str:
     """$ORT_DYLIB_PATH, else the onnxruntime library of the repository's .venv."""
     configured = os.environ.get("ORT_DYLIB_PATH")

@@ -7,7 +7,7 @@
 #      and its CUDA 13 / cuDNN 9 libraries from PyPI, on the library path;
 #   2. benchmarks/run_bench.py --device cuda:N --ort-library <the GPU wheel's libonnxruntime>;
 #   3. results in benchmarks/results/bench-cuda.{json,md} and bench-cuda-{throughput,latency}.png.
-# What runs where: both spikeserve servers on the GPU; the Rust floor (`spikeserve bench --floor`
+# What runs where: both spikeserve servers on the GPU; the Rust floor (`spikeserve-tools bench --floor`
 # steps on the CPU device, through the same GPU build of ONNX Runtime), the Python floor and the
 # Python peer (the CPU onnxruntime of .venv) on the CPU. So on a GPU machine the floor ratios compare
 # spikeserve on the GPU with CPU loops, and the Python ratios compare it with the Python CPU server.

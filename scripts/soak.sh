@@ -25,8 +25,10 @@ CLIENTS="${CLIENTS:-256}"
 RESULTS="${RESULTS:-benchmarks/results}"
 HTTP_PORT="${HTTP_PORT:-18100}"
 GRPC_PORT="${GRPC_PORT:-18101}"
-# SPIKESERVE_BIN runs a binary built beforehand (nothing is built then).
+# SPIKESERVE_BIN runs a binary built beforehand (nothing is built then); the load comes from the
+# tools beside it (spikeserve-tools), or from SPIKESERVE_TOOLS_BIN.
 BIN="${SPIKESERVE_BIN:-target/release/spikeserve}"
+TOOLS="${SPIKESERVE_TOOLS_BIN:-$(dirname "$BIN")/spikeserve-tools}"
 
 if [[ -n "${SPIKESERVE_BIN:-}" ]]; then
     make --no-print-directory venv >/dev/null
@@ -64,7 +66,7 @@ start_server() {
 }
 
 soak() {
-    "$BIN" soak --http "http://127.0.0.1:$HTTP_PORT" --grpc "http://127.0.0.1:$GRPC_PORT" \
+    "$TOOLS" soak --http "http://127.0.0.1:$HTTP_PORT" --grpc "http://127.0.0.1:$GRPC_PORT" \
         --inputs models/digits/heldout.json --clients "$CLIENTS" --server-pid "$server_pid" --no-progress "$@"
 }
 

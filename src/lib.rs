@@ -9,7 +9,6 @@
 
 pub mod api;
 pub mod backend;
-pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod input;

@@ -7,9 +7,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spikeserve::backend::OrtRuntime;
-use spikeserve::cli::bench::BenchArgs;
-use spikeserve::cli::infer::InferArgs;
-use spikeserve::cli::soak::SoakArgs;
 use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::server;
@@ -34,16 +31,12 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve every model in the models directory.
     Serve(ServeConfig),
-    /// Send one request to a running server over gRPC and print each timestep's partial prediction.
-    Infer(InferArgs),
-    /// Load-test a running server (or, with --floor, step the model in this process).
-    Bench(BenchArgs),
-    /// Soak a running server: many clients mixing every door, giving up and disconnecting.
-    Soak(SoakArgs),
     /// Check one model (a directory holding model.onnx, or the .onnx file) and print its contract as JSON.
     Inspect {
         path: PathBuf,
@@ -59,21 +52,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => serve(config),
         Command::Inspect { path, runtime } => inspect(&path, &runtime),
-        Command::Infer(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(spikeserve::cli::infer::run(args)),
-        Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(spikeserve::cli::bench::run(args)),
-        Command::Soak(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(spikeserve::cli::soak::run(args)),
     }
 }
 

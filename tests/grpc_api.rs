@@ -418,7 +418,7 @@ async fn the_infer_subcommand_prints_a_line_per_timestep_then_the_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("digit.json");
     std::fs::write(&file, body.to_string()).expect("write");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+    let output = std::process::Command::new(common::tools_binary())
         .args([
             "infer",
             "--model",
@@ -444,7 +444,7 @@ async fn the_infer_subcommand_prints_a_line_per_timestep_then_the_answer() {
     assert_eq!(last["final"]["exit_reason"], expected["exit_reason"]);
     assert_eq!(partials.len() as u64, expected["timesteps"].as_u64().expect("timesteps"));
     // A wrong model is an error message and a failing exit status, not a panic.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
+    let output = std::process::Command::new(common::tools_binary())
         .args(["infer", "--model", "nope", "--server", &server.grpc, "--input"])
         .arg(&file)
         .output()

@@ -274,7 +274,7 @@ async fn tls_and_tokens_from_a_file_guard_both_doors_and_leave_health_open() {
         assert!(!line.contains("file-token"), "a token reached the log: {line}");
     }
 
-    // `spikeserve infer` reaches it with --ca-cert and --token, and says what is missing without.
+    // `spikeserve-tools infer` reaches it with --ca-cert and --token, and says what is missing without.
     let ca = pki.dir.path().join("ca.crt");
     std::fs::write(&ca, &pki.ca_pem).expect("write CA");
     let input = pki.dir.path().join("digit.json");
@@ -440,14 +440,11 @@ fn bad_tls_and_token_settings_stop_the_start_with_a_clear_message() {
     assert!(stderr.contains("--auth-health needs tokens"), "{stderr}");
 }
 
-/// Runs a `spikeserve` client subcommand to completion, with no token from the environment.
+/// Runs a `spikeserve-tools` subcommand to completion, with no token from the environment.
 async fn run_client(args: Vec<String>) -> std::process::Output {
+    let tools = common::tools_binary();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spikeserve"))
-            .args(args)
-            .env_remove("SPIKESERVE_TOKEN")
-            .output()
-            .expect("runs")
+        std::process::Command::new(tools).args(args).env_remove("SPIKESERVE_TOKEN").output().expect("runs")
     })
     .await
     .expect("joined")

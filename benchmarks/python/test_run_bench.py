@@ -1,9 +1,10 @@
 """Smoke test of the side-by-side benchmark: ``benchmarks/run_bench.py --quick`` on digits.
 
 It starts every server in turn on free loopback ports (spikeserve with batching on and off, the
-Python peer), runs both floors and a few closed- and open-loop points with ``spikeserve bench``, and
-writes its JSON, markdown and plots into a temporary directory. Needs the release binary with the
-``bench`` subcommand (``cargo build --release --locked``); skipped with the reason otherwise.
+Python peer), runs both floors and a few closed- and open-loop points with ``spikeserve-tools bench``, and
+writes its JSON, markdown and plots into a temporary directory. Needs the release server and
+``spikeserve-tools`` beside it (``cargo build --release --locked --workspace``); skipped with the
+reason otherwise.
 
     cd /work/main && .venv/bin/python -m pytest benchmarks/python/test_run_bench.py -q
 """
@@ -24,24 +25,29 @@ RUN_BENCH = REPO / "benchmarks" / "run_bench.py"
 BIN = Path(os.environ.get("SPIKESERVE_BIN", REPO / "target" / "release" / "spikeserve"))
 if not BIN.is_absolute():
     BIN = REPO / BIN
+# The load generator: $SPIKESERVE_TOOLS_BIN, else the file beside the server binary.
+TOOLS = Path(os.environ.get("SPIKESERVE_TOOLS_BIN", BIN.with_name("spikeserve-tools")))
+if not TOOLS.is_absolute():
+    TOOLS = REPO / TOOLS
 TIMEOUT_S = 85
 
 
 def bench_subcommand_missing() -> str | None:
-    """Why ``spikeserve bench`` cannot run here, or None when it can."""
-    if not BIN.exists():
-        return f"{BIN} is not built (cargo build --release --locked)"
+    """Why ``spikeserve-tools bench`` cannot run here, or None when it can."""
+    for binary in (BIN, TOOLS):
+        if not binary.exists():
+            return f"{binary} is not built (cargo build --release --locked --workspace)"
     try:
-        done = subprocess.run([str(BIN), "bench", "--help"], capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run([str(TOOLS), "bench", "--help"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"`{BIN} bench --help` could not run: {err}"
+        return f"`{TOOLS} bench --help` could not run: {err}"
     if done.returncode != 0:
-        return f"`spikeserve bench --help` failed (the bench subcommand is not built yet): {done.stderr.strip()[:200]}"
+        return f"`{TOOLS} bench --help` failed: {done.stderr.strip()[:200]}"
     return None
 
 
 def run_quick(script: Path, out: Path) -> None:
-    """Runs ``script --quick`` into ``out`` (skipping the test where ``spikeserve bench`` is missing)."""
+    """Runs ``script --quick`` into ``out`` (skipping the test where ``spikeserve-tools bench`` is missing)."""
     missing = bench_subcommand_missing()
     if missing:
         pytest.skip(missing)

@@ -181,6 +181,19 @@ pub fn run_binary(args: &[&str], ort: Option<&str>) -> Output {
     command.output().expect("running spikeserve")
 }
 
+/// The load tools' binary (`spikeserve-tools`: `infer`, `bench`, `soak`). It belongs to another
+/// package of the workspace, and Cargo names only this package's binaries to its tests, so it is
+/// found beside the server's; `cargo test --workspace` (what `make test` runs) builds both.
+pub fn tools_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_spikeserve")).with_file_name("spikeserve-tools");
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --workspace` (as `make test` does)",
+        path.display()
+    );
+    path
+}
+
 /// POSTs a JSON body to the infer route and returns status and JSON answer.
 pub async fn infer(client: &reqwest::Client, base: &str, model: &str, body: &Value) -> (u16, Value) {
     let response =

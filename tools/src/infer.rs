@@ -1,17 +1,18 @@
-//! `spikeserve infer`: sends one request to a running server over gRPC and prints a line per
+//! `spikeserve-tools infer`: sends one request to a running server over gRPC and prints a line per
 //! timestep as the partial predictions stream in, then the final answer.
 
 use std::io::Read;
 use std::path::PathBuf;
 
+use std::ops::ControlFlow;
+
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
+use spikeserve::api::grpc::anytime_pb as pb;
+use spikeserve::input::{decode_json_events, decode_json_tensor};
 
-use super::access::{with_authorization, ClientAccess};
-use crate::api::grpc::anytime_pb as pb;
-use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
-use crate::input::{decode_json_events, decode_json_tensor};
+use crate::client::{follow, ClientAccess, Grpc, StreamEnd};
 
 #[derive(Debug, Clone, Args)]
 pub struct InferArgs {
@@ -73,15 +74,18 @@ pub async fn run(args: InferArgs) -> anyhow::Result<()> {
         }),
         return_confidences: false,
     };
-    let mut client = AnytimeClient::new(args.access.grpc_channel(&args.server).await?);
-    let request = with_authorization(request, args.access.grpc_authorization()?.as_ref());
-    let mut stream = client.infer_stream(request).await.map_err(status_error)?.into_inner();
-    while let Some(message) = stream.message().await.map_err(status_error)? {
-        match message.message {
-            Some(pb::infer_stream_response::Message::Partial(p)) => print_partial(&p, args.json),
-            Some(pb::infer_stream_response::Message::Final(f)) => print_final(&f, args.json),
-            None => {}
-        }
+    let grpc = Grpc::connect(&args.access, &args.server).await?;
+    let mut stream = grpc.infer_stream(request).await.map_err(status_error)?;
+    let end = follow(&mut stream, |partial| {
+        print_partial(partial, args.json);
+        ControlFlow::Continue(())
+    })
+    .await;
+    match end {
+        StreamEnd::Final(answer) => print_final(&answer, args.json),
+        StreamEnd::Failed(status) => return Err(status_error(status)),
+        // The server closes a stream after its final answer; no answer leaves nothing more to print.
+        StreamEnd::Closed | StreamEnd::Stopped => {}
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `spikeserve soak`: many clients against a running server for minutes, mixing every way of
+//! `spikeserve-tools soak`: many clients against a running server for minutes, mixing every way of
 //! asking (gRPC unary, server streaming and sessions, HTTP JSON and SSE) with clients that give up,
 //! clients that drop their connection, and requests with tight budgets. It counts every request's
 //! fate and fails if any got an error it should not have, if the server's slots do not return to
@@ -9,6 +9,7 @@
 //! must all be answered.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,19 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
 use tonic::Code;
 
-use super::access::{with_authorization, ClientAccess};
-use super::bench::{exit_name, payloads, percentiles, Payload, Percentiles};
-use crate::api::grpc::anytime_pb as pb;
-use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
+use crate::client::{exit_name, follow, ClientAccess, Grpc, Http, SseStream, StreamEnd};
+use crate::payload::{payloads, Payload};
+use crate::progress;
+use crate::stats::{percentiles, Percentiles};
 
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
@@ -143,14 +139,11 @@ impl Rng {
 
 #[derive(Clone)]
 struct Doors {
-    http: reqwest::Client,
-    http_base: Arc<String>,
+    http: Http,
     grpc_url: Arc<String>,
-    channels: Arc<Vec<AnytimeClient<Channel>>>,
+    channels: Arc<Vec<Grpc>>,
     /// TLS trust and token, for the connections a disconnecting client opens of its own.
     access: Arc<ClientAccess>,
-    /// `authorization` for gRPC calls (the HTTP clients send it by themselves).
-    authorization: Option<MetadataValue<Ascii>>,
     model: Arc<String>,
     timesteps: usize,
     frame_len: usize,
@@ -165,28 +158,28 @@ impl Doors {
         let request = async {
             match door {
                 Door::Http | Door::Sse => {
-                    let client = if behaviour == Behaviour::Disconnect {
+                    let http = if behaviour == Behaviour::Disconnect {
                         // A connection of its own, closed when the future is dropped.
                         let builder = reqwest::Client::builder().pool_max_idle_per_host(0);
-                        match self.access.http_client(builder, &self.http_base) {
-                            Ok(client) => client,
+                        match Http::new(&self.access, builder, self.http.base()) {
+                            Ok(http) => http,
                             Err(error) => return Fate::Failed(format!("http client: {error:#}")),
                         }
                     } else {
                         self.http.clone()
                     };
-                    self.http_request(&client, door == Door::Sse, payload, behaviour).await
+                    self.http_request(&http, door == Door::Sse, payload, behaviour).await
                 }
                 _ => {
-                    let client = if behaviour == Behaviour::Disconnect {
-                        match self.access.grpc_channel(&self.grpc_url).await {
-                            Ok(channel) => AnytimeClient::new(channel),
+                    let grpc = if behaviour == Behaviour::Disconnect {
+                        match Grpc::connect(&self.access, &self.grpc_url).await {
+                            Ok(grpc) => grpc,
                             Err(error) => return connect_failure(&format!("{error:#}")),
                         }
                     } else {
                         self.channels[channel].clone()
                     };
-                    self.grpc_request(client, door, payload, behaviour).await
+                    self.grpc_request(&grpc, door, payload, behaviour).await
                 }
             }
         };
@@ -202,21 +195,8 @@ impl Doors {
         }
     }
 
-    async fn http_request(
-        &self,
-        client: &reqwest::Client,
-        sse: bool,
-        payload: &Payload,
-        behaviour: Behaviour,
-    ) -> Fate {
-        let mut request = client
-            .post(format!("{}/v1/models/{}/infer", self.http_base, self.model))
-            .header("content-type", "application/json")
-            .body(payload.body.as_ref().clone());
-        if sse {
-            request = request.header("accept", "text/event-stream");
-        }
-        let response = match request.send().await {
+    async fn http_request(&self, http: &Http, sse: bool, payload: &Payload, behaviour: Behaviour) -> Fate {
+        let response = match http.infer(&self.model, &payload.body, sse).send().await {
             Ok(response) => response,
             Err(error) if error.is_connect() => return Fate::ShuttingDown,
             Err(error) if self.during_shutdown && closed_before_read(&error) => return Fate::ShuttingDown,
@@ -234,132 +214,56 @@ impl Doors {
                 Err(error) => Fate::Failed(format!("http body: {error}")),
             };
         }
-        let mut buffer = String::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
+        let mut events = SseStream::new(response);
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
                 Err(error) => return Fate::Failed(format!("sse body: {error}")),
             };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("").to_owned()
-                };
-                let data: Value = serde_json::from_str(&field("data:")).unwrap_or(Value::Null);
-                match field("event:").as_str() {
-                    "partial" if behaviour == Behaviour::GiveUp => return Fate::LeftByClient,
-                    "final" => return answered_json(&data),
-                    "error" => {
-                        let code = data["error"]["code"].as_str().unwrap_or("").to_owned();
-                        return refusal(&code, &format!("sse error {code}"));
-                    }
-                    _ => {}
+            match event.event.as_str() {
+                "partial" if behaviour == Behaviour::GiveUp => return Fate::LeftByClient,
+                "final" => return answered_json(&event.json()),
+                "error" => {
+                    let code = event.json()["error"]["code"].as_str().unwrap_or("").to_owned();
+                    return refusal(&code, &format!("sse error {code}"));
                 }
+                _ => {}
             }
         }
         Fate::Failed("sse: the stream ended without a final event".into())
     }
 
-    async fn grpc_request(
-        &self,
-        mut client: AnytimeClient<Channel>,
-        door: Door,
-        payload: &Payload,
-        behaviour: Behaviour,
-    ) -> Fate {
+    async fn grpc_request(&self, grpc: &Grpc, door: Door, payload: &Payload, behaviour: Behaviour) -> Fate {
         let stream = match door {
             Door::GrpcUnary => {
-                return match client.infer(self.authorized(payload.grpc.clone())).await {
-                    Ok(answer) => {
-                        let answer = answer.into_inner();
-                        Fate::Answered {
-                            timesteps: answer.timesteps,
-                            exit_reason: exit_name(answer.exit_reason),
-                        }
-                    }
+                return match grpc.infer(payload.grpc.clone()).await {
+                    Ok(answer) => Fate::Answered {
+                        timesteps: answer.timesteps,
+                        exit_reason: exit_name(answer.exit_reason),
+                    },
                     Err(status) => grpc_refusal(&status, self.during_shutdown),
                 }
             }
-            Door::GrpcStream => client.infer_stream(self.authorized(payload.grpc.clone())).await,
-            _ => self.open_session(&mut client, payload).await,
+            Door::GrpcStream => grpc.infer_stream(payload.grpc.clone()).await,
+            // A session sends the request's input frame by frame, then half-closes.
+            _ => grpc.session(&payload.grpc, self.frame_len, self.timesteps).await,
         };
         let mut stream = match stream {
-            Ok(stream) => stream.into_inner(),
+            Ok(stream) => stream,
             Err(status) => return grpc_refusal(&status, self.during_shutdown),
         };
-        loop {
-            match stream.message().await {
-                Ok(Some(message)) => match message.message {
-                    Some(pb::infer_stream_response::Message::Partial(_))
-                        if behaviour == Behaviour::GiveUp =>
-                    {
-                        return Fate::LeftByClient
-                    }
-                    Some(pb::infer_stream_response::Message::Final(answer)) => {
-                        return Fate::Answered {
-                            timesteps: answer.timesteps,
-                            exit_reason: exit_name(answer.exit_reason),
-                        }
-                    }
-                    _ => {}
-                },
-                Ok(None) => return Fate::Failed("gRPC stream ended without a final answer".into()),
-                Err(status) => return grpc_refusal(&status, self.during_shutdown),
+        let give_up = behaviour == Behaviour::GiveUp;
+        let end =
+            follow(&mut stream, |_| if give_up { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+                .await;
+        match end {
+            StreamEnd::Final(answer) => {
+                Fate::Answered { timesteps: answer.timesteps, exit_reason: exit_name(answer.exit_reason) }
             }
+            StreamEnd::Stopped => Fate::LeftByClient,
+            StreamEnd::Closed => Fate::Failed("gRPC stream ended without a final answer".into()),
+            StreamEnd::Failed(status) => grpc_refusal(&status, self.during_shutdown),
         }
-    }
-
-    /// A session sends the request's input frame by frame (a static input is its own frame at every
-    /// timestep; events go in two chunks), then half-closes.
-    async fn open_session(
-        &self,
-        client: &mut AnytimeClient<Channel>,
-        payload: &Payload,
-    ) -> Result<tonic::Response<tonic::Streaming<pb::InferStreamResponse>>, tonic::Status> {
-        use pb::session_request::Message;
-        let start = pb::SessionStart {
-            model: payload.grpc.model.clone(),
-            policy: payload.grpc.policy,
-            ..Default::default()
-        };
-        let mut messages = vec![Message::Start(start)];
-        match &payload.grpc.input {
-            Some(pb::infer_request::Input::Tensor(tensor)) => {
-                let frames: Vec<&[f32]> = if tensor.values.len() == self.frame_len {
-                    vec![&tensor.values; self.timesteps]
-                } else {
-                    tensor.values.chunks(self.frame_len.max(1)).collect()
-                };
-                for values in frames {
-                    messages.push(Message::Frame(pb::Tensor { shape: vec![], values: values.to_vec() }));
-                }
-            }
-            Some(pb::infer_request::Input::Events(events)) => {
-                let half = events.x.len() / 2;
-                let part = |range: std::ops::Range<usize>| pb::Events {
-                    x: events.x[range.clone()].to_vec(),
-                    y: events.y[range.clone()].to_vec(),
-                    t_us: events.t_us[range.clone()].to_vec(),
-                    p: events.p[range].to_vec(),
-                };
-                messages.push(Message::Events(part(0..half)));
-                messages.push(Message::Events(part(half..events.x.len())));
-            }
-            None => {}
-        }
-        let (tx, rx) = mpsc::channel(messages.len().max(1));
-        for message in messages {
-            // The channel holds them all; the call half-closes when `tx` is dropped here.
-            let _ = tx.try_send(pb::SessionRequest { message: Some(message) });
-        }
-        drop(tx);
-        client.session(self.authorized(ReceiverStream::new(rx))).await
-    }
-
-    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
-        with_authorization(message, self.authorization.as_ref())
     }
 }
 
@@ -492,14 +396,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         bail!("--clients and --grpc-connections must be at least 1");
     }
     let payloads = Arc::new(payloads(&args.inputs, &args.model, None)?);
-    let http_base = args.http.trim_end_matches('/').to_owned();
-    let http =
-        args.access.http_client(reqwest::Client::builder().pool_max_idle_per_host(1024), &http_base)?;
+    let http = Http::new(&args.access, reqwest::Client::builder().pool_max_idle_per_host(1024), &args.http)?;
     let model: Value = http
-        .get(format!("{http_base}/v1/models/{}", args.model))
+        .get(&format!("/v1/models/{}", args.model))
         .send()
         .await
-        .with_context(|| format!("asking {http_base} for model {}", args.model))?
+        .with_context(|| format!("asking {} for model {}", http.base(), args.model))?
         .json()
         .await?;
     let timesteps = model["timesteps"].as_u64().context("the model info has no timesteps")? as usize;
@@ -509,27 +411,25 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         .context("the model info has no frame_shape")?;
     let mut channels = Vec::with_capacity(args.grpc_connections);
     for _ in 0..args.grpc_connections {
-        channels.push(AnytimeClient::new(args.access.grpc_channel(&args.grpc).await?));
+        channels.push(Grpc::connect(&args.access, &args.grpc).await?);
     }
     let doors = Doors {
         http: http.clone(),
-        http_base: Arc::new(http_base.clone()),
         grpc_url: Arc::new(args.grpc.clone()),
         channels: Arc::new(channels),
         access: Arc::new(args.access.clone()),
-        authorization: args.access.grpc_authorization()?,
         model: Arc::new(args.model.clone()),
         timesteps,
         frame_len,
         during_shutdown: args.until_shutdown,
     };
-    let server_before = server_counts(&http, &http_base, &args.model).await;
+    let server_before = server_counts(&http, &args.model).await;
 
     let duration = Duration::from_secs_f64(args.duration_secs.max(0.0));
     let started = Instant::now();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let records = Arc::new(Mutex::new(Vec::new()));
-    let bar = super::bench::progress(0, args.no_progress);
+    let bar = progress::bar(0, args.no_progress);
     let rss = tokio::spawn(sample_rss(args.server_pid, duration, shutting_down.clone()));
     let mut clients = Vec::with_capacity(args.clients);
     for client in 0..args.clients {
@@ -581,10 +481,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     report.clients = args.clients;
     report.rss_mib = rss;
     if !args.until_shutdown {
-        report.slots_back_to_zero = Some(slots_settle(&http, &http_base, &args.model).await);
-        if let (Some(before), Some(after)) =
-            (server_before, server_counts(&http, &http_base, &args.model).await)
-        {
+        report.slots_back_to_zero = Some(slots_settle(&http, &args.model).await);
+        if let (Some(before), Some(after)) = (server_before, server_counts(&http, &args.model).await) {
             report.server_answered = Some(after.0.saturating_sub(before.0));
             report.server_cancelled = Some(after.1.saturating_sub(before.1));
         }
@@ -658,22 +556,19 @@ fn summarize(records: &[Record], elapsed: Duration) -> SoakReport {
 }
 
 /// The server's (answered, cancelled) counts for the model, from its stats route.
-async fn server_counts(http: &reqwest::Client, base: &str, model: &str) -> Option<(u64, u64)> {
-    let stats: Value =
-        http.get(format!("{base}/v1/models/{model}/stats")).send().await.ok()?.json().await.ok()?;
+async fn server_counts(http: &Http, model: &str) -> Option<(u64, u64)> {
+    let stats = http.get_json(&format!("/v1/models/{model}/stats")).await.ok()?;
     let exits = &stats["exits"];
     let answered = ["confident", "max_timesteps", "deadline"].iter().filter_map(|k| exits[k].as_u64()).sum();
     Some((answered, exits["cancelled"].as_u64()?))
 }
 
 /// Whether every slot and queue place of the model is free again within ten seconds.
-async fn slots_settle(http: &reqwest::Client, base: &str, model: &str) -> bool {
+async fn slots_settle(http: &Http, model: &str) -> bool {
     for _ in 0..200 {
-        if let Ok(response) = http.get(format!("{base}/v1/models/{model}/stats")).send().await {
-            if let Ok(stats) = response.json::<Value>().await {
-                if stats["active_slots"] == 0 && stats["queued"] == 0 {
-                    return true;
-                }
+        if let Ok(stats) = http.get_json(&format!("/v1/models/{model}/stats")).await {
+            if stats["active_slots"] == 0 && stats["queued"] == 0 {
+                return true;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,5 +1,5 @@
-//! How a client subcommand reaches a server started with tokens or TLS: `--token` and `--ca-cert`,
-//! the same for `infer` and `bench`.
+//! How a tool reaches a server started with tokens or TLS: `--token` and `--ca-cert`, the same for
+//! `infer`, `bench` and `soak`.
 
 use std::path::PathBuf;
 

@@ -1,32 +1,26 @@
-//! `spikeserve bench`: a load generator for a running server (closed loop: N concurrent clients;
+//! `spikeserve-tools bench`: a load generator for a running server (closed loop: N concurrent clients;
 //! open loop: a fixed arrival rate) over gRPC unary, gRPC streaming, HTTP JSON or SSE, and the
 //! in-process floor (a raw ONNX Runtime stepping loop at batch 1). Reports throughput, latency
 //! percentiles, time to first partial, average timesteps and exit reasons, as a table and as JSON.
 
+mod floor;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::{json, Value};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use serde_json::Value;
 
-use crate::api::grpc::anytime_pb as pb;
-use crate::api::grpc::anytime_pb::anytime_client::AnytimeClient;
-use crate::backend::{Device, OrtRuntime, StepSession};
-use crate::engine::{CutoffPolicy, RunningPrediction};
-use crate::input::{decode_json_events, decode_json_tensor, into_frames};
-use crate::model::ModelContract;
-
-use super::access::{with_authorization, ClientAccess};
+use crate::client::{exit_name, follow, ClientAccess, Grpc, Http, SseStream, StreamEnd};
+use crate::payload::{payloads, Payload};
+use crate::progress;
+use crate::stats::{percentiles, Percentiles};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -206,120 +200,12 @@ pub struct Report {
     pub classes: Vec<ClassReport>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Percentiles {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-pub(super) fn percentiles(mut values: Vec<f64>) -> Percentiles {
-    values.sort_by(f64::total_cmp);
-    let at = |q: f64| -> f64 {
-        if values.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((values.len() as f64 - 1.0) * q).round() as usize;
-        values[index.min(values.len() - 1)]
-    };
-    let mean = if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 };
-    Percentiles {
-        mean,
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-        max: values.last().copied().unwrap_or(f64::NAN),
-    }
-}
-
-/// What one request sends, prepared once per held-out sample: the `/v1` JSON body and the gRPC
-/// message.
-#[derive(Clone)]
-pub(super) struct Payload {
-    pub(super) body: Arc<Vec<u8>>,
-    pub(super) grpc: pb::InferRequest,
-}
-
-impl Payload {
-    /// This payload with a latency budget and a priority class set where given (in the `/v1`
-    /// JSON body and in the gRPC policy alike).
-    pub(super) fn with_policy(&self, budget_ms: Option<f64>, priority: Option<u32>) -> Payload {
-        if budget_ms.is_none() && priority.is_none() {
-            return self.clone();
-        }
-        let mut grpc = self.grpc.clone();
-        let mut policy = grpc.policy.unwrap_or_default();
-        policy.latency_budget_ms = budget_ms.or(policy.latency_budget_ms);
-        policy.priority = priority.or(policy.priority);
-        grpc.policy = Some(policy);
-        let mut body: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
-        if let Some(ms) = budget_ms {
-            body["latency_budget_ms"] = json!(ms);
-        }
-        if let Some(class) = priority {
-            body["priority"] = json!(class);
-        }
-        Payload { body: Arc::new(serde_json::to_vec(&body).unwrap_or_default()), grpc }
-    }
-}
-
-/// One payload per sample of a held-out file (`{"inputs": [...]}` or `{"events": [...]}`).
-pub(super) fn payloads(inputs: &Path, model: &str, threshold: Option<f64>) -> anyhow::Result<Vec<Payload>> {
-    let text = std::fs::read_to_string(inputs).with_context(|| format!("reading {}", inputs.display()))?;
-    let file: Value = serde_json::from_str(&text).context("the inputs file is not JSON")?;
-    let policy = pb::Policy { threshold, ..Default::default() };
-    let mut out = Vec::new();
-    if let Some(inputs) = file.get("inputs").and_then(Value::as_array) {
-        for input in inputs {
-            let tensor = decode_json_tensor(input, None)?;
-            let mut body = json!({ "input": input });
-            if let Some(t) = threshold {
-                body["threshold"] = json!(t);
-            }
-            let grpc = pb::InferRequest {
-                model: model.to_owned(),
-                input: Some(pb::infer_request::Input::Tensor(pb::Tensor {
-                    shape: tensor.shape.iter().map(|&d| d as u64).collect(),
-                    values: tensor.data,
-                })),
-                policy: Some(policy),
-                ..Default::default()
-            };
-            out.push(Payload { body: Arc::new(serde_json::to_vec(&body)?), grpc });
-        }
-    } else if let Some(samples) = file.get("events").and_then(Value::as_array) {
-        for sample in samples {
-            let events = decode_json_events(sample)?;
-            let mut body = json!({ "events": sample });
-            if let Some(t) = threshold {
-                body["threshold"] = json!(t);
-            }
-            let grpc = pb::InferRequest {
-                model: model.to_owned(),
-                input: Some(pb::infer_request::Input::Events(pb::Events::from(events.as_slice()))),
-                policy: Some(policy),
-                ..Default::default()
-            };
-            out.push(Payload { body: Arc::new(serde_json::to_vec(&body)?), grpc });
-        }
-    }
-    if out.is_empty() {
-        bail!("{} holds neither \"inputs\" nor \"events\"", inputs.display());
-    }
-    Ok(out)
-}
-
 /// The clients' connections: one HTTP client (a pool) and one gRPC channel (HTTP/2 streams).
 #[derive(Clone)]
 struct Connections {
-    http: reqwest::Client,
-    infer_url: Arc<String>,
-    grpc: Option<AnytimeClient<Channel>>,
-    health: Option<HealthClient<Channel>>,
-    /// `authorization` for gRPC requests (the HTTP client sends it by itself).
-    authorization: Option<MetadataValue<Ascii>>,
+    http: Http,
+    model: Arc<str>,
+    grpc: Option<Grpc>,
     protocol: Protocol,
 }
 
@@ -336,15 +222,9 @@ impl Connections {
         Sample { latency: started.elapsed(), first_partial, outcome, class: 0 }
     }
 
-    fn post(&self, payload: &Payload) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.infer_url.as_str())
-            .header("content-type", "application/json")
-            .body(payload.body.as_ref().clone())
-    }
-
     async fn http_json(&self, payload: &Payload) -> Result<(u64, String), String> {
-        let response = self.post(payload).send().await.map_err(|e| format!("connect: {e}"))?;
+        let request = self.http.infer(&self.model, &payload.body, false);
+        let response = request.send().await.map_err(|e| format!("connect: {e}"))?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| format!("body: {e}"))?;
         if !status.is_success() {
@@ -358,53 +238,37 @@ impl Connections {
         payload: &Payload,
         started: Instant,
     ) -> (Option<Duration>, Result<(u64, String), String>) {
-        let response = match self.post(payload).header("accept", "text/event-stream").send().await {
+        let response = match self.http.infer(&self.model, &payload.body, true).send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => return (None, Err(format!("http {}", r.status().as_u16()))),
             Err(e) => return (None, Err(format!("connect: {e}"))),
         };
         let mut first = None;
-        let mut buffer = String::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let Ok(chunk) = chunk else { return (first, Err("body".into())) };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let event = block.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim).unwrap_or("");
-                let data = block.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim).unwrap_or("");
-                match event {
-                    "partial" if first.is_none() => first = Some(started.elapsed()),
-                    "final" => {
-                        let parsed: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-                        return (first, answer_of(&parsed));
-                    }
-                    "error" => return (first, Err("sse error event".into())),
-                    _ => {}
-                }
+        let mut events = SseStream::new(response);
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { return (first, Err("body".into())) };
+            match event.event.as_str() {
+                "partial" if first.is_none() => first = Some(started.elapsed()),
+                "final" => return (first, answer_of(&event.json())),
+                "error" => return (first, Err("sse error event".into())),
+                _ => {}
             }
         }
         (first, Err("stream ended without a final event".into()))
     }
 
+    fn grpc(&self) -> Result<&Grpc, String> {
+        self.grpc.as_ref().ok_or_else(|| "no gRPC channel".to_owned())
+    }
+
     async fn grpc_unary(&self, payload: &Payload) -> Result<(u64, String), String> {
-        let mut client = self.grpc.clone().ok_or("no gRPC channel")?;
-        let answer = client
-            .infer(with_authorization(payload.grpc.clone(), self.authorization.as_ref()))
-            .await
-            .map_err(|s| grpc_refusal(&s))?
-            .into_inner();
+        let answer = self.grpc()?.infer(payload.grpc.clone()).await.map_err(|s| grpc_refusal(&s))?;
         Ok((u64::from(answer.timesteps), exit_name(answer.exit_reason)))
     }
 
     /// No model, no timestep: reported as 0 timesteps, exit reason `none`.
     async fn grpc_health(&self) -> Result<(u64, String), String> {
-        let mut client = self.health.clone().ok_or("no gRPC channel")?;
-        let request = HealthCheckRequest { service: String::new() };
-        client
-            .check(with_authorization(request, self.authorization.as_ref()))
-            .await
-            .map_err(|s| format!("grpc {:?}", s.code()))?;
+        self.grpc()?.health().await.map_err(|s| format!("grpc {:?}", s.code()))?;
         Ok((0, "none".into()))
     }
 
@@ -413,28 +277,26 @@ impl Connections {
         payload: &Payload,
         started: Instant,
     ) -> (Option<Duration>, Result<(u64, String), String>) {
-        let Some(mut client) = self.grpc.clone() else { return (None, Err("no gRPC channel".into())) };
-        let request = with_authorization(payload.grpc.clone(), self.authorization.as_ref());
-        let mut stream = match client.infer_stream(request).await {
-            Ok(s) => s.into_inner(),
+        let grpc = match self.grpc() {
+            Ok(grpc) => grpc,
+            Err(error) => return (None, Err(error)),
+        };
+        let mut stream = match grpc.infer_stream(payload.grpc.clone()).await {
+            Ok(stream) => stream,
             Err(s) => return (None, Err(format!("grpc {:?}", s.code()))),
         };
         let mut first = None;
-        loop {
-            match stream.message().await {
-                Ok(Some(message)) => match message.message {
-                    Some(pb::infer_stream_response::Message::Partial(_)) if first.is_none() => {
-                        first = Some(started.elapsed());
-                    }
-                    Some(pb::infer_stream_response::Message::Final(f)) => {
-                        return (first, Ok((u64::from(f.timesteps), exit_name(f.exit_reason))));
-                    }
-                    _ => {}
-                },
-                Ok(None) => return (first, Err("stream ended without a final answer".into())),
-                Err(s) => return (first, Err(format!("grpc {:?}", s.code()))),
-            }
-        }
+        let end = follow(&mut stream, |_| {
+            first.get_or_insert_with(|| started.elapsed());
+            ControlFlow::Continue(())
+        })
+        .await;
+        let outcome = match end {
+            StreamEnd::Final(f) => Ok((u64::from(f.timesteps), exit_name(f.exit_reason))),
+            StreamEnd::Failed(s) => Err(format!("grpc {:?}", s.code())),
+            StreamEnd::Closed | StreamEnd::Stopped => Err("stream ended without a final answer".into()),
+        };
+        (first, outcome)
     }
 }
 
@@ -457,28 +319,8 @@ fn answer_of(body: &Value) -> Result<(u64, String), String> {
     Ok((timesteps, reason))
 }
 
-/// An exit reason's wire value as its name (`confident`, `max_timesteps`, ...).
-pub(super) fn exit_name(reason: i32) -> String {
-    pb::ExitReason::try_from(reason)
-        .map(|r| r.as_str_name().trim_start_matches("EXIT_REASON_").to_lowercase())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-pub(super) fn progress(total: usize, hidden: bool) -> indicatif::ProgressBar {
-    if hidden {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {pos}/{len} requests {wide_bar} {per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
-
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let report = if args.floor { floor(&args)? } else { against_server(&args).await? };
+    let report = if args.floor { floor::floor(&args)? } else { against_server(&args).await? };
     print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -499,20 +341,16 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
     let payloads = Arc::new(base);
     let classes = Arc::new(classes);
     let class_mix = Arc::new(mix.clone());
-    let channel = match args.protocol {
+    let grpc = match args.protocol {
         Protocol::GrpcUnary | Protocol::GrpcStream | Protocol::GrpcHealth => {
-            Some(args.access.grpc_channel(&args.grpc).await?)
+            Some(Grpc::connect(&args.access, &args.grpc).await?.max_decoding_message_size(64 << 20))
         }
         Protocol::Http | Protocol::Sse => None,
     };
-    let grpc = channel.clone().map(|c| AnytimeClient::new(c).max_decoding_message_size(64 << 20));
-    let health = channel.map(HealthClient::new);
     let connections = Connections {
-        http: args.access.http_client(reqwest::Client::builder().pool_max_idle_per_host(1024), &args.http)?,
-        infer_url: Arc::new(format!("{}/v1/models/{}/infer", args.http.trim_end_matches('/'), args.model)),
+        http: Http::new(&args.access, reqwest::Client::builder().pool_max_idle_per_host(1024), &args.http)?,
+        model: args.model.as_str().into(),
         grpc,
-        health,
-        authorization: args.access.grpc_authorization()?,
         protocol: args.protocol,
     };
     // Warm-up: connections open, caches warm; not measured.
@@ -522,7 +360,7 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
             bail!("warm-up request failed: {error}");
         }
     }
-    let bar = progress(args.requests, args.no_progress);
+    let bar = progress::bar(args.requests, args.no_progress);
     let samples = Arc::new(Mutex::new(Vec::with_capacity(args.requests)));
     let started = Instant::now();
     match args.rate {
@@ -662,100 +500,6 @@ fn summarize(args: &BenchArgs, mode: &'static str, samples: &[Sample], duration:
         exit_reasons,
         classes: Vec::new(),
     }
-}
-
-/// The floor: the model stepped at batch 1 in this process, with the same cutoff rule.
-fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
-    let dir = args.model_dir.as_ref().context("--floor needs --model-dir")?;
-    let runtime = OrtRuntime::load(args.ort_library.as_deref())?;
-    let (session, signature) = StepSession::open(&runtime, &dir.join("model.onnx"), 1, Device::Cpu)?;
-    let contract = ModelContract::from_signature(&signature)?;
-    let mut session = StepSession::new(session, contract.clone());
-    session.reserve_slots(1)?;
-    let text = std::fs::read_to_string(&args.inputs)?;
-    let file: Value = serde_json::from_str(&text)?;
-    // Tensors become frames here; raw events are binned inside the timed loop, as the server bins
-    // each request's events, so that both sides do the same work per request.
-    let mut frames = Vec::new();
-    if let Some(inputs) = file.get("inputs").and_then(Value::as_array) {
-        for input in inputs {
-            frames.push(FloorInput::Frames(into_frames(decode_json_tensor(input, None)?, &contract)?));
-        }
-    } else if let (Some(samples), Some(binning)) =
-        (file.get("events").and_then(Value::as_array), contract.events)
-    {
-        for sample in samples {
-            frames.push(FloorInput::Events(decode_json_events(sample)?, binning));
-        }
-    }
-    if frames.is_empty() {
-        bail!("no inputs the model takes in {}", args.inputs.display());
-    }
-    let policy = CutoffPolicy {
-        threshold: args.threshold.unwrap_or(contract.default_threshold),
-        min_timesteps: 1,
-        max_timesteps: contract.timesteps,
-        max_variance: None,
-        calibrated_for: None,
-    };
-    let frame_len = contract.frame_len();
-    let mut run_one = |input: &FloorInput| -> anyhow::Result<(u64, &'static str)> {
-        let binned;
-        let request = match input {
-            FloorInput::Frames(frames) => frames,
-            FloorInput::Events(events, binning) => {
-                binned = crate::engine::RequestFrames::Sequence {
-                    data: binning.bin(events)?,
-                    count: binning.bins,
-                };
-                &binned
-            }
-        };
-        session.zero_row(0);
-        let mut prediction = RunningPrediction::new(contract.num_classes);
-        loop {
-            let t = prediction.timesteps();
-            let frame: &[f32] = match request {
-                crate::engine::RequestFrames::Static(data) => data,
-                crate::engine::RequestFrames::Sequence { data, .. } => {
-                    &data[t * frame_len..(t + 1) * frame_len]
-                }
-                crate::engine::RequestFrames::Stream(_) => bail!("streams are not benchmarked"),
-            };
-            session.frame_mut(0)?.copy_from_slice(frame);
-            session.step(1)?;
-            let confidence = prediction.add(session.logits(0));
-            if let Some(reason) = policy.decide(prediction.timesteps(), confidence, 0.0) {
-                return Ok((prediction.timesteps() as u64, reason.as_str()));
-            }
-        }
-    };
-    for i in 0..args.warmup {
-        run_one(&frames[i % frames.len()])?;
-    }
-    let bar = progress(args.requests, args.no_progress);
-    let mut samples = Vec::with_capacity(args.requests);
-    let started = Instant::now();
-    for i in 0..args.requests {
-        let begun = Instant::now();
-        let (t, reason) = run_one(&frames[i % frames.len()])?;
-        samples.push(Sample {
-            latency: begun.elapsed(),
-            first_partial: None,
-            outcome: Ok((t, reason.to_owned())),
-            class: 0,
-        });
-        bar.inc(1);
-    }
-    let duration = started.elapsed();
-    bar.finish_and_clear();
-    Ok(summarize(args, "floor", &samples, duration))
-}
-
-/// One held-out sample for the floor: frames ready to step, or raw events to bin first.
-enum FloorInput {
-    Frames(crate::engine::RequestFrames),
-    Events(Vec<crate::input::events::Event>, crate::input::EventBinning),
 }
 
 fn print_report(r: &Report) {

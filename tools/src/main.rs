@@ -1,0 +1,70 @@
+//! The `spikeserve-tools` binary: the load tools that talk to a running spikeserve (`infer`,
+//! `bench`, `soak`), kept out of the server so that its image carries no HTTP client.
+
+// A tool reports failures as errors; panics are left to tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod bench;
+mod client;
+mod infer;
+mod payload;
+mod progress;
+mod soak;
+mod stats;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use spikeserve::config::LogFormat;
+
+use crate::bench::BenchArgs;
+use crate::infer::InferArgs;
+use crate::soak::SoakArgs;
+
+#[derive(Parser)]
+#[command(name = "spikeserve-tools", version, about = "Load tools for a running spikeserve")]
+struct Cli {
+    /// Log format (of `bench --floor`'s runtime, which logs as the server does).
+    #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    /// Log lines held for a reader of stderr that falls behind; beyond this, lines are dropped.
+    #[arg(
+        long,
+        env = "SPIKESERVE_LOG_QUEUE_LINES",
+        default_value_t = 65_536,
+        global = true,
+        value_name = "LINES"
+    )]
+    log_queue_lines: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send one request to a running server over gRPC and print each timestep's partial prediction.
+    Infer(InferArgs),
+    /// Load-test a running server (or, with --floor, step the model in this process).
+    Bench(BenchArgs),
+    /// Soak a running server: many clients mixing every door, giving up and disconnecting.
+    Soak(SoakArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Held to the end of `main`, so that the lines still queued are written before the process exits.
+    let _log_writer = spikeserve::logging::init(cli.log_format, cli.log_queue_lines);
+    match cli.command {
+        // One request: a single thread is enough.
+        Command::Infer(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(infer::run(args)),
+        Command::Bench(args) => multi_thread()?.block_on(bench::run(args)),
+        Command::Soak(args) => multi_thread()?.block_on(soak::run(args)),
+    }
+}
+
+fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
