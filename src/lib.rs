@@ -11,6 +11,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod input;
 pub mod logging;

@@ -19,7 +19,7 @@ use ort::value::{Shape, TensorElementType, TensorRefMut, ValueType};
 use ort::AsPointer;
 
 use super::{Device, DeviceError, OrtRuntime};
-use crate::model::contract::{
+use crate::contract::{
     ElementType, ModelContract, ModelSignature, TensorSpec, INPUT_NAME, LOGITS_NAME, SYNAPTIC_OPS_NAME,
 };
 

@@ -15,7 +15,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use admission::{Admission, Priority, WarmupBatches};
-pub use frames::{FrameBuffer, FrameSender, RequestFrames, StreamError};
+pub use frames::{FrameSender, StreamError};
+// The frames are the input layer's; re-exported where the engine's callers have always found them.
+pub use crate::input::{FrameBuffer, RequestFrames};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 pub use stats::{EngineStats, StatsSnapshot};
 

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::admission::{displace_first, Admission, Rank};
-use super::frames::Readiness;
 use super::{
     AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job, Message, Partial,
 };
 use crate::backend::{StepError, StepSession};
 use crate::engine::EnsemblePrediction;
+use crate::input::Readiness;
 use crate::metrics::Outcome;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;

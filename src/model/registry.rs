@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::contract::{checked_calibration, CalibratedThreshold, ContractError, ModelContract};
 use crate::backend::{Device, OrtRuntime, StepError, StepSession};
+use crate::contract::{checked_calibration, CalibratedThreshold, ContractError, ModelContract};
 use crate::engine::{Engine, EngineConfig};
 
 /// The file a single model's directory holds.
