@@ -2,16 +2,18 @@
 //! timestep and decides, every timestep, which requests stop and why.
 
 pub mod admission;
+#[cfg(test)]
+mod fake_stepper;
 pub mod frames;
 pub mod policy;
 mod scheduler;
 pub mod stats;
+pub mod stepper;
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use admission::{Admission, Priority, WarmupBatches};
@@ -20,8 +22,7 @@ pub use frames::{FrameSender, StreamError};
 pub use crate::input::{FrameBuffer, RequestFrames};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 pub use stats::{EngineStats, StatsSnapshot};
-
-use crate::backend::{StepError, StepSession};
+pub use stepper::{StepError, Stepper};
 
 #[derive(Debug, Clone)]
 pub struct AnytimeRequest {
@@ -38,26 +39,23 @@ pub struct AnytimeRequest {
 }
 
 /// The prediction after one timestep, sent while the request is still stepping.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Partial {
     pub timestep: usize,
     pub class_index: usize,
     pub confidence: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uncertainty: Option<f64>,
     pub probabilities: Vec<f64>,
     /// The request stops at this timestep (its answer follows). Requests that stop between steps
     /// (deadline, end of a stream) get their answer after a partial not marked last.
-    #[serde(skip)]
     pub last: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AnytimeAnswer {
     pub class_index: usize,
     pub confidence: f64,
     /// For ensembles: the members' variance on the chosen class.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uncertainty: Option<f64>,
     pub probabilities: Vec<f64>,
     pub timesteps: usize,
@@ -65,19 +63,14 @@ pub struct AnytimeAnswer {
     /// The confidence threshold this request ran with.
     pub threshold: f64,
     /// The accuracy-drop budget whose calibrated threshold it was, when the request gave one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_accuracy_drop: Option<f64>,
     /// Synaptic operations spent on this request (all members, all timesteps), when the model
     /// reports them.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub synaptic_ops: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub confidences: Option<Vec<f64>>,
     /// Time from admission into a batch slot to the answer (queue excluded).
-    #[serde(skip)]
     pub compute_time: Duration,
     /// Time spent waiting for a slot.
-    #[serde(skip)]
     pub queue_time: Duration,
 }
 
@@ -210,9 +203,9 @@ pub struct Engine {
 impl Engine {
     /// Starts the scheduler thread that owns `sessions`: an ensemble's members, stepped in
     /// lockstep, or a single model's one session.
-    pub fn start(name: &str, sessions: Vec<StepSession>, config: EngineConfig) -> Result<Self, StartError> {
+    pub fn start<S: Stepper>(name: &str, sessions: Vec<S>, config: EngineConfig) -> Result<Self, StartError> {
         let config = EngineConfig { max_batch: config.max_batch.max(1), ..config };
-        let frame_len = sessions.first().map_or(0, |s| s.contract().frame_len());
+        let frame_len = sessions.first().map_or(0, Stepper::frame_len);
         let (messages, receiver) = mpsc::channel();
         let stats =
             Arc::new(EngineStats::with_metrics(crate::metrics::ModelMetrics::new(name, config.max_batch)));
