@@ -1,6 +1,8 @@
-//! Models: the step-model contract, the registry of loaded models, and the repository that
-//! changes it while the server runs.
+//! Models: loading a model directory into an engine, the registry of loaded models, and the
+//! repository that changes it while the server runs. The top of the serving layers: it puts
+//! together the backend's sessions and the engine.
 
+pub mod loader;
 pub mod registry;
 pub mod repository;
 
