@@ -18,7 +18,8 @@ use ort::session::Session;
 use ort::value::{Shape, TensorElementType, TensorRefMut, ValueType};
 use ort::AsPointer;
 
-use super::{Device, DeviceError, OrtRuntime};
+use super::device::{Device, DeviceError};
+use super::runtime::OrtRuntime;
 use crate::contract::{
     ElementType, ModelContract, ModelSignature, TensorSpec, INPUT_NAME, LOGITS_NAME, SYNAPTIC_OPS_NAME,
 };

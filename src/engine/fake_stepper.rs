@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{StepError, Stepper};
+use super::stepper::{StepError, Stepper};
 
 /// A row's logits from its frame and the timestep it is at (0-based: its steps so far).
 pub(crate) type Script = Arc<dyn Fn(&[f32], usize) -> Vec<f32> + Send + Sync>;

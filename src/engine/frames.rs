@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use super::Message;
+use super::request::Message;
 use crate::input::FrameBuffer;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

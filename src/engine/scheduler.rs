@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::admission::{displace_first, Admission, Rank};
-use super::{
-    AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job, Message, Partial,
-};
-use super::{StepError, Stepper};
-use crate::engine::EnsemblePrediction;
+use super::policy::{EnsemblePrediction, ExitReason};
+use super::request::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Job, Message, Partial};
+use super::stats::EngineStats;
+use super::stepper::{StepError, Stepper};
 use crate::input::Readiness;
 use crate::metrics::Outcome;
 
@@ -632,11 +631,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::engine::admission::{Admission, Priority, WarmupBatches};
     use crate::engine::fake_stepper::{FakeStepper, Script};
-    use crate::engine::{
-        Admission, CutoffPolicy, FrameBuffer, FrameSender, Priority, RequestFrames, StreamError,
-        WarmupBatches,
-    };
+    use crate::engine::frames::{FrameSender, StreamError};
+    use crate::engine::policy::CutoffPolicy;
+    use crate::input::{FrameBuffer, RequestFrames};
 
     const FRAME_LEN: usize = 64;
     const CLASSES: usize = 10;
@@ -1224,24 +1223,5 @@ mod tests {
         let (c, answer_c) = job(None);
         run_all(&mut s, vec![c], 8);
         assert_eq!(received(answer_c).expect("c").timesteps, 8);
-    }
-
-    /// The whole engine (thread, channel, handle) on the scripted stepper.
-    #[test]
-    fn an_engine_on_a_scripted_stepper_answers_through_its_handle() {
-        let stepper = scripted(&[(1.0, vec![UNSURE, [0.0, 20.0, 0.0]])]);
-        let config = EngineConfig { max_batch: 2, warmup: WarmupBatches::Off, ..EngineConfig::default() };
-        let engine = crate::engine::Engine::start("scripted", vec![stepper], config).expect("starts");
-        let request = AnytimeRequest {
-            frames: RequestFrames::Static(vec![1.0; FRAME_LEN]),
-            policy: policy(0.99, 1, 8),
-            deadline: None,
-            record_confidences: false,
-            partials: None,
-            priority: Priority::DEFAULT,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let answer = runtime.block_on(engine.infer(request)).expect("answered");
-        assert_eq!((answer.exit_reason, answer.timesteps, answer.class_index), (ExitReason::Confident, 2, 1));
     }
 }

@@ -14,7 +14,7 @@ pub enum RequestFrames {
     Static(Vec<f32>),
     /// `count` frames back to back, one per timestep.
     Sequence { data: Vec<f32>, count: usize },
-    /// Frames pushed through a [`FrameSender`] as they are captured; the request steps as they come.
+    /// Frames pushed through the engine's `FrameSender` as they are captured; the request steps as they come.
     Stream(Arc<FrameBuffer>),
 }
 
