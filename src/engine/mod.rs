@@ -1,5 +1,9 @@
 //! The anytime engine: one scheduler per model steps its requests with continuous batching at the
 //! timestep and decides, every timestep, which requests stop and why.
+//!
+//! It steps whatever implements [`Stepper`] (the backend's ONNX Runtime session in the server, a
+//! scripted stepper in the tests) and never imports the backend: the model layer puts the two
+//! together.
 
 pub mod admission;
 #[cfg(test)]
@@ -22,7 +26,7 @@ pub use frames::{FrameSender, StreamError};
 // The frames are the input layer's; re-exported where the engine's callers have always found them.
 pub use crate::input::{FrameBuffer, RequestFrames};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
-pub(crate) use request::{AnswerReceiver, Job, Message};
+use request::{AnswerReceiver, Job, Message};
 pub use request::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Partial, StartError};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use stepper::{StepError, Stepper};
