@@ -10,6 +10,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod input;
 pub mod logging;

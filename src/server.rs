@@ -20,7 +20,7 @@ use crate::api::kserve::grpc::KServeService;
 use crate::api::ServerState;
 use crate::backend::{DeviceError, OrtRuntime, RuntimeError};
 use crate::config::ServeConfig;
-use crate::model::registry::RegistryError;
+use crate::model::repository::RegistryError;
 use crate::model::Repository;
 use crate::tls::{TlsError, TlsIdentity, TlsListener};
 

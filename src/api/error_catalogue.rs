@@ -9,7 +9,7 @@ use super::error::ApiError;
 use crate::backend::StepError;
 use crate::engine::EngineError;
 use crate::input::{EventError, InputError};
-use crate::model::registry::LoadError;
+use crate::model::loader::LoadError;
 use crate::model::RepositoryError;
 
 /// One kind of error: an example and when it happens.

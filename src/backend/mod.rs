@@ -1,4 +1,5 @@
-//! The ONNX Runtime side: loading the library, and a session that runs one timestep of a model.
+//! The ONNX Runtime side: loading the library, and a session that runs one timestep of a model
+//! (the engine's `Stepper`).
 
 pub mod device;
 pub mod runtime;

@@ -18,25 +18,21 @@ use ort::session::Session;
 use ort::value::{Shape, TensorElementType, TensorRefMut, ValueType};
 use ort::AsPointer;
 
-use super::{Device, DeviceError, OrtRuntime};
-use crate::model::contract::{
+use super::device::{Device, DeviceError};
+use super::runtime::OrtRuntime;
+use crate::contract::{
     ElementType, ModelContract, ModelSignature, TensorSpec, INPUT_NAME, LOGITS_NAME, SYNAPTIC_OPS_NAME,
 };
+use crate::engine::Stepper;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StepError {
-    #[error("cannot open model {path}: {message}")]
-    Open { path: String, message: String },
-    #[error(transparent)]
-    Device(#[from] DeviceError),
-    #[error("cannot read the model's metadata: {0}")]
-    Metadata(String),
-    #[error("inference failed: {0}")]
-    Run(String),
-    #[error("a batch of {batch} does not fit the {slots} slots reserved")]
-    Slots { batch: usize, slots: usize },
-    #[error("a tensor name holds a NUL byte: {0:?}")]
-    Name(String),
+// The error type is the engine's: a failed step reaches every request of its batch as it is.
+pub use crate::engine::StepError;
+
+/// A device that cannot be used fails the session's opening with the device's own message.
+impl From<DeviceError> for StepError {
+    fn from(error: DeviceError) -> Self {
+        Self::Device(error.to_string())
+    }
 }
 
 pub struct StepSession {
@@ -180,6 +176,50 @@ impl StepSession {
         check(status)?;
         io.current = 1 - current;
         Ok(())
+    }
+}
+
+/// The scheduler's view of the session: the inherent methods above, called directly (no dynamic
+/// dispatch on the step path).
+impl Stepper for StepSession {
+    fn frame_len(&self) -> usize {
+        self.contract.frame_len()
+    }
+
+    fn classes(&self) -> usize {
+        self.contract.num_classes
+    }
+
+    fn reserve_slots(&mut self, slots: usize) -> Result<(), StepError> {
+        StepSession::reserve_slots(self, slots)
+    }
+
+    fn frame_mut(&mut self, row: usize) -> Result<&mut [f32], StepError> {
+        StepSession::frame_mut(self, row)
+    }
+
+    fn step(&mut self, batch: usize) -> Result<(), StepError> {
+        StepSession::step(self, batch)
+    }
+
+    fn logits(&self, row: usize) -> &[f32] {
+        StepSession::logits(self, row)
+    }
+
+    fn synaptic_ops(&self, row: usize) -> Option<f32> {
+        StepSession::synaptic_ops(self, row)
+    }
+
+    fn zero_row(&mut self, row: usize) {
+        StepSession::zero_row(self, row);
+    }
+
+    fn move_row(&mut self, from: usize, to: usize) {
+        StepSession::move_row(self, from, to);
+    }
+
+    fn swap_rows(&mut self, a: usize, b: usize) {
+        StepSession::swap_rows(self, a, b);
     }
 }
 

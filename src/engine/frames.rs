@@ -1,93 +1,13 @@
-//! Where a request's frames come from: one static frame, a sequence sent whole, or a stream of
-//! frames that arrive while the request is already stepping.
+//! The sending side of a streamed request: frames pushed while the request is already stepping,
+//! each one waking the scheduler. The frames themselves
+//! ([`RequestFrames`](crate::input::RequestFrames)) are the input layer's.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::Message;
-
-/// The input of one request, already checked against the model's shapes.
-#[derive(Debug, Clone)]
-pub enum RequestFrames {
-    /// One frame fed at every timestep.
-    Static(Vec<f32>),
-    /// `count` frames back to back, one per timestep.
-    Sequence { data: Vec<f32>, count: usize },
-    /// Frames pushed through a [`FrameSender`] as they are captured; the request steps as they come.
-    Stream(Arc<FrameBuffer>),
-}
-
-impl RequestFrames {
-    /// Makes the frame for the next timestep available, if it is. Static and sequence frames
-    /// always are (a sequence caps `max_timesteps` at its length); a stream's may not have arrived.
-    pub(super) fn next_ready(&self, current: &mut Option<Vec<f32>>) -> Readiness {
-        match self {
-            Self::Static(_) | Self::Sequence { .. } => Readiness::Ready,
-            Self::Stream(buffer) => {
-                if current.is_some() {
-                    return Readiness::Ready;
-                }
-                // `closed` is read before the queue: a sender pushes its frames before it closes,
-                // so a stream seen closed here has every frame in the queue already. (Read after
-                // an empty pop, a push and close landing in between would drop the frame: the
-                // soak found it, one session in ~100k.)
-                let closed = buffer.is_closed();
-                match buffer.pop() {
-                    Some(frame) => {
-                        *current = Some(frame);
-                        Readiness::Ready
-                    }
-                    None if closed => Readiness::Exhausted,
-                    None => Readiness::Waiting,
-                }
-            }
-        }
-    }
-
-    /// The frame for `timestep` (0-based), once [`Self::next_ready`] said `Ready`.
-    pub(super) fn frame<'a>(
-        &'a self,
-        timestep: usize,
-        frame_len: usize,
-        current: &'a Option<Vec<f32>>,
-    ) -> &'a [f32] {
-        match self {
-            Self::Static(data) => data,
-            Self::Sequence { data, .. } => {
-                data.get(timestep * frame_len..(timestep + 1) * frame_len).unwrap_or(&[])
-            }
-            Self::Stream(_) => current.as_deref().unwrap_or(&[]),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Readiness {
-    Ready,
-    /// A stream whose next frame has not arrived yet.
-    Waiting,
-    /// A stream that ended: no more frames will come.
-    Exhausted,
-}
-
-/// Frames of a streamed request, shared between its sender and the scheduler.
-#[derive(Debug, Default)]
-pub struct FrameBuffer {
-    frames: Mutex<VecDeque<Vec<f32>>>,
-    closed: AtomicBool,
-}
-
-impl FrameBuffer {
-    fn pop(&self) -> Option<Vec<f32>> {
-        self.frames.lock().ok()?.pop_front()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
+use super::request::Message;
+use crate::input::FrameBuffer;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StreamError {
@@ -142,14 +62,16 @@ impl FrameSender {
         if let Some((position, value)) = frame.iter().copied().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(StreamError::NotFinite { index, position, value });
         }
-        self.buffer.frames.lock().map_err(|_| StreamError::Gone)?.push_back(frame);
+        if !self.buffer.push(frame) {
+            return Err(StreamError::Gone);
+        }
         self.sent.store(index + 1, Ordering::Relaxed);
         self.wake.send(Message::Wake).map_err(|_| StreamError::Gone)
     }
 
     /// No more frames: the request answers after stepping those already sent.
     pub fn finish(&self) {
-        if !self.buffer.closed.swap(true, Ordering::AcqRel) {
+        if self.buffer.close() {
             let _ = self.wake.send(Message::Wake);
         }
     }
@@ -168,6 +90,7 @@ impl Drop for FrameSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::{Readiness, RequestFrames};
 
     /// A frame pushed and the stream closed while the scheduler looks is never taken for an
     /// exhausted stream.

@@ -1,198 +1,35 @@
 //! The anytime engine: one scheduler per model steps its requests with continuous batching at the
 //! timestep and decides, every timestep, which requests stop and why.
+//!
+//! It steps whatever implements [`Stepper`] (the backend's ONNX Runtime session in the server, a
+//! scripted stepper in the tests) and never imports the backend: the model layer puts the two
+//! together.
 
 pub mod admission;
+#[cfg(test)]
+mod fake_stepper;
 pub mod frames;
 pub mod policy;
+pub mod request;
 mod scheduler;
 pub mod stats;
+pub mod stepper;
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use admission::{Admission, Priority, WarmupBatches};
-pub use frames::{FrameBuffer, FrameSender, RequestFrames, StreamError};
+pub use frames::{FrameSender, StreamError};
+// The frames are the input layer's; re-exported where the engine's callers have always found them.
+pub use crate::input::{FrameBuffer, RequestFrames};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
+use request::{AnswerReceiver, Job, Message};
+pub use request::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Partial, StartError};
 pub use stats::{EngineStats, StatsSnapshot};
-
-use crate::backend::{StepError, StepSession};
-
-#[derive(Debug, Clone)]
-pub struct AnytimeRequest {
-    pub frames: RequestFrames,
-    pub policy: CutoffPolicy,
-    /// The latency budget: at this instant the request gets its best answer so far.
-    pub deadline: Option<Instant>,
-    /// Report the confidence after every timestep.
-    pub record_confidences: bool,
-    /// Receives the prediction after every timestep, for streaming APIs.
-    pub partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
-    /// Higher classes are admitted first and refused last under overload.
-    pub priority: Priority,
-}
-
-/// The prediction after one timestep, sent while the request is still stepping.
-#[derive(Debug, Clone, Serialize)]
-pub struct Partial {
-    pub timestep: usize,
-    pub class_index: usize,
-    pub confidence: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uncertainty: Option<f64>,
-    pub probabilities: Vec<f64>,
-    /// The request stops at this timestep (its answer follows). Requests that stop between steps
-    /// (deadline, end of a stream) get their answer after a partial not marked last.
-    #[serde(skip)]
-    pub last: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AnytimeAnswer {
-    pub class_index: usize,
-    pub confidence: f64,
-    /// For ensembles: the members' variance on the chosen class.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uncertainty: Option<f64>,
-    pub probabilities: Vec<f64>,
-    pub timesteps: usize,
-    pub exit_reason: ExitReason,
-    /// The confidence threshold this request ran with.
-    pub threshold: f64,
-    /// The accuracy-drop budget whose calibrated threshold it was, when the request gave one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_accuracy_drop: Option<f64>,
-    /// Synaptic operations spent on this request (all members, all timesteps), when the model
-    /// reports them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub synaptic_ops: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confidences: Option<Vec<f64>>,
-    /// Time from admission into a batch slot to the answer (queue excluded).
-    #[serde(skip)]
-    pub compute_time: Duration,
-    /// Time spent waiting for a slot.
-    #[serde(skip)]
-    pub queue_time: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("the model's queue is full ({0} requests waiting); retry later")]
-    Overloaded(usize),
-    /// The queue was full and a request of a higher priority class took this one's place.
-    #[error(
-        "the model's queue is full ({capacity} requests waiting) and a request of a higher priority took this \
-         one's place (priority {priority}, the lowest waiting); retry later"
-    )]
-    Displaced { priority: u8, capacity: usize },
-    /// Refused at admission: at the measured step time the budget cannot cover `min_timesteps`.
-    #[error(
-        "the latency budget cannot be met: {left_ms:.3} ms left, and {min_timesteps} timestep(s) take about \
-         {needed_ms:.3} ms at the current batch size (refused before taking a batch slot)"
-    )]
-    BudgetTooShort { left_ms: f64, needed_ms: f64, min_timesteps: usize },
-    #[error("the model's scheduler has stopped")]
-    Stopped,
-    #[error("the latency budget ran out before the first timestep (waited {waited_ms:.3} ms for a slot)")]
-    DeadlineBeforeFirstStep { waited_ms: f64 },
-    #[error("the frame stream ended before its first frame")]
-    NoFrames,
-    /// The server's shutdown grace period ran out before this request finished.
-    #[error("the server shut down before this request finished (its shutdown grace period ran out); retry elsewhere")]
-    ShutDown,
-    #[error(transparent)]
-    Step(#[from] StepError),
-}
-
-impl EngineError {
-    /// A stable, machine-readable name (the API's error code).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Overloaded(_) | Self::Displaced { .. } => "overloaded",
-            Self::BudgetTooShort { .. } => "deadline_exceeded",
-            Self::Stopped => "unavailable",
-            Self::DeadlineBeforeFirstStep { .. } => "deadline_exceeded",
-            Self::NoFrames => "no_frames",
-            Self::ShutDown => "shutting_down",
-            Self::Step(_) => "inference_failed",
-        }
-    }
-}
-
-/// Why a model's engine could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot reserve the batch slots: {0}")]
-    Slots(#[from] StepError),
-    #[error("cannot start the scheduler thread: {0}")]
-    Thread(std::io::Error),
-    #[error("the warm-up step failed: {0}")]
-    Warmup(StepError),
-}
-
-/// How a model's scheduler batches and admits.
-#[derive(Debug, Clone, Copy)]
-pub struct EngineConfig {
-    /// Batch slots: requests stepped together in one timestep.
-    pub max_batch: usize,
-    /// When the scheduler is idle and a request arrives, how long to wait for more to fill the
-    /// batch before the first step. Zero steps at once.
-    pub batch_wait: Duration,
-    /// Requests that may wait for a slot; beyond this a request is refused as overload (or, if a
-    /// lower priority class is waiting, takes the place of its newest request).
-    pub queue_capacity: usize,
-    /// In which order waiting requests get a slot.
-    pub admission: Admission,
-    /// Refuse at admission a request whose budget cannot cover its `min_timesteps` at the measured
-    /// step time, instead of letting it take a slot it cannot use in time.
-    pub early_refusal: bool,
-    /// Batch sizes stepped once at start-up (and at each reload) before the model is served.
-    pub warmup: WarmupBatches,
-}
-
-/// The server's own defaults (`spikeserve serve --help`), for engines built without it.
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            max_batch: 64,
-            batch_wait: Duration::ZERO,
-            queue_capacity: 256,
-            admission: Admission::Deadline,
-            early_refusal: true,
-            warmup: WarmupBatches::PowersOfTwo,
-        }
-    }
-}
-
-pub(crate) struct Job {
-    request: AnytimeRequest,
-    enqueued: Instant,
-    /// Arrival order, the last tie-breaker of admission.
-    sequence: u64,
-    reply: oneshot::Sender<Result<AnytimeAnswer, EngineError>>,
-}
-
-/// What the scheduler's channel carries: requests, wake-ups when a stream's frames arrive, and the
-/// end of a shutdown's grace period.
-#[derive(Debug)]
-pub(crate) enum Message {
-    Job(Box<Job>),
-    Wake,
-    /// Answer every request queued or stepping with [`EngineError::ShutDown`].
-    Abort,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("enqueued", &self.enqueued).finish_non_exhaustive()
-    }
-}
-
-type AnswerReceiver = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;
+pub use stepper::{StepError, Stepper};
 
 /// A handle to one model's scheduler thread. Cheap to clone; the scheduler stops when every handle
 /// is gone and its last request is answered.
@@ -208,9 +45,9 @@ pub struct Engine {
 impl Engine {
     /// Starts the scheduler thread that owns `sessions`: an ensemble's members, stepped in
     /// lockstep, or a single model's one session.
-    pub fn start(name: &str, sessions: Vec<StepSession>, config: EngineConfig) -> Result<Self, StartError> {
+    pub fn start<S: Stepper>(name: &str, sessions: Vec<S>, config: EngineConfig) -> Result<Self, StartError> {
         let config = EngineConfig { max_batch: config.max_batch.max(1), ..config };
-        let frame_len = sessions.first().map_or(0, |s| s.contract().frame_len());
+        let frame_len = sessions.first().map_or(0, Stepper::frame_len);
         let (messages, receiver) = mpsc::channel();
         let stats =
             Arc::new(EngineStats::with_metrics(crate::metrics::ModelMetrics::new(name, config.max_batch)));
@@ -316,5 +153,38 @@ pub struct PendingAnswer(AnswerReceiver);
 impl PendingAnswer {
     pub async fn wait(self) -> Result<AnytimeAnswer, EngineError> {
         self.0.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake_stepper::{FakeStepper, Script};
+    use super::*;
+
+    /// The whole engine (thread, channel, handle) on a scripted stepper: unsure, then class 1.
+    #[test]
+    fn an_engine_on_a_scripted_stepper_answers_through_its_handle() {
+        let script: Script =
+            Arc::new(|_: &[f32], t: usize| if t == 0 { vec![0.0; 3] } else { vec![0.0, 20.0, 0.0] });
+        let config = EngineConfig { max_batch: 2, warmup: WarmupBatches::Off, ..EngineConfig::default() };
+        let engine = Engine::start("scripted", vec![FakeStepper::new(4, 3, script)], config).expect("starts");
+        let request = AnytimeRequest {
+            frames: RequestFrames::Static(vec![1.0; 4]),
+            policy: CutoffPolicy {
+                threshold: 0.99,
+                min_timesteps: 1,
+                max_timesteps: 8,
+                max_variance: None,
+                calibrated_for: None,
+            },
+            deadline: None,
+            record_confidences: false,
+            partials: None,
+            priority: Priority::DEFAULT,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let answer = runtime.block_on(engine.infer(request)).expect("answered");
+        assert_eq!((answer.exit_reason, answer.timesteps, answer.class_index), (ExitReason::Confident, 2, 1));
+        assert_eq!(engine.stats().exits.confident, 1);
     }
 }

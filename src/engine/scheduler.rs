@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::admission::{displace_first, Admission, Rank};
-use super::frames::Readiness;
-use super::{
-    AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, EngineStats, ExitReason, Job, Message, Partial,
-};
-use crate::backend::{StepError, StepSession};
-use crate::engine::EnsemblePrediction;
+use super::policy::{EnsemblePrediction, ExitReason};
+use super::request::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Job, Message, Partial};
+use super::stats::EngineStats;
+use super::stepper::{StepError, Stepper};
+use crate::input::Readiness;
 use crate::metrics::Outcome;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
@@ -75,10 +74,10 @@ impl Slot {
     }
 }
 
-pub(super) struct Scheduler {
+pub(super) struct Scheduler<S> {
     /// The members, stepped in lockstep on the same frames (K = 1 for a single model).
     /// Each owns its slot-indexed frame, state and output buffers: row `i` belongs to `slots[i]`.
-    members: Vec<StepSession>,
+    members: Vec<S>,
     config: EngineConfig,
     stats: Arc<EngineStats>,
     slots: Vec<Slot>,
@@ -122,17 +121,16 @@ fn outcome_of(error: &EngineError) -> Outcome {
     }
 }
 
-impl Scheduler {
+impl<S: Stepper> Scheduler<S> {
     /// `sessions` are an ensemble's members (one for a single model); the registry has checked
     /// that they agree on frames and classes.
     pub(super) fn new(
-        mut sessions: Vec<StepSession>,
+        mut sessions: Vec<S>,
         config: EngineConfig,
         stats: Arc<EngineStats>,
     ) -> Result<Self, StepError> {
         let slots = config.max_batch;
-        let (frame_len, classes) =
-            sessions.first().map_or((0, 0), |s| (s.contract().frame_len(), s.contract().num_classes));
+        let (frame_len, classes) = sessions.first().map_or((0, 0), |s| (s.frame_len(), s.classes()));
         for session in &mut sessions {
             session.reserve_slots(slots)?;
         }
@@ -627,41 +625,41 @@ fn wait_for_message(messages: &Receiver<Message>) -> Option<Message> {
 
 #[cfg(test)]
 mod tests {
-    //! Drives the scheduler by hand, with the real ONNX Runtime and the shipped digits model, so
-    //! that deadlines and cancellation are tested without depending on how fast a step runs.
+    //! Drives the scheduler by hand on a stepper with scripted logits (no ONNX Runtime), so that
+    //! deadlines, cancellation and row moves are tested without depending on how fast a step runs.
 
-    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::OrtRuntime;
-    use crate::engine::{
-        Admission, CutoffPolicy, FrameBuffer, FrameSender, Priority, RequestFrames, StreamError,
-        WarmupBatches,
-    };
-    use crate::model::ModelContract;
+    use crate::engine::admission::{Admission, Priority, WarmupBatches};
+    use crate::engine::fake_stepper::{FakeStepper, Script};
+    use crate::engine::frames::{FrameSender, StreamError};
+    use crate::engine::policy::CutoffPolicy;
+    use crate::input::{FrameBuffer, RequestFrames};
 
-    /// ONNX Runtime allows one environment per process, so the tests share it.
-    fn runtime() -> &'static OrtRuntime {
-        static RUNTIME: std::sync::OnceLock<OrtRuntime> = std::sync::OnceLock::new();
-        RUNTIME.get_or_init(|| {
-            let library =
-                std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH (run the tests with `make test`)");
-            OrtRuntime::load(Some(Path::new(&library))).expect("ONNX Runtime loads")
+    const FRAME_LEN: usize = 64;
+    const CLASSES: usize = 10;
+
+    /// Logits that depend on the frame and on the row's state (its timestep), so that a state
+    /// lost in a row move changes the answer: class `c` gets `(c+1) * frame[0] / (t+1)` plus a
+    /// bump on class `t % CLASSES`.
+    fn default_script() -> Script {
+        Arc::new(|frame: &[f32], t: usize| {
+            let x = frame.first().copied().unwrap_or(0.0);
+            (0..CLASSES)
+                .map(|c| {
+                    (c + 1) as f32 * x / (t + 1) as f32 * 0.05 + if c == t % CLASSES { 1.5 } else { 0.0 }
+                })
+                .collect()
         })
     }
 
-    fn digits_session() -> StepSession {
-        let runtime = runtime();
-        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/model.onnx");
-        let (session, signature) =
-            StepSession::open(runtime, &model, 1, crate::backend::Device::Cpu).expect("model opens");
-        let contract = ModelContract::from_signature(&signature).expect("valid contract");
-        StepSession::new(session, contract)
+    /// Early refusal off: these tests set deadlines by hand, whatever a step takes.
+    fn scheduler(max_batch: usize) -> Scheduler<FakeStepper> {
+        scheduler_with(max_batch, FakeStepper::new(FRAME_LEN, CLASSES, default_script()))
     }
 
-    /// Early refusal off: these tests set deadlines by hand, whatever a step takes.
-    fn scheduler(max_batch: usize) -> Scheduler {
+    fn scheduler_with(max_batch: usize, stepper: FakeStepper) -> Scheduler<FakeStepper> {
         let config = EngineConfig {
             max_batch,
             queue_capacity: 8,
@@ -669,7 +667,7 @@ mod tests {
             warmup: WarmupBatches::Off,
             ..EngineConfig::default()
         };
-        Scheduler::new(vec![digits_session()], config, Arc::new(EngineStats::default())).expect("slots")
+        Scheduler::new(vec![stepper], config, Arc::new(EngineStats::default())).expect("slots")
     }
 
     /// Arrival order for hand-made jobs.
@@ -681,7 +679,7 @@ mod tests {
     type Answer = oneshot::Receiver<Result<AnytimeAnswer, EngineError>>;
 
     /// One round of the scheduler's loop after messages are in: ready slots first, then a step.
-    fn step(s: &mut Scheduler) {
+    fn step(s: &mut Scheduler<FakeStepper>) {
         let ready = s.ready_first();
         s.step(ready);
     }
@@ -884,7 +882,7 @@ mod tests {
     }
 
     /// Queues `jobs` as the engine would (counted, then taken from the channel).
-    fn queue(s: &mut Scheduler, jobs: Vec<Job>) {
+    fn queue(s: &mut Scheduler<FakeStepper>, jobs: Vec<Job>) {
         for job in jobs {
             assert!(s.stats.try_enqueue(s.config.queue_capacity, job.request.priority));
             s.take(Message::Job(Box::new(job)));
@@ -965,7 +963,10 @@ mod tests {
 
     #[test]
     fn a_budget_that_cannot_cover_min_timesteps_is_refused_before_taking_a_slot() {
-        let mut s = scheduler(4);
+        let mut slow = FakeStepper::new(FRAME_LEN, CLASSES, default_script());
+        // Slow enough that half a step is still ahead when the request is admitted.
+        slow.delay = Duration::from_millis(20);
+        let mut s = scheduler_with(4, slow);
         s.config.early_refusal = true;
         let warm = s.warm_up(&[1, 2, 4]).expect("warm-up steps");
         assert!(warm > Duration::ZERO);
@@ -1012,5 +1013,215 @@ mod tests {
             answers.push(received(answer).expect("answered").probabilities);
         }
         assert_eq!(answers[0], answers[1], "a warmed-up scheduler answers as a cold one");
+    }
+
+    /// A request whose frame is `id` everywhere (the scripted steppers below key on it).
+    fn job_for(id: f32, policy: CutoffPolicy) -> (Job, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let request = AnytimeRequest {
+            frames: RequestFrames::Static(vec![id; FRAME_LEN]),
+            policy,
+            deadline: None,
+            record_confidences: true,
+            partials: None,
+            priority: Priority::DEFAULT,
+        };
+        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, answer)
+    }
+
+    fn policy(threshold: f64, min_timesteps: usize, max_timesteps: usize) -> CutoffPolicy {
+        CutoffPolicy { threshold, min_timesteps, max_timesteps, max_variance: None, calibrated_for: None }
+    }
+
+    /// Per request (keyed by its frame's value): the logits of each timestep; the last one repeats.
+    fn scripted(table: &[(f32, Vec<[f32; 3]>)]) -> FakeStepper {
+        let table: Vec<(f32, Vec<[f32; 3]>)> = table.to_vec();
+        let script: Script = Arc::new(move |frame: &[f32], t: usize| {
+            let id = frame.first().copied().unwrap_or(f32::NAN);
+            let steps = table.iter().find(|(key, _)| *key == id).map(|(_, steps)| steps.as_slice());
+            match steps {
+                Some(steps) if !steps.is_empty() => steps[t.min(steps.len() - 1)].to_vec(),
+                _ => vec![0.0; 3],
+            }
+        });
+        FakeStepper::new(FRAME_LEN, 3, script)
+    }
+
+    /// Admits `jobs` and steps until every slot is free (at most `limit` rounds).
+    fn run_all(s: &mut Scheduler<FakeStepper>, jobs: Vec<Job>, limit: usize) {
+        for j in jobs {
+            s.stats.enqueued();
+            s.admit(j);
+        }
+        for _ in 0..limit {
+            s.retire_before_step(Instant::now());
+            if s.slots.is_empty() {
+                break;
+            }
+            step(s);
+        }
+        assert!(s.slots.is_empty(), "every request finished within {limit} steps");
+    }
+
+    const UNSURE: [f32; 3] = [0.0, 0.0, 0.0];
+
+    #[test]
+    fn a_request_exits_on_its_threshold_at_the_scripted_timestep() {
+        // Unsure for two steps, then class 1 by far: the running mean crosses 0.99 at step 3.
+        let mut s = scheduler_with(4, scripted(&[(1.0, vec![UNSURE, UNSURE, [0.0, 20.0, 0.0]])]));
+        let (j, answer) = job_for(1.0, policy(0.99, 1, 8));
+        run_all(&mut s, vec![j], 8);
+        let answer = received(answer).expect("answered");
+        assert_eq!((answer.exit_reason, answer.timesteps, answer.class_index), (ExitReason::Confident, 3, 1));
+        let confidences = answer.confidences.expect("recorded");
+        assert!(confidences[1] < 0.99 && confidences[2] >= 0.99, "{confidences:?}");
+        assert_eq!(s.stats.snapshot().exits.confident, 1);
+        assert_eq!(s.members[0].batches, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_request_that_never_gets_confident_stops_at_max_timesteps() {
+        let mut s = scheduler_with(4, scripted(&[(1.0, vec![[1.0, 0.5, 0.0]])]));
+        let (j, answer) = job_for(1.0, policy(0.99, 1, 5));
+        run_all(&mut s, vec![j], 8);
+        let answer = received(answer).expect("answered");
+        assert_eq!(
+            (answer.exit_reason, answer.timesteps, answer.class_index),
+            (ExitReason::MaxTimesteps, 5, 0)
+        );
+        assert!(answer.confidence < 0.99);
+        assert_eq!(s.stats.snapshot().exits.max_timesteps, 1);
+    }
+
+    #[test]
+    fn min_timesteps_holds_back_a_confident_exit() {
+        let sure = [30.0, 0.0, 0.0];
+        let mut s = scheduler_with(4, scripted(&[(1.0, vec![sure]), (2.0, vec![sure])]));
+        let (early, early_answer) = job_for(1.0, policy(0.9, 1, 8));
+        let (held, held_answer) = job_for(2.0, policy(0.9, 3, 8));
+        run_all(&mut s, vec![early, held], 8);
+        let (early, held) = (received(early_answer).expect("early"), received(held_answer).expect("held"));
+        assert_eq!((early.exit_reason, early.timesteps), (ExitReason::Confident, 1));
+        assert_eq!((held.exit_reason, held.timesteps), (ExitReason::Confident, 3));
+    }
+
+    /// Several requests share the batch; one leaves (its row is filled by the last one), another
+    /// joins mid-flight. Each still gets exactly the answer it gets alone: its own scripted logits,
+    /// at its own timesteps, whichever row it was moved to.
+    #[test]
+    fn batched_requests_keep_their_own_logits_through_row_moves() {
+        let table = [
+            // Leaves after 2 steps (confident on class 2).
+            (1.0, vec![UNSURE, [0.0, 0.0, 30.0]]),
+            // Class 0 at step 1, then class 1 from step 2 on: a wrong timestep shows.
+            (2.0, vec![[3.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 5.0, 0.0], [0.0, 6.0, 0.0]]),
+            (3.0, vec![[0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [4.0, 0.0, 0.0]]),
+            (4.0, vec![[0.5, 0.0, 0.0], [0.0, 0.0, 2.5], [1.0, 1.0, 0.0]]),
+        ];
+        let all_steps = policy(1.0, 1, 6);
+        let confident = policy(0.99, 1, 6);
+        let alone = |id: f32, p: CutoffPolicy| {
+            let mut s = scheduler_with(1, scripted(&table));
+            let (j, answer) = job_for(id, p);
+            run_all(&mut s, vec![j], 8);
+            received(answer).expect("answered alone")
+        };
+        let mut s = scheduler_with(4, scripted(&table));
+        let (a, answer_a) = job_for(1.0, confident);
+        let (b, answer_b) = job_for(2.0, all_steps);
+        let (c, answer_c) = job_for(3.0, all_steps);
+        for j in [a, b] {
+            s.stats.enqueued();
+            s.admit(j);
+        }
+        step(&mut s);
+        // `c` joins a step later, so its state differs from that of `a`, whose row it takes.
+        s.stats.enqueued();
+        s.admit(c);
+        step(&mut s);
+        // `a` left after its second step: the last row (`c`, one step in) moved into its slot.
+        assert_eq!(s.slots.len(), 2);
+        assert_eq!(s.slots[0].request.frames.frame(0, FRAME_LEN, &None)[0], 3.0, "c moved to row 0");
+        assert_eq!(s.slots[0].prediction.timesteps(), 1);
+        let (d, answer_d) = job_for(4.0, all_steps);
+        s.stats.enqueued();
+        s.admit(d);
+        for _ in 0..8 {
+            s.retire_before_step(Instant::now());
+            if s.slots.is_empty() {
+                break;
+            }
+            step(&mut s);
+        }
+        assert!(s.slots.is_empty());
+        assert_eq!(&s.members[0].batches[..3], [2, 3, 3], "c joined a and b; d joined the two left");
+        let batched = [
+            (received(answer_a).expect("a"), alone(1.0, confident)),
+            (received(answer_b).expect("b"), alone(2.0, all_steps)),
+            (received(answer_c).expect("c"), alone(3.0, all_steps)),
+            (received(answer_d).expect("d"), alone(4.0, all_steps)),
+        ];
+        for (together, solo) in &batched {
+            assert_eq!(
+                (together.exit_reason, together.timesteps, together.class_index),
+                (solo.exit_reason, solo.timesteps, solo.class_index)
+            );
+            assert_eq!(together.probabilities, solo.probabilities);
+            assert_eq!(together.confidences, solo.confidences);
+        }
+        assert_eq!((batched[0].0.timesteps, batched[0].0.class_index), (2, 2));
+        assert_eq!((batched[1].0.timesteps, batched[1].0.class_index), (6, 1));
+    }
+
+    #[test]
+    fn a_caller_that_leaves_frees_its_slot_for_the_next_request() {
+        let mut s = scheduler(1);
+        let (a, answer_a) = job(None);
+        let (b, answer_b) = job(None);
+        queue(&mut s, vec![a, b]);
+        s.admit_pending();
+        assert_eq!((s.slots.len(), s.pending.len()), (1, 1), "one slot: b waits");
+        step(&mut s);
+        drop(answer_a);
+        s.retire_before_step(Instant::now());
+        assert!(s.slots.is_empty(), "the cancelled request left its slot");
+        s.admit_pending();
+        assert_eq!((s.slots.len(), s.pending.len()), (1, 0), "b took the freed slot");
+        assert_eq!(s.slots[0].prediction.timesteps(), 0, "b starts from a zeroed row");
+        while !s.slots.is_empty() {
+            step(&mut s);
+        }
+        assert_eq!(received(answer_b).expect("b").timesteps, 8);
+        let stats = s.stats.snapshot();
+        assert_eq!((stats.exits.cancelled, stats.active_slots, stats.queued), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_failed_step_fails_every_request_in_the_batch_and_the_next_ones_still_run() {
+        let mut stepper = FakeStepper::new(FRAME_LEN, CLASSES, default_script());
+        stepper.fail_at = Some(1);
+        let mut s = scheduler_with(4, stepper);
+        let (a, answer_a) = job(None);
+        let (b, answer_b) = job(None);
+        for j in [a, b] {
+            s.stats.enqueued();
+            s.admit(j);
+        }
+        step(&mut s);
+        step(&mut s);
+        assert!(s.slots.is_empty());
+        for answer in [answer_a, answer_b] {
+            match received(answer) {
+                Err(error @ EngineError::Step(StepError::Run(_))) => {
+                    assert_eq!(error.code(), "inference_failed");
+                    assert!(error.to_string().contains("scripted failure"), "{error}");
+                }
+                other => panic!("expected the step's error, got {other:?}"),
+            }
+        }
+        assert_eq!(s.stats.snapshot().failed, 2);
+        let (c, answer_c) = job(None);
+        run_all(&mut s, vec![c], 8);
+        assert_eq!(received(answer_c).expect("c").timesteps, 8);
     }
 }

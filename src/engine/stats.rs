@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::{AnytimeAnswer, ExitReason, Priority};
+use super::admission::Priority;
+use super::policy::ExitReason;
+use super::request::AnytimeAnswer;
 use crate::metrics::{ModelMetrics, Outcome};
 
 #[derive(Debug, Default)]

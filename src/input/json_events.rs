@@ -12,10 +12,9 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::Value;
 
-#[cfg(doc)]
-use super::events::decode_json_events;
-use super::events::{Event, EventError};
+use crate::contract::{Event, EventError};
 
 /// The events, or what is wrong with the value given for them.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,12 +178,21 @@ impl<'de> Visitor<'de> for IntegerVisitor {
     }
 }
 
+/// Reads `[[x, y, t, p], ...]` from a JSON value, by the rule of [`JsonEvents`] (which `/v1` bodies
+/// apply while they are parsed, without a tree).
+pub fn decode_json_events(value: &Value) -> Result<Vec<Event>, EventError> {
+    match JsonEvents::deserialize(value) {
+        Ok(events) => events.0,
+        // Not reached: `JsonEvents` takes every kind of JSON value and keeps its verdict on it.
+        Err(_) => Err(EventError::NotAnArray("a value that cannot be read")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::input::decode_json_events;
 
     /// The decoder this replaced, walking the JSON tree: the reference to agree with.
     fn tree_walk(value: &Value) -> Result<Vec<Event>, EventError> {

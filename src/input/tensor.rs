@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use crate::engine::RequestFrames;
-use crate::model::{InputKind, ModelContract};
+use super::frames::RequestFrames;
+use crate::contract::{InputKind, ModelContract};
 
 /// A row-major float32 tensor.
 #[derive(Debug, Clone, PartialEq)]

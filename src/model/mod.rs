@@ -1,11 +1,14 @@
-//! Models: the step-model contract, the registry of loaded models, and the repository that
-//! changes it while the server runs.
+//! Models: loading a model directory into an engine, the registry of loaded models, and the
+//! repository that changes it while the server runs. The top of the serving layers: it puts
+//! together the backend's sessions and the engine.
 
-pub mod contract;
+pub mod loader;
 pub mod registry;
 pub mod repository;
 
-pub use contract::{
+// The contract is its own layer, below this one; `model::contract` stays its path for the API.
+pub use crate::contract;
+pub use crate::contract::{
     CalibratedThreshold, ContractError, InputKind, ModelContract, ModelSignature, TensorSpec,
 };
 pub use registry::{LoadedModel, ModelRegistry, RefusedModel};

@@ -1,91 +1,13 @@
-//! The models directory: every `<dir>/<name>/model.onnx` is opened, checked against the contract
-//! and given its own engine. A model that fails is refused with its reason; the others still load.
+//! The registry: the models serving now and those refused, with their reasons. A value, changed
+//! copy-on-write by the repository; loading a model is the loader's job.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use super::contract::{checked_calibration, CalibratedThreshold, ContractError, ModelContract};
-use crate::backend::{Device, OrtRuntime, StepError, StepSession};
-use crate::engine::{Engine, EngineConfig};
-
-/// The file a single model's directory holds.
-pub const MODEL_FILE: &str = "model.onnx";
-/// The file an ensemble's directory holds instead: its members, trained with different seeds.
-pub const ENSEMBLE_FILE: &str = "ensemble.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("{path} holds neither {MODEL_FILE} nor {ENSEMBLE_FILE}")]
-    NotAModel { path: String },
-    #[error(transparent)]
-    Open(#[from] StepError),
-    #[error("{path} breaks the step-model contract: {source}")]
-    Contract { path: String, source: ContractError },
-    #[error(transparent)]
-    Engine(#[from] crate::engine::StartError),
-    #[error("ensemble {path}: {reason}")]
-    Ensemble { path: String, reason: String },
-}
-
-/// `ensemble.json`: the members of an ensemble, stepped in lockstep on the same input.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnsembleSpec {
-    /// Member graphs, relative to the ensemble's directory. Each follows the contract, and all
-    /// agree on timesteps, labels, input kind and frame shape.
-    pub members: Vec<PathBuf>,
-    /// Overrides the members' default threshold.
-    #[serde(default)]
-    pub default_threshold: Option<f64>,
-    /// Default bound on the members' variance for a confident exit.
-    #[serde(default)]
-    pub default_max_variance: Option<f64>,
-    /// The ensemble's own held-out accuracy per timestep (else the first member's).
-    #[serde(default)]
-    pub accuracy_per_timestep: Option<Vec<f64>>,
-    /// How the ensemble was made (free-form).
-    #[serde(default)]
-    pub training: Option<serde_json::Value>,
-    /// The ensemble's own calibration table (a member's does not hold for the ensemble).
-    #[serde(default)]
-    pub calibration: Option<Vec<CalibratedThreshold>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("models directory {path} cannot be read: {source}")]
-    Directory { path: String, source: std::io::Error },
-}
-
-/// Per-model serving options.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadOptions {
-    /// ONNX Runtime intra-op threads per model.
-    pub intra_threads: usize,
-    /// Where the models run.
-    pub device: Device,
-    /// How each model's scheduler batches and queues.
-    pub engine: EngineConfig,
-}
-
-pub struct LoadedModel {
-    pub name: String,
-    pub path: PathBuf,
-    pub contract: Arc<ModelContract>,
-    pub engine: Engine,
-    /// 1 when first loaded, one more with every reload that took over.
-    pub version: u64,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RefusedModel {
-    pub name: String,
-    pub path: String,
-    pub reason: String,
-}
+// What loading produces, and the loader's names at the paths `main` and `config` have used.
+pub use super::loader::{
+    inspect, model_file, LoadError, LoadOptions, LoadedModel, RefusedModel, ENSEMBLE_FILE, MODEL_FILE,
+};
 
 #[derive(Default)]
 pub struct ModelRegistry {
@@ -93,51 +15,7 @@ pub struct ModelRegistry {
     refused: Vec<RefusedModel>,
 }
 
-/// Opens `path` and checks it against the contract, without starting an engine.
-pub fn inspect(runtime: &OrtRuntime, path: &Path) -> Result<ModelContract, LoadError> {
-    let (_, contract) = open_checked(runtime, path, 1, Device::Cpu)?;
-    Ok(contract)
-}
-
-fn open_checked(
-    runtime: &OrtRuntime,
-    path: &Path,
-    intra_threads: usize,
-    device: Device,
-) -> Result<(ort::session::Session, ModelContract), LoadError> {
-    let (session, signature) = StepSession::open(runtime, path, intra_threads, device)?;
-    let contract = ModelContract::from_signature(&signature)
-        .map_err(|source| LoadError::Contract { path: path.display().to_string(), source })?;
-    Ok((session, contract))
-}
-
 impl ModelRegistry {
-    /// Loads every model directory under `dir`.
-    pub fn load_dir(runtime: &OrtRuntime, dir: &Path, options: LoadOptions) -> Result<Self, RegistryError> {
-        let directory_error = |source| RegistryError::Directory { path: dir.display().to_string(), source };
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(directory_error)?.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        let mut registry = Self::default();
-        for entry in entries {
-            let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
-            if !entry.is_dir() || name.starts_with('.') {
-                continue;
-            }
-            if model_file(&entry).is_none() {
-                tracing::warn!(dir = %entry.display(), "skipping a directory without {MODEL_FILE} or {ENSEMBLE_FILE}");
-                continue;
-            }
-            match LoadedModel::load(runtime, &name, &entry, options, 1) {
-                Ok(model) => {
-                    registry.models.insert(name, Arc::new(model));
-                }
-                Err(error) => registry.refused.push(RefusedModel::new(&name, &entry, &error)),
-            }
-        }
-        Ok(registry)
-    }
-
     /// This registry with `model` added, or in place of the model of the same name.
     pub fn with(&self, model: Arc<LoadedModel>) -> Self {
         let mut next = Self { models: self.models.clone(), refused: self.refused.clone() };
@@ -163,126 +41,6 @@ impl ModelRegistry {
     }
 }
 
-/// The file that makes `dir` a model: its ensemble description, else its graph.
-pub fn model_file(dir: &Path) -> Option<PathBuf> {
-    let (ensemble, single) = (dir.join(ENSEMBLE_FILE), dir.join(MODEL_FILE));
-    if ensemble.is_file() {
-        Some(ensemble)
-    } else if single.is_file() {
-        Some(single)
-    } else {
-        None
-    }
-}
-
-impl RefusedModel {
-    /// Logs the refusal (one line with name, path and reason) and records it.
-    pub fn new(name: &str, dir: &Path, error: &LoadError) -> Self {
-        let path = model_file(dir).unwrap_or_else(|| dir.to_path_buf()).display().to_string();
-        tracing::error!(model = %name, %path, %error, "model refused");
-        Self { name: name.to_owned(), path, reason: error.to_string() }
-    }
-}
-
-impl LoadedModel {
-    /// Opens the model in `dir` (a graph or an ensemble), checks it against the contract and
-    /// starts its engine. Blocking: ONNX Runtime builds its sessions here.
-    pub fn load(
-        runtime: &OrtRuntime,
-        name: &str,
-        dir: &Path,
-        options: LoadOptions,
-        version: u64,
-    ) -> Result<Self, LoadError> {
-        let Some(path) = model_file(dir) else {
-            return Err(LoadError::NotAModel { path: dir.display().to_string() });
-        };
-        let (contract, sessions) = if path.ends_with(ENSEMBLE_FILE) {
-            open_ensemble(runtime, &path, options)?
-        } else {
-            let (session, contract) = open_checked(runtime, &path, options.intra_threads, options.device)?;
-            let sessions = vec![StepSession::new(session, contract.clone())];
-            (contract, sessions)
-        };
-        let contract = Arc::new(contract);
-        let engine = Engine::start(name, sessions, options.engine)?;
-        tracing::info!(
-            model = %name,
-            version,
-            members = contract.members,
-            timesteps = contract.timesteps,
-            classes = contract.num_classes,
-            input_kind = ?contract.input_kind,
-            frame_shape = ?contract.frame_shape,
-            states = contract.states.len(),
-            "model loaded"
-        );
-        Ok(Self { name: name.to_owned(), path, contract, engine, version })
-    }
-}
-
-/// An ensemble's members, opened and checked to agree, and its contract.
-fn open_ensemble(
-    runtime: &OrtRuntime,
-    path: &Path,
-    options: LoadOptions,
-) -> Result<(ModelContract, Vec<StepSession>), LoadError> {
-    let fail = |reason: String| LoadError::Ensemble { path: path.display().to_string(), reason };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-    let spec: EnsembleSpec = serde_json::from_str(&text).map_err(|e| fail(format!("invalid: {e}")))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut sessions: Vec<StepSession> = Vec::with_capacity(spec.members.len());
-    for member in &spec.members {
-        let (session, contract) =
-            open_checked(runtime, &dir.join(member), options.intra_threads, options.device)?;
-        if let Some(first) = sessions.first() {
-            if let Some(difference) = incompatibility(first.contract(), &contract) {
-                return Err(fail(format!(
-                    "member {} differs from the first: {difference}",
-                    member.display()
-                )));
-            }
-        }
-        sessions.push(StepSession::new(session, contract));
-    }
-    let Some(first) = sessions.first() else {
-        return Err(fail("lists no members".into()));
-    };
-    let mut contract = first.contract().clone();
-    contract.members = sessions.len();
-    if let Some(bound) = spec.default_max_variance {
-        if !(bound.is_finite() && bound >= 0.0) {
-            return Err(fail(format!("default_max_variance must be non-negative, found {bound}")));
-        }
-        contract.default_max_variance = Some(bound);
-    }
-    if let Some(threshold) = spec.default_threshold {
-        if !(threshold > 0.0 && threshold <= 1.0) {
-            return Err(fail(format!("default_threshold must be in (0, 1], found {threshold}")));
-        }
-        contract.default_threshold = threshold;
-    }
-    if let Some(accuracy) = spec.accuracy_per_timestep {
-        if accuracy.len() != contract.timesteps {
-            return Err(fail(format!(
-                "accuracy_per_timestep has {} entries for {} timesteps",
-                accuracy.len(),
-                contract.timesteps
-            )));
-        }
-        contract.accuracy_per_timestep = accuracy;
-    }
-    if let Some(training) = spec.training {
-        contract.training = training;
-    }
-    // A member's table was calibrated for that member alone.
-    contract.calibration = match spec.calibration {
-        None => Vec::new(),
-        Some(table) => checked_calibration(table).map_err(|reason| fail(format!("calibration: {reason}")))?,
-    };
-    Ok((contract, sessions))
-}
-
 impl ModelRegistry {
     pub fn get(&self, name: &str) -> Option<&Arc<LoadedModel>> {
         self.models.get(name)
@@ -303,24 +61,4 @@ impl ModelRegistry {
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }
-}
-
-/// What makes two members unable to share requests, if anything.
-fn incompatibility(a: &ModelContract, b: &ModelContract) -> Option<String> {
-    if a.timesteps != b.timesteps {
-        return Some(format!("timesteps {} vs {}", a.timesteps, b.timesteps));
-    }
-    if a.labels != b.labels {
-        return Some(format!("labels {:?} vs {:?}", a.labels, b.labels));
-    }
-    if a.input_kind != b.input_kind {
-        return Some(format!("input kind {:?} vs {:?}", a.input_kind, b.input_kind));
-    }
-    if a.events != b.events {
-        return Some(format!("event binning {:?} vs {:?}", a.events, b.events));
-    }
-    if a.frame_shape != b.frame_shape {
-        return Some(format!("frame shape {:?} vs {:?}", a.frame_shape, b.frame_shape));
-    }
-    None
 }

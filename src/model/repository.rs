@@ -17,10 +17,17 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::registry::{
-    model_file, LoadError, LoadOptions, LoadedModel, ModelRegistry, RefusedModel, RegistryError,
+use super::loader::{
+    load, model_file, refusal, LoadError, LoadOptions, LoadedModel, ENSEMBLE_FILE, MODEL_FILE,
 };
+use super::registry::ModelRegistry;
 use crate::backend::OrtRuntime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("models directory {path} cannot be read: {source}")]
+    Directory { path: String, source: std::io::Error },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -78,16 +85,9 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Loads every model of `dir` (blocking; see [`ModelRegistry::load_dir`]).
+    /// Loads every model of `dir` (blocking; see [`load_dir`]).
     pub fn open(runtime: OrtRuntime, dir: &Path, options: LoadOptions) -> Result<Self, RegistryError> {
-        let registry = ModelRegistry::load_dir(&runtime, dir, options)?;
-        let mut changes = Changes::default();
-        for (name, files) in scan(dir).unwrap_or_default() {
-            if registry.get(&name).is_some() {
-                changes.versions.insert(name.clone(), 1);
-            }
-            changes.known.insert(name, files);
-        }
+        let (registry, changes) = first_load(dir, || load_dir(&runtime, dir, options))?;
         Ok(Self {
             runtime,
             dir: dir.to_path_buf(),
@@ -146,11 +146,9 @@ impl Repository {
     ) -> Result<Arc<LoadedModel>, RepositoryError> {
         let version = changes.versions.get(name).copied().unwrap_or(0) + 1;
         let (runtime, options, model_name) = (self.runtime.clone(), self.options, name.to_owned());
-        let opened = tokio::task::spawn_blocking(move || {
-            LoadedModel::load(&runtime, &model_name, &dir, options, version)
-        })
-        .await
-        .map_err(|_| RepositoryError::Interrupted(name.to_owned()))?;
+        let opened = tokio::task::spawn_blocking(move || load(&runtime, &model_name, &dir, options, version))
+            .await
+            .map_err(|_| RepositoryError::Interrupted(name.to_owned()))?;
         match opened {
             Ok(model) => {
                 let model = Arc::new(model);
@@ -168,8 +166,8 @@ impl Repository {
                 Ok(model)
             }
             Err(error) => {
-                let refusal = RefusedModel::new(name, &self.dir.join(name), &error);
-                self.swap(|registry| registry.with_refusal(refusal));
+                let refused = refusal(name, &self.dir.join(name), &error);
+                self.swap(|registry| registry.with_refusal(refused));
                 crate::metrics::model_changed(name, "refused");
                 Err(RepositoryError::Refused { name: name.to_owned(), source: Box::new(error) })
             }
@@ -281,6 +279,55 @@ impl Repository {
     }
 }
 
+/// Loads every model directory under `dir`: each one that loads serves, each one that fails is
+/// listed as refused with its reason.
+pub fn load_dir(
+    runtime: &OrtRuntime,
+    dir: &Path,
+    options: LoadOptions,
+) -> Result<ModelRegistry, RegistryError> {
+    let directory_error = |source| RegistryError::Directory { path: dir.display().to_string(), source };
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(directory_error)?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    let mut registry = ModelRegistry::default();
+    for entry in entries {
+        let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        if !entry.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        if model_file(&entry).is_none() {
+            tracing::warn!(dir = %entry.display(), "skipping a directory without {MODEL_FILE} or {ENSEMBLE_FILE}");
+            continue;
+        }
+        registry = match load(runtime, &name, &entry, options, 1) {
+            Ok(model) => registry.with(Arc::new(model)),
+            Err(error) => registry.with_refusal(refusal(&name, &entry, &error)),
+        };
+    }
+    Ok(registry)
+}
+
+/// The first load of `dir` through `load_all`, and what the repository remembers of it. The
+/// files are recorded before loading, as the watcher and [`Repository::load`] do: a model added or
+/// replaced while the others load (start-up can take minutes) then differs from its record, and
+/// the next poll loads it. Recorded after, it would look loaded until it changed again.
+fn first_load(
+    dir: &Path,
+    load_all: impl FnOnce() -> Result<ModelRegistry, RegistryError>,
+) -> Result<(ModelRegistry, Changes), RegistryError> {
+    let seen = scan(dir).unwrap_or_default();
+    let registry = load_all()?;
+    let mut changes = Changes::default();
+    for (name, files) in seen {
+        if registry.get(&name).is_some() {
+            changes.versions.insert(name.clone(), 1);
+        }
+        changes.known.insert(name, files);
+    }
+    Ok((registry, changes))
+}
+
 /// Every model directory under `dir` (those holding a graph or an ensemble) and its files.
 fn scan(dir: &Path) -> Option<BTreeMap<String, Fingerprint>> {
     let entries = std::fs::read_dir(dir).ok()?;
@@ -319,4 +366,49 @@ fn scan_one(dir: &Path) -> Fingerprint {
     }
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `bytes` as a new file renamed over `path`, as a deployment does.
+    fn replace(path: &Path, bytes: &[u8]) {
+        let parent = path.parent().expect("a parent");
+        std::fs::create_dir_all(parent).expect("model directory");
+        let staged = parent.join(".staged");
+        std::fs::write(&staged, bytes).expect("written");
+        std::fs::rename(&staged, path).expect("renamed");
+    }
+
+    /// A model replaced and one added while the first load runs: neither is recorded as loaded,
+    /// so the next poll sees both changed (and loads them once they settle).
+    #[test]
+    fn models_changed_during_the_first_load_differ_from_what_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let models = dir.path();
+        replace(&models.join("a").join(MODEL_FILE), b"version one");
+        let (registry, changes) = first_load(models, || {
+            // The loader has listed the directory; meanwhile a new version and a new model land.
+            replace(&models.join("a").join(MODEL_FILE), b"version two, longer");
+            replace(&models.join("b").join(MODEL_FILE), b"a model added during start-up");
+            Ok(ModelRegistry::default())
+        })
+        .expect("loads");
+        assert!(registry.is_empty());
+        let seen = scan(models).expect("readable");
+        assert_eq!(seen.len(), 2);
+        assert!(changes.known.contains_key("a"), "a was there before loading");
+        assert_ne!(changes.known.get("a"), seen.get("a"), "a's new version is a change to the next poll");
+        assert!(!changes.known.contains_key("b"), "b is new to the next poll");
+    }
+
+    /// Files that did not change while loading are recorded as they are: the poll leaves them be.
+    #[test]
+    fn models_unchanged_during_the_first_load_are_recorded_as_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        replace(&dir.path().join("a").join(MODEL_FILE), b"version one");
+        let (_, changes) = first_load(dir.path(), || Ok(ModelRegistry::default())).expect("loads");
+        assert_eq!(changes.known, scan(dir.path()).expect("readable"));
+    }
 }

@@ -1,4 +1,6 @@
-//! The step-model contract: what an ONNX graph must look like for the server to step it.
+//! The step-model contract: what an ONNX graph must look like for the server to step it, and the
+//! event binning an events model describes. The bottom layer: it imports no other module of the
+//! crate, and every other layer may use it.
 //!
 //! Validation is a pure function of the graph's signature and its `metadata_props`, so every rule
 //! is unit-tested without ONNX Runtime. The prose version lives in `docs/MODEL-CONTRACT.md`.
@@ -8,7 +10,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::input::EventBinning;
+pub mod binning;
+
+pub use binning::{Event, EventBinning, EventError};
 
 /// Contract versions this server understands.
 pub const CONTRACT_VERSION: &str = "1";
