@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 use super::schema::InferRequest;
+use crate::contract::{check_max_variance, check_threshold};
 use crate::engine::{AnytimeRequest, CutoffPolicy, Priority, RequestFrames};
 use crate::input::events::Event;
 use crate::input::{decode_json_tensor, into_frames, DenseTensor};
@@ -167,9 +168,7 @@ pub fn cutoff_policy(
         }
         (threshold, None) => (threshold.unwrap_or(contract.default_threshold), None),
     };
-    if !(threshold > 0.0 && threshold <= 1.0) {
-        return Err(ApiError::InvalidField(format!("threshold: must be in (0, 1], found {threshold}")));
-    }
+    check_threshold(threshold).map_err(|reason| ApiError::InvalidField(format!("threshold: {reason}")))?;
     let max_timesteps = params.max_timesteps.unwrap_or(contract.timesteps);
     if max_timesteps == 0 || max_timesteps > contract.timesteps {
         return Err(ApiError::InvalidField(format!(
@@ -185,11 +184,8 @@ pub fn cutoff_policy(
     }
     let max_variance = params.max_variance.or(contract.default_max_variance);
     if let Some(bound) = max_variance {
-        if !(bound.is_finite() && bound >= 0.0) {
-            return Err(ApiError::InvalidField(format!(
-                "max_variance: must be a non-negative number, found {bound}"
-            )));
-        }
+        check_max_variance(bound)
+            .map_err(|reason| ApiError::InvalidField(format!("max_variance: {reason}")))?;
     }
     Ok(CutoffPolicy { threshold, min_timesteps, max_timesteps, max_variance, calibrated_for })
 }

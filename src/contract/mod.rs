@@ -144,6 +144,27 @@ pub struct CalibratedThreshold {
     pub threshold: f64,
 }
 
+/// The rule for a confidence threshold, wherever one comes from (a request, model metadata, an
+/// ensemble's configuration, a calibration row): in (0, 1]. A softmax confidence never exceeds 1,
+/// and a threshold of 0 would exit before any evidence. `Err` says why, for the caller to prefix.
+pub fn check_threshold(threshold: f64) -> Result<f64, String> {
+    if threshold > 0.0 && threshold <= 1.0 {
+        Ok(threshold)
+    } else {
+        Err(format!("must be in (0, 1], found {threshold}"))
+    }
+}
+
+/// The rule for an ensemble-variance bound (a request's, or a model's default): a finite number, not
+/// negative. `Err` says why.
+pub fn check_max_variance(bound: f64) -> Result<f64, String> {
+    if bound.is_finite() && bound >= 0.0 {
+        Ok(bound)
+    } else {
+        Err(format!("must be a non-negative number, found {bound}"))
+    }
+}
+
 /// Checks a calibration table and sorts it by budget: budgets finite, non-negative and distinct,
 /// thresholds in (0, 1].
 pub fn checked_calibration(mut table: Vec<CalibratedThreshold>) -> Result<Vec<CalibratedThreshold>, String> {
@@ -151,11 +172,8 @@ pub fn checked_calibration(mut table: Vec<CalibratedThreshold>) -> Result<Vec<Ca
         if !(row.max_accuracy_drop.is_finite() && row.max_accuracy_drop >= 0.0) {
             return Err(format!("budget {} is not a non-negative number", row.max_accuracy_drop));
         }
-        if !(row.threshold > 0.0 && row.threshold <= 1.0) {
-            return Err(format!(
-                "threshold {} (budget {}) is not in (0, 1]",
-                row.threshold, row.max_accuracy_drop
-            ));
+        if let Err(reason) = check_threshold(row.threshold) {
+            return Err(format!("threshold for budget {}: {reason}", row.max_accuracy_drop));
         }
     }
     table.sort_by(|a, b| a.max_accuracy_drop.total_cmp(&b.max_accuracy_drop));
@@ -297,12 +315,7 @@ impl ModelContract {
         let input_kind =
             InputKind::parse(meta.required("input_kind")?).map_err(|reason| invalid("input_kind", reason))?;
         let default_threshold: f64 = meta.json("default_threshold", "a number in (0, 1]")?;
-        if !(default_threshold > 0.0 && default_threshold <= 1.0) {
-            return Err(invalid(
-                "default_threshold",
-                format!("must be in (0, 1], found {default_threshold}"),
-            ));
-        }
+        check_threshold(default_threshold).map_err(|reason| invalid("default_threshold", reason))?;
         let accuracy_per_timestep: Vec<f64> =
             meta.json("accuracy_per_timestep", "a JSON array of numbers")?;
         if accuracy_per_timestep.len() != timesteps {
@@ -498,7 +511,10 @@ mod tests {
         assert_eq!(budgets, [0.1, 2.0]);
         assert_eq!(contract.calibration[0].threshold.to_bits(), 0.9843158845656281f64.to_bits());
         for (bad, says) in [
-            (r#"[{"max_accuracy_drop": 0.5, "threshold": 1.5}]"#, "not in (0, 1]"),
+            (
+                r#"[{"max_accuracy_drop": 0.5, "threshold": 1.5}]"#,
+                "threshold for budget 0.5: must be in (0, 1]",
+            ),
             (r#"[{"max_accuracy_drop": -1, "threshold": 0.9}]"#, "not a non-negative number"),
             (
                 r#"[{"max_accuracy_drop": 1, "threshold": 0.9}, {"max_accuracy_drop": 1, "threshold": 0.8}]"#,

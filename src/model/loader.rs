@@ -8,7 +8,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::backend::{Device, OrtRuntime, StepError, StepSession};
-use crate::contract::{checked_calibration, CalibratedThreshold, ContractError, ModelContract};
+use crate::contract::{
+    check_max_variance, check_threshold, checked_calibration, CalibratedThreshold, ContractError,
+    ModelContract,
+};
 use crate::engine::{Engine, EngineConfig};
 
 /// The file a single model's directory holds.
@@ -183,15 +186,13 @@ fn open_ensemble(
     let mut contract = first.contract().clone();
     contract.members = sessions.len();
     if let Some(bound) = spec.default_max_variance {
-        if !(bound.is_finite() && bound >= 0.0) {
-            return Err(fail(format!("default_max_variance must be non-negative, found {bound}")));
-        }
+        let bound =
+            check_max_variance(bound).map_err(|reason| fail(format!("default_max_variance: {reason}")))?;
         contract.default_max_variance = Some(bound);
     }
     if let Some(threshold) = spec.default_threshold {
-        if !(threshold > 0.0 && threshold <= 1.0) {
-            return Err(fail(format!("default_threshold must be in (0, 1], found {threshold}")));
-        }
+        let threshold =
+            check_threshold(threshold).map_err(|reason| fail(format!("default_threshold: {reason}")))?;
         contract.default_threshold = threshold;
     }
     if let Some(accuracy) = spec.accuracy_per_timestep {
