@@ -13,7 +13,7 @@ pub struct Token(Arc<[u8]>);
 
 impl Token {
     /// Clap's value parser: takes anything, because a refusal message would echo the value.
-    /// [`Auth::from_args`] checks the tokens without naming them.
+    /// [`crate::api::auth::Auth::from_args`] checks the tokens without naming them.
     pub fn parse(value: &str) -> Result<Self, Infallible> {
         Ok(Self(Arc::from(value.trim().as_bytes())))
     }

@@ -1,6 +1,6 @@
 //! The `/v1` HTTP API (axum): health, model listing, anytime inference as JSON or as Server-Sent
 //! Events, and the OpenAPI document with a page to browse it. The KServe v2 routes
-//! ([`super::kserve_http`]) are merged in.
+//! ([`super::kserve::http`]) are merged in.
 
 use std::convert::Infallible;
 use std::sync::Arc;
