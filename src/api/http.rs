@@ -234,14 +234,20 @@ fn sse_response(streamed: Streamed<()>, id: String) -> Response {
             }
             StreamEvent::Failed(error) => Event::default().event("error").json_data(error.body()),
         };
-        // Encoding our own types cannot fail in practice; if it ever does, the client still gets
-        // an `error` event in the documented form, its message escaped as JSON.
-        Ok::<_, Infallible>(encoded.unwrap_or_else(|e| {
-            let body = ErrorResponse::new("internal", format!("encoding the event: {e}"));
-            Event::default().event("error").data(serde_json::to_string(&body).unwrap_or_default())
-        }))
+        Ok::<_, Infallible>(encoded.unwrap_or_else(|e| encoding_failed(&e.to_string())))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Encoding our own types cannot fail in practice; if it ever does, the client still gets an
+/// `error` event in the documented form, its message escaped as JSON.
+fn encoding_failed(reason: &str) -> Event {
+    Event::default().event("error").data(encoding_failed_body(reason))
+}
+
+fn encoding_failed_body(reason: &str) -> String {
+    let body = ErrorResponse::new("internal", format!("encoding the event: {reason}"));
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -253,6 +259,15 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_that_cannot_be_encoded_becomes_an_error_event_with_escaped_json() {
+        let reason = "a \"quoted\" reason\nwith a line break and a \\ backslash";
+        let body: serde_json::Value =
+            serde_json::from_str(&encoding_failed_body(reason)).expect("valid JSON");
+        assert_eq!(body["error"]["code"], "internal");
+        assert_eq!(body["error"]["message"], format!("encoding the event: {reason}"));
+    }
 
     #[test]
     fn a_body_parses_plainly_and_a_bad_one_names_where() {
