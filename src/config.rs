@@ -12,6 +12,24 @@ use crate::engine::{Admission, EngineConfig, WarmupBatches};
 use crate::model::registry::LoadOptions;
 use crate::token::Token;
 
+/// How the process logs: the same flags on `spikeserve` and `spikeserve-tools`.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// Log lines held for a reader of stderr that falls behind; beyond this, lines are dropped
+    /// (and counted in `spikeserve_log_lines_dropped_total`) so that requests never wait on logging.
+    #[arg(
+        long,
+        env = "SPIKESERVE_LOG_QUEUE_LINES",
+        default_value_t = 65_536,
+        global = true,
+        value_name = "LINES"
+    )]
+    pub log_queue_lines: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

@@ -7,26 +7,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spikeserve::backend::OrtRuntime;
-use spikeserve::config::{LogFormat, RuntimeArgs, ServeConfig};
+use spikeserve::config::{LogArgs, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::server;
 
 #[derive(Parser)]
 #[command(name = "spikeserve", version, about = "Anytime inference server for spiking neural networks")]
 struct Cli {
-    /// Log format.
-    #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
-    log_format: LogFormat,
-    /// Log lines held for a reader of stderr that falls behind; beyond this, lines are dropped
-    /// (and counted in `spikeserve_log_lines_dropped_total`) so that requests never wait on logging.
-    #[arg(
-        long,
-        env = "SPIKESERVE_LOG_QUEUE_LINES",
-        default_value_t = 65_536,
-        global = true,
-        value_name = "LINES"
-    )]
-    log_queue_lines: usize,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +37,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Held to the end of `main`, so that the lines still queued are written before the process exits.
-    let _log_writer = spikeserve::logging::init(cli.log_format, cli.log_queue_lines);
+    let _log_writer = spikeserve::logging::init(cli.log.log_format, cli.log.log_queue_lines);
     match cli.command {
         Command::Serve(config) => serve(config),
         Command::Inspect { path, runtime } => inspect(&path, &runtime),

@@ -14,7 +14,7 @@ mod stats;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use spikeserve::config::LogFormat;
+use spikeserve::config::LogArgs;
 
 use crate::bench::BenchArgs;
 use crate::infer::InferArgs;
@@ -23,18 +23,8 @@ use crate::soak::SoakArgs;
 #[derive(Parser)]
 #[command(name = "spikeserve-tools", version, about = "Load tools for a running spikeserve")]
 struct Cli {
-    /// Log format (of `bench --floor`'s runtime, which logs as the server does).
-    #[arg(long, env = "SPIKESERVE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
-    log_format: LogFormat,
-    /// Log lines held for a reader of stderr that falls behind; beyond this, lines are dropped.
-    #[arg(
-        long,
-        env = "SPIKESERVE_LOG_QUEUE_LINES",
-        default_value_t = 65_536,
-        global = true,
-        value_name = "LINES"
-    )]
-    log_queue_lines: usize,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +42,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Held to the end of `main`, so that the lines still queued are written before the process exits.
-    let _log_writer = spikeserve::logging::init(cli.log_format, cli.log_queue_lines);
+    let _log_writer = spikeserve::logging::init(cli.log.log_format, cli.log.log_queue_lines);
     match cli.command {
         // One request: a single thread is enough.
         Command::Infer(args) => tokio::runtime::Builder::new_current_thread()

@@ -21,7 +21,7 @@ use crate::api::request::{
 };
 use crate::api::state::AppState;
 use crate::api::streaming::StreamEvent;
-use crate::engine::{AnytimeAnswer, ExitReason, FrameSender, Partial};
+use crate::engine::{AnytimeAnswer, AnytimeRequest, ExitReason, FrameSender, Partial};
 use crate::input::events::{Event, StreamingBinner};
 use crate::input::{DenseTensor, EventError};
 use crate::model::LoadedModel;
@@ -67,9 +67,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
             Some(&message.model),
             Some(&grpc_request_id(&message.request_id, &metadata)),
         );
-        let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
-            Ok((anytime_request(model, spec(message, &metadata)?, call.arrived())?, ()))
-        };
+        let decode = |call: &mut Call, model: &Arc<LoadedModel>| decode(message, &metadata, call, model);
         match call.answer(&self.state, decode).await {
             Ok(Answered { model, answer, max_timesteps, .. }) => {
                 Ok(Response::new(final_response(&model, call.id().to_owned(), answer, max_timesteps)))
@@ -91,9 +89,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
             Some(&message.model),
             Some(&grpc_request_id(&message.request_id, &metadata)),
         );
-        let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
-            Ok((anytime_request(model, spec(message, &metadata)?, call.arrived())?, ()))
-        };
+        let decode = |call: &mut Call, model: &Arc<LoadedModel>| decode(message, &metadata, call, model);
         let Streamed { model, max_timesteps, events, .. } =
             call.stream(&self.state, decode).map_err(|error| call.in_span(|| Status::from(error)))?;
         let id = call.id().to_owned();
@@ -274,6 +270,16 @@ fn frame_from_pb(tensor: pb::Tensor, model: &LoadedModel, index: usize) -> Resul
         )));
     }
     Ok(tensor.values)
+}
+
+/// A unary or server-streaming request, as the engine runs it.
+fn decode(
+    message: pb::InferRequest,
+    metadata: &MetadataMap,
+    call: &Call,
+    model: &LoadedModel,
+) -> Result<(AnytimeRequest, ()), ApiError> {
+    Ok((anytime_request(model, spec(message, metadata)?, call.arrived())?, ()))
 }
 
 /// A unary or server-streaming request, decoded.
