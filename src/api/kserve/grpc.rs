@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::{
     answer_outputs, answer_parameters, config_parameters, decode_binary, input_metadata, output_metadata,
@@ -183,7 +184,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                 };
                 match call.stream(&state, decode) {
                     Ok(streamed) => {
-                        tokio::spawn(stream_one(streamed, call.id().to_owned(), outbound.clone()));
+                        let streaming = stream_one(streamed, call.id().to_owned(), outbound.clone());
+                        tokio::spawn(streaming.instrument(call.span().clone()));
                     }
                     Err(error) => {
                         let failed = call.in_span(|| stream_error(call.id(), &error));
