@@ -133,8 +133,13 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
     best = chosen.get("best")
     screen_seeds = tuple(chosen.get("seeds", {}).get("screen", SCREEN_SEEDS))
     arms = ["tet", "tet-no-augment", *(alpha_arm(a) for a in SCREEN_ALPHAS if a > 0)]
-    if best is not None:
-        arms += [f"{alpha_arm(best)}-{name}" for name in ABLATIONS]
+    # Ablations at alpha*, and at any alpha an earlier (shorter) screen chose and ablated.
+    ablated = [
+        a
+        for a in SCREEN_ALPHAS
+        if a > 0 and (a == best or any((root / f"{alpha_arm(a)}-{name}").is_dir() for name in ABLATIONS))
+    ]
+    arms += [f"{alpha_arm(a)}-{name}" for a in ablated for name in ABLATIONS]
     arms.append(rcs_arm())
     figures: dict[str, dict[int, RunFigures]] = {}
     for arm in arms:
@@ -182,7 +187,7 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
             f"{_mean_sd([x.drop_pt for x in r])} | {steps} |"
         )
 
-    if best is not None:
+    if ablated:
         lines += [
             "",
             "## Ablations of the documented reading (calibration split: the documented reading stays unless one wins)",
@@ -191,8 +196,10 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
             "calibrated mean timesteps at 0.5 pt |",
             "|---|---|---|---|---|",
         ]
-        ablation_seeds = sorted({s for name in ABLATIONS for s in figures.get(f"{alpha_arm(best)}-{name}", {})})
-        for arm in [alpha_arm(best), *(f"{alpha_arm(best)}-{name}" for name in ABLATIONS)]:
+    for alpha in ablated:
+        base = alpha_arm(alpha)
+        ablation_seeds = sorted({s for name in ABLATIONS for s in figures.get(f"{base}-{name}", {})})
+        for arm in [base, *(f"{base}-{name}" for name in ABLATIONS)]:
             runs = [f for s, f in figures.get(arm, {}).items() if s in ablation_seeds]
             accuracy = _mean_sd([r.calibration_accuracy_at_t * 100 for r in runs])
             area = _mean_sd([r.calibration_area for r in runs], ".4f")
