@@ -115,6 +115,15 @@ pub struct ServeConfig {
     /// by deployment, or whose ports are reachable without a token.
     #[arg(long, env = "SPIKESERVE_REPOSITORY_READ_ONLY")]
     pub repository_read_only: bool,
+    /// Let web pages on this origin call the HTTP API (CORS), e.g. `https://app.example`; repeat the
+    /// flag (or separate with commas) for more, or `*` for any origin. Off by default.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "SPIKESERVE_CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_allow_origins: Vec<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 
 use crate::api::auth::{self, Auth, AuthConfigError};
+use crate::api::cors::{self, CorsConfigError};
 use crate::api::grpc::anytime::AnytimeService;
 use crate::api::grpc::anytime_pb::anytime_server::AnytimeServer;
 use crate::api::grpc::inference_pb::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -32,16 +33,19 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
+    Cors(#[from] CorsConfigError),
+    #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Device(#[from] DeviceError),
-    #[error("installing the metrics recorder: {0}")]
+    // Causes marked `from`/`source` are printed by the caller's error chain, not repeated here.
+    #[error("installing the metrics recorder")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
-    #[error("binding the {what} address {addr}: {source}")]
+    #[error("binding the {what} address {addr}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("configuring TLS for gRPC: {0}")]
     GrpcTls(tonic::transport::Error),
-    #[error("building gRPC reflection: {0}")]
+    #[error("building gRPC reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Load(#[from] RegistryError),
@@ -71,6 +75,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Res
 struct Security {
     auth: Option<Auth>,
     tls: Option<TlsIdentity>,
+    cors: Option<tower_http::cors::CorsLayer>,
 }
 
 impl Security {
@@ -97,7 +102,11 @@ impl Security {
                 "tokens are sent in the clear without --tls-cert/--tls-key (or a TLS proxy in front)"
             );
         }
-        Ok(Self { auth, tls })
+        let cors = cors::layer(&config.cors_allow_origins)?;
+        if cors.is_some() {
+            tracing::info!(origins = ?config.cors_allow_origins, "CORS on: web pages on these origins may call the HTTP API");
+        }
+        Ok(Self { auth, tls, cors })
     }
 }
 
@@ -151,6 +160,12 @@ async fn run_servers(
     )];
     let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
     let app = auth::guard_http(app, security.auth.clone());
+    // Outside the token check: a browser's preflight carries no credentials, and a refusal must
+    // still reach the page with its CORS headers to be readable.
+    let app = match &security.cors {
+        Some(cors) => app.layer(cors.clone()),
+        None => app,
+    };
     if let Some(addr) = config.metrics_addr {
         let (listener, bound) = bind("metrics", addr).await?;
         // Plain HTTP even with TLS: scrapers usually reach it on a private network.
@@ -197,13 +212,14 @@ async fn run_servers(
 
     // Serve until told to stop; a server task that ends first (a panic, a listener that failed)
     // ends the server rather than leaving it half up.
-    if let Some((name, ended)) = first_to_end(shutdown, &mut servers).await {
+    // Either way the drain below runs, so that the other doors' requests get their grace period
+    // and the final counts are logged.
+    let ended_early = first_to_end(shutdown, &mut servers).await.map(|(name, ended)| {
         server_ended(name, ended);
-        state.announce_shutdown();
-        let _ = stop_tx.send(true);
-        abort_in_flight(&state);
-        return Err(ServeError::Stopped(name));
-    }
+        // Its task is over: the shutdown below joins the others.
+        servers.retain(|(other, _)| *other != name);
+        name
+    });
     state.announce_shutdown();
     for service in GRPC_SERVICES {
         health.set_service_status(*service, tonic_health::ServingStatus::NotServing).await;
@@ -263,6 +279,9 @@ async fn run_servers(
         None => tracing::warn!("stopped: connections still open after the grace period were closed"),
     }
     log_final_counts(&state);
+    if let Some(name) = ended_early {
+        return Err(ServeError::Stopped(name));
+    }
     if failed {
         return Err(ServeError::Shutdown);
     }

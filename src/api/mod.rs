@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cors;
 pub mod error;
 pub mod error_catalogue;
 pub mod grpc;

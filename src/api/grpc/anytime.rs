@@ -92,8 +92,9 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let decode = |call: &mut Call, model: &Arc<LoadedModel>| decode(message, &metadata, call, model);
         let Streamed { model, max_timesteps, events, .. } =
             call.stream(&self.state, decode).map_err(|error| call.in_span(|| Status::from(error)))?;
-        let id = call.id().to_owned();
-        let stream = events.map(move |event| stream_message(&model, &id, max_timesteps, event));
+        // Encoded inside the call's span: a failure after the stream began is logged there.
+        let stream =
+            events.map(move |event| call.in_span(|| stream_message(&model, call.id(), max_timesteps, event)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -108,10 +109,17 @@ impl pb::anytime_server::Anytime for AnytimeService {
         // The model and the id come with `start`; a call that fails before it is still counted
         // and logged under its own span.
         let mut call = Call::arrive("grpc-session", None, Some(&grpc_request_id("", &metadata)));
-        let start = read_start(&mut inbound, self.session_idle)
-            .instrument(call.span().clone())
-            .await
-            .map_err(|error| call.in_span(|| Status::from(call.failed(error))))?;
+        let start = match read_start(&mut inbound, self.session_idle).instrument(call.span().clone()).await {
+            Ok(Some(start)) => start,
+            // The client went away (or half-closed) before saying anything: answered, not counted
+            // as a malformed request.
+            Ok(None) => {
+                let error =
+                    ApiError::InvalidField("session: the stream ended before its `start` message".into());
+                return Err(call.in_span(|| Status::from(error)));
+            }
+            Err(error) => return Err(call.in_span(|| Status::from(call.failed(error)))),
+        };
         call.set_model(&start.model);
         call.adopt_id(Some(&start.request_id).filter(|id| !id.is_empty()).map(String::as_str));
         let return_confidences = start.return_confidences;
@@ -193,15 +201,14 @@ impl pb::anytime_server::Anytime for AnytimeService {
 }
 
 /// A session's first message, which must be `start` (model and policy).
+/// `None` when the stream ended (or was reset) before any message.
 async fn read_start(
     inbound: &mut Streaming<pb::SessionRequest>,
     idle: Duration,
-) -> Result<pb::SessionStart, ApiError> {
-    let first = next_message(inbound, idle).await?.ok_or_else(|| {
-        ApiError::InvalidField("session: the stream ended before its `start` message".into())
-    })?;
+) -> Result<Option<pb::SessionStart>, ApiError> {
+    let Some(first) = next_message(inbound, idle).await? else { return Ok(None) };
     match first.message {
-        Some(pb::session_request::Message::Start(start)) => Ok(start),
+        Some(pb::session_request::Message::Start(start)) => Ok(Some(start)),
         Some(_) => Err(ApiError::InvalidField(
             "session: the first message must be `start` (model and policy), found a frame or events".into(),
         )),
