@@ -121,10 +121,29 @@ async fn the_openapi_document_matches_the_committed_copy_and_has_a_page() {
         committed == served,
         "docs/openapi.json is out of date: run `make openapi` (UPDATE_OPENAPI=1 cargo test --test sse_openapi)"
     );
+    // The page (Swagger UI, compiled in): `/docs` redirects to `/docs/`, whose script reads the
+    // document from this server, and every asset it names is served.
     let page = client.get(server.url("/docs")).send().await.expect("sent");
     assert_eq!(page.status(), 200);
+    assert_eq!(page.url().path(), "/docs/");
     assert!(page.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
-    assert!(page.text().await.expect("text").contains("fetch('/openapi.json')"));
+    let html = page.text().await.expect("text");
+    let assets: Vec<&str> = html
+        .split(['"', '\''])
+        .filter_map(|part| part.strip_prefix("./"))
+        .filter(|a| a.contains('.'))
+        .collect();
+    assert!(assets.contains(&"swagger-initializer.js"), "{assets:?}");
+    for asset in &assets {
+        let response = client.get(server.url(&format!("/docs/{asset}"))).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "/docs/{asset}");
+        if *asset == "swagger-initializer.js" {
+            assert!(response.text().await.expect("text").contains("\"url\": \"/openapi.json\""));
+        }
+    }
+    let icon = client.get(server.url("/favicon.ico")).send().await.expect("sent");
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
 }
 
 /// Reads an event stream chunk by chunk, noting when each event arrived.

@@ -10,11 +10,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use utoipa::OpenApi;
 
 use super::body::{parse_json, read_body, require_json};
 use super::error::ApiError;
@@ -22,7 +21,8 @@ use super::pipeline::{Answered, Call, Streamed};
 use super::request::anytime_request;
 use super::request_id::{header_id, with_request_id};
 use super::schema::{
-    ErrorResponse, Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats, PartialResponse,
+    ErrorResponse, Health, InferEventStream, InferRequest, InferResponse, ModelInfo, ModelList, ModelStats,
+    PartialResponse,
 };
 use super::state::AppState;
 use super::streaming::StreamEvent;
@@ -54,8 +54,7 @@ pub fn router(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Rou
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/stats", get(model_stats))
         .route("/v1/models/{name}/infer", post(infer))
-        .route("/openapi.json", get(openapi_json))
-        .route("/docs", get(docs_page))
+        .merge(super::openapi::routes())
         .merge(super::kserve::http::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -79,48 +78,12 @@ async fn close_while_draining(
     response
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "spikeserve",
-        description = "Anytime inference for spiking neural networks: every request stops as soon as the \
-softmax of the running mean of logits reaches its threshold, its timestep bound or its latency budget. \
-The KServe v2 (Open Inference Protocol) routes under /v2 follow the public specification and are not \
-repeated here."
-    ),
-    paths(health, list_models, get_model, model_stats, infer),
-    components(schemas(
-        InferRequest,
-        InferResponse,
-        PartialResponse,
-        ErrorResponse,
-        ModelInfo,
-        ModelList,
-        ModelStats,
-        Health
-    ))
-)]
-pub struct ApiDoc;
-
-/// The OpenAPI document, as served at `/openapi.json` (and committed as `docs/openapi.json`).
-pub fn openapi_document() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}
-
-async fn openapi_json() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_document()).into_response()
-}
-
-async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
-}
-
 /// Liveness and readiness of the whole server.
 #[utoipa::path(get, path = "/health", responses(
     (status = 200, description = "Serving", body = Health),
     (status = 503, description = "Loading, no model loaded, or draining for shutdown", body = Health)
 ))]
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let (models, refused) = match state.registry() {
         Ok(registry) => (registry.names().into_iter().map(str::to_owned).collect(), registry.refused().len()),
         Err(_) => (Vec::new(), 0),
@@ -140,7 +103,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 
 /// Every model served, and those refused at load with the reason.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
-async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+pub(super) async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let registry = state.registry()?;
     Ok(Json(ModelList {
         models: registry.models().map(|m| ModelInfo::from(m.as_ref())).collect(),
@@ -149,10 +112,10 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, A
 }
 
 /// One model's contract: timesteps, labels, input kind and shape, defaults, held-out accuracy.
-#[utoipa::path(get, path = "/v1/models/{name}", params(("name" = String, Path)), responses(
+#[utoipa::path(get, path = "/v1/models/{name}", params(("name" = String, Path, example = "digits")), responses(
     (status = 200, body = ModelInfo), (status = 404, body = ErrorResponse)
 ))]
-async fn get_model(
+pub(super) async fn get_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelInfo>, ApiError> {
@@ -160,10 +123,10 @@ async fn get_model(
 }
 
 /// The model's scheduler: configuration, gauges and counters.
-#[utoipa::path(get, path = "/v1/models/{name}/stats", params(("name" = String, Path)), responses(
+#[utoipa::path(get, path = "/v1/models/{name}/stats", params(("name" = String, Path, example = "digits")), responses(
     (status = 200, body = ModelStats), (status = 404, body = ErrorResponse)
 ))]
-async fn model_stats(
+pub(super) async fn model_stats(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelStats>, ApiError> {
@@ -181,18 +144,35 @@ async fn not_found(uri: Uri) -> ApiError {
 #[utoipa::path(
     post,
     path = "/v1/models/{name}/infer",
-    params(("name" = String, Path), ("x-request-id" = Option<String>, Header, description = "Echoed back; made when absent")),
-    request_body = InferRequest,
+    params(
+        ("name" = String, Path, example = "digits"),
+        ("x-request-id" = Option<String>, Header, description = "Echoed back; made when absent")
+    ),
+    // The example is the first of scikit-learn's digits (a 0), which the shipped `digits` model takes.
+    request_body(content = InferRequest, example = json!({
+        "input": [[
+            [0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
+            [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
+            [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]
+        ]],
+        "threshold": 0.9
+    })),
     responses(
-        (status = 200, description = "The answer (JSON), or a text/event-stream of `partial` events and one `final` event", body = InferResponse),
+        (status = 200, description = "The answer as JSON; with `Accept: text/event-stream`, a stream of `partial` \
+events and one `final` event (or an `error` event when the request fails after the stream began)", content(
+            (InferResponse = "application/json"),
+            (InferEventStream = "text/event-stream")
+        )),
         (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse),
         (status = 413, body = ErrorResponse), (status = 415, body = ErrorResponse),
         (status = 429, description = "The model's queue is full", body = ErrorResponse),
         (status = 503, body = ErrorResponse),
-        (status = 504, description = "The latency budget ran out before the first timestep", body = ErrorResponse)
+        (status = 504, description = "`deadline_exceeded`: the latency budget cannot cover `min_timesteps` at the \
+measured step time (refused at admission, on both content types), or it ran out while the request waited for a \
+slot (JSON only: an event stream has already answered 200 and sends an `error` event instead)", body = ErrorResponse)
     )
 )]
-async fn infer(
+pub(super) async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,

@@ -9,6 +9,7 @@ pub mod error_catalogue;
 pub mod grpc;
 pub mod http;
 pub mod kserve;
+pub mod openapi;
 pub mod pipeline;
 pub mod request;
 pub mod request_id;

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::engine::{AnytimeAnswer, EngineConfig, ExitReason, Partial, StatsSnapshot};
 use crate::input::JsonEvents;
@@ -15,7 +17,7 @@ use crate::model::{LoadedModel, ModelContract, RefusedModel};
 pub struct InferRequest {
     /// Nested arrays in the model's input shape, or a flat array together with `shape`.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<NestedNumbers>>)]
     pub input: Option<Value>,
     /// For `events` models instead of `input`: raw events `[[x, y, t_us, p], ...]`, binned by the
     /// server exactly as the model was trained.
@@ -211,3 +213,55 @@ impl ModelStats {
         }
     }
 }
+
+// Schemas that serde's derive cannot express, written by hand for the OpenAPI document.
+
+/// A number, or an array of these: a tensor written as nested JSON arrays in the model's input
+/// shape (a flat array of numbers too, with `shape`).
+pub struct NestedNumbers;
+
+impl PartialSchema for NestedNumbers {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ArrayBuilder::new().items(Ref::from_schema_name("NestedNumbers")))
+            .description(Some("A number, or an array of numbers or of such arrays."))
+            .into()
+    }
+}
+
+impl ToSchema for NestedNumbers {}
+
+/// One Server-Sent Event of `POST /v1/models/{name}/infer` with `Accept: text/event-stream`, as
+/// its `event:` name and the JSON of its `data:` line.
+pub struct InferEventStream;
+
+impl PartialSchema for InferEventStream {
+    fn schema() -> RefOr<Schema> {
+        let event = |name: &str, data: &str, what: &str| {
+            ObjectBuilder::new()
+                .title(Some(name))
+                .description(Some(what))
+                .property("event", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([name])))
+                .property("data", Ref::from_schema_name(data))
+                .required("event")
+                .required("data")
+        };
+        OneOfBuilder::new()
+            .item(event("partial", "PartialResponse", "After every timestep: the prediction so far."))
+            .item(event("final", "InferResponse", "Once, last: the answer, as the JSON response would be."))
+            .item(event(
+                "error",
+                "ErrorResponse",
+                "Instead of `final` when the request fails after the stream began, e.g. \
+                 `deadline_exceeded` when the latency budget runs out before the first timestep.",
+            ))
+            .description(Some(
+                "The stream's events, each written as `event: <name>` and `data: <JSON>`; comment lines \
+                 keep the connection alive while the request waits.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for InferEventStream {}
