@@ -54,11 +54,14 @@ help:
 # the 5 GB the environment needs.
 PIP_INSTALL := $(VENV)/bin/pip install --quiet --no-cache-dir
 
-$(VENV_STAMP): training/requirements.txt training/requirements-torch.txt
+$(VENV_STAMP): training/requirements.txt training/requirements-torch.txt clients/python/pyproject.toml $(wildcard clients/python/src/spikeserve_client/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -r training/requirements.txt
 	$(PIP_INSTALL) --no-deps -r training/requirements-torch.txt
+	# The Python client (clients/python), its dependencies pinned above; a plain install, no build copies kept.
+	$(PIP_INSTALL) --no-build-isolation --no-deps ./clients/python
+	rm -rf clients/python/build
 	touch $@
 
 venv: $(VENV_STAMP)
@@ -70,15 +73,15 @@ build:
 run: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(BIN) serve --models $(MODELS) --http-addr $(HTTP_ADDR)
 
-PY_TEST_DIRS := deploy benchmarks/python tests/clients
+PY_TEST_DIRS := deploy benchmarks/python tests/clients clients/python/tests
 
 lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
 	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links" cargo doc --workspace --no-deps --document-private-items $(CARGO_FLAGS)
 	cd training && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
-	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks
+	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks clients
+	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks clients
 
 # Debian's prometheus package: promtool for the deploy checks, and a real Prometheus for the metrics test.
 tools:

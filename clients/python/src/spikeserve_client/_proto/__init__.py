@@ -1,0 +1,1 @@
+"""Stubs generated from ``proto/anytime/v1/anytime.proto`` by ``tools/generate_stubs.py`` (do not edit)."""
