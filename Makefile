@@ -28,7 +28,7 @@ help:
 	@echo "  make venv | build        the Python environment (.venv) | the release build (server and spikeserve-tools)"
 	@echo "  make lint                cargo fmt, clippy, rustdoc (broken doc links denied), ruff"
 	@echo "  make test-rust | test-python   one half of make test"
-	@echo "  make tools               Debian's prometheus (promtool and a real Prometheus for the tests)"
+	@echo "  make tools               Debian's prometheus (promtool, a real Prometheus) and chromium (browser tests)"
 	@echo "  make openapi             regenerate docs/openapi.json from the code"
 	@echo "  make errors-doc          regenerate docs/errors.md (every error code) from the code"
 	@echo "Benchmarks and load (minutes to hours; figures in BENCHMARKS.md / RELIABILITY.md):"
@@ -73,7 +73,7 @@ build:
 run: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(BIN) serve --models $(MODELS) --http-addr $(HTTP_ADDR)
 
-PY_TEST_DIRS := deploy benchmarks/python tests/clients clients/python/tests
+PY_TEST_DIRS := deploy benchmarks/python tests/clients tests/openapi tests/browser clients/python/tests
 
 lint: venv
 	cargo fmt --all --check
@@ -86,6 +86,7 @@ lint: venv
 # Debian's prometheus package: promtool for the deploy checks, and a real Prometheus for the metrics test.
 tools:
 	scripts/ensure-prometheus.sh
+	scripts/ensure-chromium.sh
 
 # The workspace: the server's tests run the tools' binary too, and cargo builds it for them.
 test-rust: venv tools
