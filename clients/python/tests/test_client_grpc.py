@@ -4,8 +4,10 @@ every call, the policy arguments, errors, cancellation, and exits equal to the o
 
 import asyncio
 import json
+import time
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from reference import offline_reference
@@ -201,13 +203,29 @@ def test_a_bad_frame_ends_the_session_with_its_error(client: Client) -> None:
     assert error.value.grpc_status == "INVALID_ARGUMENT"
 
 
-def test_cancelling_a_session_ends_it_without_an_answer(client: Client) -> None:
-    session = client.session("event-digits", threshold=1.0)
-    rows = events(3)
-    session.send_events(rows[rows[:, 2] < 45_000])  # the first of ten 30 ms bins, and part of the second
-    assert isinstance(next(session), Partial)  # the request runs, waiting for more input
-    session.cancel()
-    assert list(session) == [] and session.result is None
+def _exits(server: Server, model: str) -> dict[str, int]:
+    response = httpx.get(f"http://{server.http_addr}/v1/models/{model}/stats", timeout=10)
+    exits: dict[str, int] = response.json()["exits"]
+    return exits
+
+
+def test_cancelling_a_session_ends_it_without_an_answer(client: Client, server: Server) -> None:
+    for _ in range(3):
+        before = _exits(server, "event-digits")
+        session = client.session("event-digits", threshold=1.0)
+        rows = events(3)
+        session.send_events(rows[rows[:, 2] < 45_000])  # the first of ten 30 ms bins, and part of the second
+        assert isinstance(next(session), Partial)  # the request runs, waiting for more input
+        session.cancel()
+        assert list(session) == [] and session.result is None
+        # The server ends the request as cancelled (not answered after the input it had, as a
+        # half-close would be), and frees its slot.
+        deadline = time.monotonic() + 10
+        while _exits(server, "event-digits")["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = _exits(server, "event-digits")
+        assert after["cancelled"] == before["cancelled"] + 1, (before, after)
+        assert after["max_timesteps"] == before["max_timesteps"], (before, after)
     assert client.infer("digits", image(0)).timesteps == 1
 
 

@@ -39,18 +39,32 @@ impl AnytimeService {
     }
 }
 
+/// What a client stream gave next.
+enum Inbound<T> {
+    Message(T),
+    /// The client half-closed: no more input, but it waits for the answer.
+    HalfClosed,
+    /// The client reset (cancelled) the call: nobody waits for the answer.
+    Reset,
+}
+
 /// The next message of a client stream, within `idle`. Over-limit messages are refused with
-/// RESOURCE_EXHAUSTED (see [`limits`]); a client that reset the call reads as the end.
-async fn next_message<T>(inbound: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, ApiError> {
+/// RESOURCE_EXHAUSTED (see [`limits`]).
+async fn next_message<T>(inbound: &mut Streaming<T>, idle: Duration) -> Result<Inbound<T>, ApiError> {
     match tokio::time::timeout(idle, inbound.message()).await {
-        Ok(Ok(message)) => Ok(message),
+        Ok(Ok(Some(message))) => Ok(Inbound::Message(message)),
+        Ok(Ok(None)) => Ok(Inbound::HalfClosed),
         Ok(Err(status)) if limits::is_too_large(&status) => {
             Err(ApiError::PayloadTooLarge(limits::too_large(&status).message().to_owned()))
         }
-        Ok(Err(_)) => Ok(None),
+        Ok(Err(_)) => Ok(Inbound::Reset),
         Err(_) => Err(ApiError::SessionIdle { seconds: idle.as_secs_f64() }),
     }
 }
+
+/// How long a reset session's input side waits for the answering side to let go of the request
+/// (see [`feed`]); the answering side notices a reset at once, so this bound is only a backstop.
+const RESET_GRACE: Duration = Duration::from_secs(1);
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::InferStreamResponse, Status>> + Send>>;
 
@@ -133,6 +147,8 @@ impl pb::anytime_server::Anytime for AnytimeService {
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
         let (input_error_tx, mut input_error) = tokio::sync::oneshot::channel::<ApiError>();
+        // Dropped when the answering task ends (see `feed`).
+        let (answering, answering_done) = tokio::sync::oneshot::channel::<()>();
         // Answers: partials as the request steps, then the final one; or the input's error. The
         // call ends with either (this task holds the only sender of the response stream).
         let pump_model = model.clone();
@@ -141,11 +157,14 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let id = call.id().to_owned();
         tokio::spawn(
             async move {
+                let _answering = answering;
                 let mut input_open = true;
                 loop {
                     let message = tokio::select! {
-                        // An input error first: it is the cause of whatever the engine says next.
                         biased;
+                        // The client reset the call: dropping the answer cancels the request.
+                        () = outbound.closed() => return,
+                        // An input error next: it is the cause of whatever the engine says next.
                         input = &mut input_error, if input_open => match input {
                             Ok(error) => Err(error.into()),
                             // The input ended cleanly: only answers are left to send.
@@ -172,7 +191,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let feeding = call.clone();
         tokio::spawn(
             async move {
-                if let Err(error) = feed(&mut inbound, idle, &sender, binner, &model).await {
+                if let Err(error) = feed(&mut inbound, idle, &sender, binner, &model, answering_done).await {
                     let _ = input_error_tx.send(feeding.failed(error));
                 }
             }
@@ -206,7 +225,7 @@ async fn read_start(
     inbound: &mut Streaming<pb::SessionRequest>,
     idle: Duration,
 ) -> Result<Option<pb::SessionStart>, ApiError> {
-    let Some(first) = next_message(inbound, idle).await? else { return Ok(None) };
+    let Inbound::Message(first) = next_message(inbound, idle).await? else { return Ok(None) };
     match first.message {
         Some(pb::session_request::Message::Start(start)) => Ok(Some(start)),
         Some(_) => Err(ApiError::InvalidField(
@@ -218,18 +237,30 @@ async fn read_start(
 
 /// Reads a session's frames or event chunks until the client half-closes, the request is over, or
 /// an input is wrong (the error to end the call with).
+///
+/// A reset is not a half-close: the request must end as `cancelled`, not be answered after the
+/// frames it has. Ending the input would let the scheduler finish it as an exhausted stream, so on
+/// a reset the input side first waits (`answering_done`, at most [`RESET_GRACE`]) until the
+/// answering side, which sees the reset too, has dropped the answer: the scheduler then finds the
+/// caller gone before it finds the input ended.
 async fn feed(
     inbound: &mut Streaming<pb::SessionRequest>,
     idle: Duration,
     sender: &FrameSender,
     mut binner: Option<StreamingBinner>,
     model: &LoadedModel,
+    answering_done: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), ApiError> {
     use pb::session_request::Message;
     loop {
-        // `None`: the client half-closed (the request answers after what it has) or reset the
-        // call (dropping the sender ends the stream; the answer goes nowhere).
-        let Some(message) = next_message(inbound, idle).await? else { break };
+        let message = match next_message(inbound, idle).await? {
+            Inbound::Message(message) => message,
+            Inbound::HalfClosed => break,
+            Inbound::Reset => {
+                let _ = tokio::time::timeout(RESET_GRACE, answering_done).await;
+                return Ok(());
+            }
+        };
         let frames = match message.message {
             Some(Message::Frame(tensor)) => vec![frame_from_pb(tensor, model, sender.frames_sent())?],
             Some(Message::Events(chunk)) => {
