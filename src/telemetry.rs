@@ -324,7 +324,7 @@ async fn export_loop(
                     Some(Control::Flush(reply)) => (Instant::now() + EXPORT_TIMEOUT, Some(reply), false),
                     Some(Control::Shutdown(deadline, reply)) => (deadline, Some(reply), true),
                     // The provider is gone without a shutdown: send what is there and end.
-                    None => (Instant::now() + crate::telemetry::SHUTDOWN_FLUSH, None, true),
+                    None => (Instant::now() + SHUTDOWN_FLUSH, None, true),
                 };
                 drain(&exporter, &mut spans, &mut batch, deadline, &mut failing).await;
                 if last {
