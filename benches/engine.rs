@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         record_confidences: false,
         partials: None,
         priority: Default::default(),
+        trace: None,
     };
     let mut session = open()?;
     let engine = engine_with(64)?;

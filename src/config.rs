@@ -128,6 +128,37 @@ pub struct ServeConfig {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// OpenTelemetry traces, exported over OTLP/gRPC; off unless an endpoint is given.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Export a span per request (with its queue time, the timestep batches it rode in and its exit)
+    /// to this OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Callers' W3C `traceparent` headers
+    /// (or gRPC metadata) make the server's spans part of their traces. Off by default.
+    #[arg(long, env = "SPIKESERVE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces sampled when the caller did not decide (no `traceparent`); a caller's
+    /// sampled flag is always followed.
+    #[arg(long, env = "SPIKESERVE_OTLP_SAMPLE_RATIO", default_value_t = 1.0, value_parser = ratio, value_name = "RATIO")]
+    pub otlp_sample_ratio: f64,
+    /// Finished spans held for a collector that falls behind; beyond this spans are dropped (and
+    /// counted in `spikeserve_trace_spans_dropped_total`) so that requests never wait on tracing.
+    #[arg(long, env = "SPIKESERVE_OTLP_QUEUE_SPANS", default_value_t = 8_192, value_name = "SPANS")]
+    pub otlp_queue_spans: usize,
+    /// The `service.name` the spans are exported under.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "spikeserve", value_name = "NAME")]
+    pub otlp_service_name: String,
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        Ok(ratio) => Err(format!("must be between 0 and 1, found {ratio}")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Bearer-token authentication: off unless at least one token is given; tokens from the file and

@@ -17,5 +17,6 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod token;

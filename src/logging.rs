@@ -11,7 +11,9 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
@@ -21,12 +23,16 @@ const DEFAULT_FILTER: &str = "info,ort=warn";
 /// Lines dropped because the queue to the writer thread was full.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
+/// A layer beside the log lines, with its own filter (the OpenTelemetry export, `telemetry.rs`).
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// Installs the global subscriber. Keep the guard until the process ends: dropping it writes out
 /// the lines still queued (for up to a second).
 ///
 /// `queue_lines` bounds the memory held for a log reader that is behind (a line is about 300 bytes).
-/// Escape codes for colours only go to a terminal, never into files or collectors.
-pub fn init(format: LogFormat, queue_lines: usize) -> WorkerGuard {
+/// Escape codes for colours only go to a terminal, never into files or collectors. `RUST_LOG`
+/// filters the log lines only: `traces` (when given) chooses what it sees itself.
+pub fn init(format: LogFormat, queue_lines: usize, traces: Option<ExtraLayer>) -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(queue_lines.max(1))
@@ -35,14 +41,14 @@ pub fn init(format: LogFormat, queue_lines: usize) -> WorkerGuard {
     // `init` runs once per process; a second call would fail at `init()` below anyway.
     let _ = DROPPED.set(writer.error_counter());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let lines =
+        tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
+    let lines: ExtraLayer = match format {
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().with_filter(filter).boxed(),
+    };
+    let layers: Vec<ExtraLayer> = std::iter::once(lines).chain(traces).collect();
+    tracing_subscriber::registry().with(layers).init();
     guard
 }
 

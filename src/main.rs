@@ -10,6 +10,7 @@ use spikeserve::backend::OrtRuntime;
 use spikeserve::config::{LogArgs, RuntimeArgs, ServeConfig};
 use spikeserve::model::registry::{self, MODEL_FILE};
 use spikeserve::server;
+use spikeserve::telemetry::Tracing;
 
 #[derive(Parser)]
 #[command(name = "spikeserve", version, about = "Anytime inference server for spiking neural networks")]
@@ -36,11 +37,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Held to the end of `main`, so that the lines still queued are written before the process exits.
-    let _log_writer = spikeserve::logging::init(cli.log.log_format, cli.log.log_queue_lines);
     match cli.command {
-        Command::Serve(config) => serve(config),
-        Command::Inspect { path, runtime } => inspect(&path, &runtime),
+        Command::Serve(config) => serve(&cli.log, config),
+        Command::Inspect { path, runtime } => {
+            // Held to the end, so that the lines still queued are written before the process exits.
+            let _log_writer = spikeserve::logging::init(cli.log.log_format, cli.log.log_queue_lines, None);
+            inspect(&path, &runtime)
+        }
     }
 }
 
@@ -52,10 +55,28 @@ fn inspect(path: &std::path::Path, runtime: &RuntimeArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn serve(config: ServeConfig) -> anyhow::Result<()> {
+fn serve(log: &LogArgs, config: ServeConfig) -> anyhow::Result<()> {
+    // The exporter starts before the subscriber, so that its layer is in it from the first line; a
+    // bad endpoint is reported by `main`'s error, logging or not.
+    let traces = Tracing::start(&config.telemetry)?;
+    let _log_writer =
+        spikeserve::logging::init(log.log_format, log.log_queue_lines, traces.as_ref().map(Tracing::layer));
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        tracing::info!(
+            endpoint,
+            sample_ratio = config.telemetry.otlp_sample_ratio,
+            "exporting traces over OTLP"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    Ok(rt.block_on(server::run(config, server::shutdown_signal()))?)
+    let served = rt.block_on(server::run(config, server::shutdown_signal()));
+    // After the last request: its spans are queued by now. Bounded, so that a dead collector does
+    // not hold up the exit.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    Ok(served?)
 }

@@ -28,6 +28,8 @@ pub const UNCERTAINTY: &str = "spikeserve_ensemble_uncertainty";
 pub const UNAUTHENTICATED: &str = "spikeserve_unauthenticated_total";
 pub const MODEL_CHANGES: &str = "spikeserve_model_changes_total";
 pub const LOG_LINES_DROPPED: &str = "spikeserve_log_lines_dropped_total";
+pub const TRACE_SPANS_DROPPED: &str = "spikeserve_trace_spans_dropped_total";
+pub const TRACE_SPANS_EXPORTED: &str = "spikeserve_trace_spans_exported_total";
 pub const OUTCOMES: &str = "spikeserve_request_outcomes_total";
 pub const QUEUE_WAIT_BY_PRIORITY: &str = "spikeserve_queue_wait_by_priority_seconds";
 pub const WARMUP: &str = "spikeserve_warmup_seconds";
@@ -105,6 +107,12 @@ fn describe() {
         LOG_LINES_DROPPED,
         "Log lines dropped because the reader of the server's stderr fell behind (requests are never held up by logging)"
     );
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans not delivered to the OTLP collector, by reason: queue_full (the collector fell behind) or \
+         export_failed (it refused or did not answer); requests are never held up by tracing"
+    );
+    describe_counter!(TRACE_SPANS_EXPORTED, "Trace spans the OTLP collector accepted");
     describe_counter!(
         OUTCOMES,
         "Requests the engine took or refused, by model, priority class, whether they had a latency budget \
@@ -353,6 +361,13 @@ pub fn unauthenticated(door: &'static str, reason: &'static str) {
 /// Brings the dropped log lines' counter up to `total` (read from the log writer when scraped).
 pub fn log_lines_dropped(total: u64) {
     metrics::counter!(LOG_LINES_DROPPED).absolute(total);
+}
+
+/// Brings the trace span counters up to the totals read from the span exporter when scraped.
+pub fn trace_spans(exported: u64, dropped_queue_full: u64, dropped_export_failed: u64) {
+    metrics::counter!(TRACE_SPANS_EXPORTED).absolute(exported);
+    metrics::counter!(TRACE_SPANS_DROPPED, "reason" => "queue_full").absolute(dropped_queue_full);
+    metrics::counter!(TRACE_SPANS_DROPPED, "reason" => "export_failed").absolute(dropped_export_failed);
 }
 
 /// Counts a change of the served models after start-up (`outcome`: loaded, refused or unloaded).

@@ -20,7 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["backend"],
     // Models put together from files: sessions and engines, the repository.
     &["model"],
-    &["config", "logging"],
+    // Flags, log output and trace export (the subscriber's layers).
+    &["config", "logging", "telemetry"],
     // The doors.
     &["api"],
     &["server"],

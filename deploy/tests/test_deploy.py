@@ -59,6 +59,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
 # Metrics of the whole process, not per model (no dashboard panel filters them by model).
 PROCESS_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "spikeserve_log_lines_dropped_total": ("counter", frozenset()),
+    "spikeserve_trace_spans_dropped_total": ("counter", frozenset({"reason"})),
+    "spikeserve_trace_spans_exported_total": ("counter", frozenset()),
     "spikeserve_unauthenticated_total": ("counter", frozenset({"door", "reason"})),
 }
 # Prometheus' own series, and the labels every scraped series gets (prometheus.yml adds the last three).

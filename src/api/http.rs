@@ -27,6 +27,7 @@ use super::schema::{
 use super::state::AppState;
 use super::streaming::StreamEvent;
 use crate::model::LoadedModel;
+use crate::telemetry;
 
 /// `/metrics` alone, for `--metrics-addr`.
 pub fn metrics_router(state: AppState) -> Router {
@@ -178,7 +179,7 @@ pub(super) async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut call = Call::arrive("http", Some(&name), header_id(&headers));
+    let mut call = Call::arrive("http", Some(&name), header_id(&headers), telemetry::http_parent(&headers));
     let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
         require_json(&headers)?;
         let body = read_body(body)?;

@@ -19,8 +19,10 @@ use super::state::ServerState;
 use super::streaming::{forward, stream_request, StreamEvent};
 use crate::engine::{AnytimeAnswer, AnytimeRequest, CutoffPolicy, FrameSender};
 use crate::model::LoadedModel;
+use crate::telemetry;
 
-/// One inference call: who it is (id, door, model), when it arrived, and the span its logs go under.
+/// One inference call: who it is (id, door, model), when it arrived, and the span its logs go under
+/// (and, with `--otlp-endpoint`, the span exported as part of the caller's trace).
 #[derive(Debug, Clone)]
 pub struct Call {
     door: &'static str,
@@ -28,6 +30,9 @@ pub struct Call {
     id: String,
     arrived: Instant,
     span: Span,
+    /// The span again when its trace is exported and sampled: the engine records the queue and
+    /// the steps on it (`AnytimeRequest::trace`).
+    traced: Option<Span>,
 }
 
 /// A unary call's answer, with what the door decoded on the way.
@@ -57,8 +62,14 @@ pub struct Session {
 
 impl Call {
     /// A call that arrived now at `door`, for `model` when the door knows it yet, with the id the
-    /// client sent (kept when usable, else a new one).
-    pub fn arrive(door: &'static str, model: Option<&str>, given_id: Option<&str>) -> Self {
+    /// client sent (kept when usable, else a new one), inside the caller's trace when it sent one
+    /// (`parent`, from `telemetry::http_parent` or `grpc_parent`).
+    pub fn arrive(
+        door: &'static str,
+        model: Option<&str>,
+        given_id: Option<&str>,
+        parent: Option<opentelemetry::Context>,
+    ) -> Self {
         let arrived = Instant::now();
         let id = request_id(given_id);
         let span = tracing::info_span!(
@@ -69,7 +80,12 @@ impl Call {
             timesteps = tracing::field::Empty,
             exit_reason = tracing::field::Empty
         );
-        let mut call = Self { door, model: String::new(), id, arrived, span };
+        // Before anything enters the span: the exported span takes its parent when first entered.
+        if let Some(parent) = parent {
+            telemetry::set_parent(&span, parent);
+        }
+        let traced = telemetry::sampled(&span);
+        let mut call = Self { door, model: String::new(), id, arrived, span, traced };
         if let Some(model) = model {
             call.set_model(model);
         }
@@ -128,7 +144,8 @@ impl Call {
         let span = self.span.clone();
         let result = async {
             let model = state.model(&self.model)?;
-            let (request, decoded) = decode(self, &model)?;
+            let (mut request, decoded) = decode(self, &model)?;
+            request.trace = self.traced.clone();
             let max_timesteps = request.policy.max_timesteps;
             let answer = model.engine.infer(request).await?;
             record_exit(&answer);
@@ -149,7 +166,8 @@ impl Call {
         let span = self.span.clone();
         let started = span.in_scope(|| {
             let model = state.model(&self.model)?;
-            let (request, decoded) = decode(self, &model)?;
+            let (mut request, decoded) = decode(self, &model)?;
+            request.trace = self.traced.clone();
             let max_timesteps = request.policy.max_timesteps;
             let events = stream_request(&model.engine, request)?;
             Ok((model, max_timesteps, decoded, events))
@@ -170,12 +188,13 @@ impl Call {
             let model = state.model(&self.model)?;
             let start = policy(self, &model)?;
             let (partials_tx, partials) = mpsc::unbounded_channel();
-            let (sender, answer) = model.engine.open_stream(
+            let (sender, answer) = model.engine.open_traced_stream(
                 start.policy,
                 start.deadline,
                 start.priority,
                 start.return_confidences,
                 Some(partials_tx),
+                self.traced.clone(),
             )?;
             Ok((model, start.policy, sender, forward(answer, partials)))
         });
@@ -229,7 +248,8 @@ impl Stream for CallEvents {
 fn record_exit(answer: &AnytimeAnswer) {
     let span = Span::current();
     let exit_reason = answer.exit_reason.as_str();
-    span.record("timesteps", answer.timesteps);
+    // As i64: the OpenTelemetry layer turns unsigned fields into text, signed ones into numbers.
+    span.record("timesteps", answer.timesteps as i64);
     span.record("exit_reason", exit_reason);
     tracing::info!(target: "spikeserve::request", timesteps = answer.timesteps, exit_reason, "answered");
 }
@@ -240,7 +260,7 @@ mod tests {
 
     #[test]
     fn an_id_from_the_body_replaces_the_header_one_only_when_given() {
-        let mut call = Call::arrive("kserve-http", Some("digits"), Some("from-header"));
+        let mut call = Call::arrive("kserve-http", Some("digits"), Some("from-header"), None);
         call.adopt_id(None);
         assert_eq!(call.id(), "from-header");
         call.adopt_id(Some("from-body"));

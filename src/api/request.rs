@@ -106,6 +106,7 @@ pub fn checked_request(
         record_confidences: spec.return_confidences,
         partials: None,
         priority,
+        trace: None,
     })
 }
 

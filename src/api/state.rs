@@ -92,6 +92,8 @@ impl ServerState {
     pub fn render_metrics(&self) -> Option<String> {
         let handle = self.metrics.get()?;
         crate::metrics::log_lines_dropped(crate::logging::dropped_lines());
+        let spans = crate::telemetry::span_counts();
+        crate::metrics::trace_spans(spans.exported, spans.dropped_queue_full, spans.dropped_export_failed);
         Some(handle.render())
     }
 

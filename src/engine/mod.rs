@@ -27,7 +27,9 @@ pub use frames::{FrameSender, StreamError};
 pub use crate::input::{FrameBuffer, RequestFrames};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 use request::{AnswerReceiver, Job, Message};
-pub use request::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Partial, StartError};
+pub use request::{
+    AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Partial, StartError, TRACE_TARGET,
+};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use stepper::{StepError, Stepper};
 
@@ -90,6 +92,19 @@ impl Engine {
         record_confidences: bool,
         partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
     ) -> Result<(FrameSender, PendingAnswer), EngineError> {
+        self.open_traced_stream(policy, deadline, priority, record_confidences, partials, None)
+    }
+
+    /// [`Engine::open_stream`] for a caller whose trace is exported (see [`AnytimeRequest::trace`]).
+    pub fn open_traced_stream(
+        &self,
+        policy: CutoffPolicy,
+        deadline: Option<Instant>,
+        priority: Priority,
+        record_confidences: bool,
+        partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
+        trace: Option<tracing::Span>,
+    ) -> Result<(FrameSender, PendingAnswer), EngineError> {
         let buffer = Arc::new(FrameBuffer::default());
         let sender =
             FrameSender::new(buffer.clone(), self.messages.clone(), self.frame_len, policy.max_timesteps);
@@ -100,6 +115,7 @@ impl Engine {
             record_confidences,
             partials,
             priority,
+            trace,
         };
         let answer = self.submit(request)?;
         Ok((sender, PendingAnswer(answer)))
@@ -115,7 +131,11 @@ impl Engine {
         }
         let (reply, answer) = oneshot::channel();
         let sequence = self.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let job = Job { request, enqueued: Instant::now(), sequence, reply };
+        let queued = request
+            .trace
+            .as_ref()
+            .map(|span| tracing::trace_span!(target: TRACE_TARGET, parent: span, "queued"));
+        let job = Job { request, enqueued: Instant::now(), sequence, reply, queued };
         if self.messages.send(Message::Job(Box::new(job))).is_err() {
             self.stats.dequeued(priority);
             return Err(EngineError::Stopped);
@@ -181,6 +201,7 @@ mod tests {
             record_confidences: false,
             partials: None,
             priority: Priority::DEFAULT,
+            trace: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let answer = runtime.block_on(engine.infer(request)).expect("answered");

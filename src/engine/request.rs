@@ -23,7 +23,15 @@ pub struct AnytimeRequest {
     pub partials: Option<tokio::sync::mpsc::UnboundedSender<Partial>>,
     /// Higher classes are admitted first and refused last under overload.
     pub priority: Priority,
+    /// The caller's span, only when its trace is exported: the scheduler then records the request's
+    /// wait for a slot (a `queued` span) and each timestep batch it rides in (a `step` event) under
+    /// [`TRACE_TARGET`]. `None` for every other request, whose steps then pay nothing for tracing.
+    pub trace: Option<tracing::Span>,
 }
+
+/// The target of the spans and events the engine records on a traced request (see
+/// [`AnytimeRequest::trace`]): TRACE level, so that log lines never carry them unless asked for.
+pub const TRACE_TARGET: &str = "spikeserve::trace";
 
 /// The prediction after one timestep, sent while the request is still stepping.
 #[derive(Debug, Clone)]
@@ -156,6 +164,9 @@ pub(crate) struct Job {
     /// Arrival order, the last tie-breaker of admission.
     pub(crate) sequence: u64,
     pub(crate) reply: oneshot::Sender<Result<AnytimeAnswer, EngineError>>,
+    /// A traced request's time waiting for a slot: the span ends when the job leaves the queue
+    /// (admitted or refused), as it is dropped.
+    pub(crate) queued: Option<tracing::Span>,
 }
 
 /// What the scheduler's channel carries: requests, wake-ups when a stream's frames arrive, and the

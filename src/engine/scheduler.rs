@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 
 use super::admission::{displace_first, Admission, Rank};
 use super::policy::{EnsemblePrediction, ExitReason};
-use super::request::{AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Job, Message, Partial};
+use super::request::{
+    AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Job, Message, Partial, TRACE_TARGET,
+};
 use super::stats::EngineStats;
 use super::stepper::{StepError, Stepper};
 use crate::input::Readiness;
@@ -434,6 +436,8 @@ impl<S: Stepper> Scheduler<S> {
             return;
         }
         self.stats.waited(priority, job.enqueued.elapsed());
+        // The wait ends here (a traced request's `queued` span closes as it is dropped).
+        drop(job.queued);
         let row = self.slots.len();
         self.members.iter_mut().for_each(|m| m.zero_row(row));
         let policy = job.request.policy;
@@ -469,6 +473,15 @@ impl<S: Stepper> Scheduler<S> {
         self.stats.exited(reason);
         let outcome = if reason == ExitReason::Deadline { Outcome::DeadlineExit } else { Outcome::Answered };
         self.stats.outcome(slot.request.priority, slot.request.deadline.is_some(), outcome);
+        if let Some(span) = &slot.request.trace {
+            tracing::trace!(
+                target: TRACE_TARGET,
+                parent: span,
+                exit_reason = reason.as_str(),
+                timesteps = slot.prediction.timesteps() as i64,
+                "exit"
+            );
+        }
         let (reply, answer) = slot.answer(reason);
         let steps = answer.timesteps as f64;
         self.mean_steps =
@@ -591,6 +604,19 @@ impl<S: Stepper> Scheduler<S> {
             }
             let variance = slot.prediction.variance();
             let decision = slot.request.policy.decide(slot.prediction.timesteps(), confidence, variance);
+            if let Some(span) = &slot.request.trace {
+                // Only a traced request pays for this (no allocation otherwise): one event per
+                // timestep batch it rode in.
+                // Signed: the OpenTelemetry layer exports unsigned fields as text.
+                tracing::trace!(
+                    target: TRACE_TARGET,
+                    parent: span,
+                    batch_size = batch as i64,
+                    timestep = slot.prediction.timesteps() as i64,
+                    confidence,
+                    "step"
+                );
+            }
             if let Some(partials) = &slot.request.partials {
                 let partial = Partial {
                     timestep: slot.prediction.timesteps(),
@@ -698,8 +724,14 @@ mod tests {
             record_confidences: true,
             partials: None,
             priority: Priority::DEFAULT,
+            trace: None,
         };
-        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, sender, answer, woken)
+        (
+            Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply, queued: None },
+            sender,
+            answer,
+            woken,
+        )
     }
 
     /// Every request in these tests runs all 8 timesteps unless its budget or caller stops it.
@@ -724,8 +756,9 @@ mod tests {
             record_confidences: true,
             partials: None,
             priority,
+            trace: None,
         };
-        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, answer)
+        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply, queued: None }, answer)
     }
 
     fn received(mut answer: Answer) -> Result<AnytimeAnswer, EngineError> {
@@ -1025,8 +1058,9 @@ mod tests {
             record_confidences: true,
             partials: None,
             priority: Priority::DEFAULT,
+            trace: None,
         };
-        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply }, answer)
+        (Job { request, enqueued: Instant::now(), sequence: next_sequence(), reply, queued: None }, answer)
     }
 
     fn policy(threshold: f64, min_timesteps: usize, max_timesteps: usize) -> CutoffPolicy {

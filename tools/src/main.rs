@@ -42,7 +42,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Held to the end of `main`, so that the lines still queued are written before the process exits.
-    let _log_writer = spikeserve::logging::init(cli.log.log_format, cli.log.log_queue_lines);
+    let _log_writer = spikeserve::logging::init(cli.log.log_format, cli.log.log_queue_lines, None);
     match cli.command {
         // One request: a single thread is enough.
         Command::Infer(args) => tokio::runtime::Builder::new_current_thread()

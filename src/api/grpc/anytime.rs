@@ -25,6 +25,7 @@ use crate::engine::{AnytimeAnswer, AnytimeRequest, ExitReason, FrameSender, Part
 use crate::input::events::{Event, StreamingBinner};
 use crate::input::{DenseTensor, EventError};
 use crate::model::LoadedModel;
+use crate::telemetry;
 
 pub struct AnytimeService {
     state: AppState,
@@ -80,6 +81,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
             "grpc",
             Some(&message.model),
             Some(&grpc_request_id(&message.request_id, &metadata)),
+            telemetry::grpc_parent(&metadata),
         );
         let decode = |call: &mut Call, model: &Arc<LoadedModel>| decode(message, &metadata, call, model);
         match call.answer(&self.state, decode).await {
@@ -102,6 +104,7 @@ impl pb::anytime_server::Anytime for AnytimeService {
             "grpc",
             Some(&message.model),
             Some(&grpc_request_id(&message.request_id, &metadata)),
+            telemetry::grpc_parent(&metadata),
         );
         let decode = |call: &mut Call, model: &Arc<LoadedModel>| decode(message, &metadata, call, model);
         let Streamed { model, max_timesteps, events, .. } =
@@ -122,7 +125,12 @@ impl pb::anytime_server::Anytime for AnytimeService {
         let mut inbound = request.into_inner();
         // The model and the id come with `start`; a call that fails before it is still counted
         // and logged under its own span.
-        let mut call = Call::arrive("grpc-session", None, Some(&grpc_request_id("", &metadata)));
+        let mut call = Call::arrive(
+            "grpc-session",
+            None,
+            Some(&grpc_request_id("", &metadata)),
+            telemetry::grpc_parent(&metadata),
+        );
         let start = match read_start(&mut inbound, self.session_idle).instrument(call.span().clone()).await {
             Ok(Some(start)) => start,
             // The client went away (or half-closed) before saying anything: answered, not counted

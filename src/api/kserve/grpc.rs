@@ -29,6 +29,7 @@ use crate::api::state::ServerState;
 use crate::api::streaming::StreamEvent;
 use crate::engine::AnytimeRequest;
 use crate::model::LoadedModel;
+use crate::telemetry;
 
 pub struct KServeService {
     state: AppState,
@@ -140,6 +141,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
             "kserve-grpc",
             Some(&request.model_name),
             Some(&grpc_request_id(&request.id, &metadata)),
+            telemetry::grpc_parent(&metadata),
         );
         let state = &self.state;
         let decode =
@@ -178,7 +180,12 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for KServeService {
                     Err(_) => return,
                 };
                 let given = grpc_request_id(&request.id, &metadata);
-                let mut call = Call::arrive("kserve-grpc-stream", Some(&request.model_name), Some(&given));
+                let mut call = Call::arrive(
+                    "kserve-grpc-stream",
+                    Some(&request.model_name),
+                    Some(&given),
+                    telemetry::grpc_parent(&metadata),
+                );
                 let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
                     decode(&state, request, &metadata, call, model)
                 };

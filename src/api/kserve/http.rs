@@ -27,6 +27,7 @@ use crate::api::request::anytime_request;
 use crate::api::request_id::{header_id, with_request_id};
 use crate::api::state::{AppState, ServerState};
 use crate::model::LoadedModel;
+use crate::telemetry;
 
 /// The binary tensor data extension's header: the length of the JSON part of the body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -328,7 +329,8 @@ async fn answer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut call = Call::arrive("kserve-http", Some(name), header_id(headers));
+    let mut call =
+        Call::arrive("kserve-http", Some(name), header_id(headers), telemetry::http_parent(headers));
     let decode = |call: &mut Call, model: &Arc<LoadedModel>| {
         if let Some(version) = version {
             check_version(state, name, version)?;
