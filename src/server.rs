@@ -18,6 +18,7 @@ use crate::api::grpc::inference_pb::grpc_inference_service_server::GrpcInference
 use crate::api::grpc::{limits, FILE_DESCRIPTOR_SET};
 use crate::api::http::{metrics_router, router};
 use crate::api::kserve::grpc::KServeService;
+use crate::api::openapi;
 use crate::api::ServerState;
 use crate::backend::{DeviceError, OrtRuntime, RuntimeError};
 use crate::config::ServeConfig;
@@ -158,7 +159,7 @@ async fn run_servers(
                 ),
         ),
     )];
-    let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none());
+    let app = router(state.clone(), config.max_body_bytes, config.metrics_addr.is_none(), openapi::routes());
     let app = auth::guard_http(app, security.auth.clone());
     // Outside the token check: a browser's preflight carries no credentials, and a refusal must
     // still reach the page with its CORS headers to be readable.

@@ -46,8 +46,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Every HTTP route; `/metrics` too unless it has its own address.
-pub fn router(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Router {
+/// Every HTTP route; `/metrics` too unless it has its own address. `pages` are served beside the
+/// API under the same limits (the OpenAPI document and its page: [`super::openapi::routes`], which
+/// documents the handlers here and so is passed in rather than imported).
+pub fn router(state: AppState, max_body_bytes: usize, with_metrics: bool, pages: Router<AppState>) -> Router {
     let routes = if with_metrics { Router::new().route("/metrics", get(metrics)) } else { Router::new() };
     routes
         .route("/health", get(health))
@@ -55,7 +57,7 @@ pub fn router(state: AppState, max_body_bytes: usize, with_metrics: bool) -> Rou
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/stats", get(model_stats))
         .route("/v1/models/{name}/infer", post(infer))
-        .merge(super::openapi::routes())
+        .merge(pages)
         .merge(super::kserve::http::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
