@@ -205,6 +205,15 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
             area = _mean_sd([r.calibration_area for r in runs], ".4f")
             steps = _mean_sd([r.calibration_mean_timesteps for r in runs], ".3f")
             lines.append(f"| {arm} | {len(runs)} | {accuracy} | {area} | {steps} |")
+    reading = chosen.get("reading", {}).get("winner")
+    if reading is not None:
+        verdict = (
+            "no ablation wins: the documented reading stays STR's recipe."
+            if reading == alpha_arm(best)
+            else f"`{reading}` wins: it replaces the documented reading as STR's recipe, runs the paired "
+            "seeds, and stands for STR when the shipped recipe is chosen."
+        )
+        lines += ["", f"Reading at alpha* (the largest mean area over the ablation seeds): {verdict}"]
 
     comparisons: dict[str, object] = {}
     lines += [

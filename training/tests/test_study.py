@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,25 @@ def test_the_runs_of_each_phase() -> None:
     assert study.rcs_runs(seeds)[0].args == ["--reg", "rcs", "--alpha", "0.002"]
     duplicated = study._unique([*study.tet_runs(seeds), *study.screen_runs(seeds)])
     assert len(duplicated) == len({(r.arm, r.seed) for r in duplicated})
+
+
+def test_an_ablation_replaces_the_documented_reading_only_when_its_area_is_larger(tmp_path: Path) -> None:
+    seeds = study.Seeds(screen=(0,), paired=(0, 1, 2), ablations=(0,), rcs=(0,))
+    base = study.alpha_arm(0.01)
+    for name in study.ABLATIONS:
+        _fake_run(tmp_path / f"{base}-{name}" / "seed-0", seed=20, strength=1.0)
+    _fake_run(tmp_path / base / "seed-0", seed=21, strength=2.0)
+    winner, scores = study.choose_reading(tmp_path, 0.01, seeds.ablations)
+    assert winner == base and scores[base] == max(scores.values())
+    assert study.winner_runs(0.01, winner, seeds) == []
+
+    shutil.rmtree(tmp_path / f"{base}-logvar" / "seed-0")
+    _fake_run(tmp_path / f"{base}-logvar" / "seed-0", seed=22, strength=3.0)
+    winner, scores = study.choose_reading(tmp_path, 0.01, seeds.ablations)
+    assert winner == f"{base}-logvar" and scores[winner] > scores[base]
+    runs = study.winner_runs(0.01, winner, seeds)
+    assert [(r.arm, r.seed) for r in runs] == [(winner, 0), (winner, 1), (winner, 2)]
+    assert runs[0].args == ["--reg", "str", "--alpha", "0.01", "--reg-spread", "logvar"]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.003])
