@@ -83,7 +83,8 @@ lint: venv
 	$(VENV)/bin/ruff check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks clients
 	$(VENV)/bin/ruff format --check --config training/pyproject.toml $(PY_TEST_DIRS) benchmarks clients
 
-# Debian's prometheus package: promtool for the deploy checks, and a real Prometheus for the metrics test.
+# Debian's prometheus package (promtool for the deploy checks, a real Prometheus for the metrics test) and
+# chromium (the browser tests).
 tools:
 	scripts/ensure-prometheus.sh
 	scripts/ensure-chromium.sh

@@ -246,6 +246,23 @@ async fn calls_open_at_sigterm_get_their_answers_and_later_calls_a_retryable_sta
     assert_eq!(refused.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
     let body: serde_json::Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    // A name no model answers to is still not found while draining, and counted under the one
+    // label for unknown names: clients cannot add metric labels, draining or not.
+    let unknown = http
+        .post(server.url("/v1/models/no-such-model-7/infer"))
+        .json(&serde_json::json!({ "input": inputs[2] }))
+        .send()
+        .await
+        .expect("answered while draining");
+    assert_eq!(unknown.status(), 404);
+    let metrics = http.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(!metrics.contains("no-such-model-7"), "an unknown name became a label");
+    assert!(
+        metrics.contains(
+            r#"spikeserve_requests_total{model="_unknown",status="model_not_found",exit_reason="none"} 1"#
+        ),
+        "{metrics}"
+    );
     // ...gRPC on the connection that holds the open calls...
     let status = grpc.infer(request.clone()).await.expect_err("refused after SIGTERM");
     assert_eq!(

@@ -153,7 +153,8 @@ impl ApiError {
         if matches!(self, Self::Engine(_)) {
             return;
         }
-        let model = if model.is_empty() || matches!(self, Self::ModelNotFound { .. }) {
+        // A name no model answers to (or one that cannot be checked yet: not ready) is not a label.
+        let model = if model.is_empty() || matches!(self, Self::ModelNotFound { .. } | Self::NotReady) {
             UNKNOWN_MODEL
         } else {
             model

@@ -65,13 +65,17 @@ impl ServerState {
         !self.is_leaving() && self.registry().is_ok_and(|r| !r.is_empty())
     }
 
-    /// A model by name, for a request: refused while draining.
+    /// A model by name, for a request: refused while draining. The name is looked up first, so
+    /// that a refusal is counted under a model that exists (metric labels stay the loaded names,
+    /// whatever names clients send).
     pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        let found = self.model_info(name);
         if self.is_draining() {
             self.last_refusal_us.store(self.micros_since_epoch(), Ordering::Release);
+            found?;
             return Err(ApiError::ShuttingDown);
         }
-        self.model_info(name)
+        found
     }
 
     /// A model by name, for metadata (answered while draining too).
