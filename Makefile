@@ -18,7 +18,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "Set-up (the two commands):"
@@ -38,6 +38,8 @@ help:
 	@echo "  make bench-overhead      one client's fixed cost per request, by model size"
 	@echo "  make bench-anytime       every held-out sample through the server, thresholds and budgets, against offline"
 	@echo "  make bench-deadlines     latency budgets under overload: deadline-aware admission against FIFO"
+	@echo "  make triton-peer         install the NVIDIA Triton peer (.venv-triton: tritonserver, its Python backend's imports)"
+	@echo "  make bench-triton        the server against Triton (dynamic batcher, iterative sequences), same KServe v2 requests"
 	@echo "  make soak                SOAK_SECONDS / SOAK_RUNS of every door under faults, then SIGTERM under load"
 	@echo "  make fuzz                the request decoders under cargo fuzz (FUZZ_SECONDS each)"
 	@echo "Models:"
@@ -132,6 +134,18 @@ bench-engine: venv
 
 bench-peers: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/run_bench.py
+
+# The NVIDIA Triton peer (benchmarks/triton/README.md): its own venv, since pytriton's tritonserver wants
+# numpy < 2. Only the standard library runs the installer.
+TRITON_STAMP := .venv-triton/.installed
+$(TRITON_STAMP): benchmarks/triton/requirements.txt benchmarks/triton/requirements-stub.txt benchmarks/triton/peer.py
+	$(PYTHON) benchmarks/triton/peer.py install
+
+triton-peer: $(TRITON_STAMP)
+
+# spikeserve against Triton serving the same step graph (an hour or more; BENCH_TRITON_FLAGS=--quick: minutes).
+bench-triton: venv build triton-peer
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/triton/bench_triton.py $(BENCH_TRITON_FLAGS)
 
 # One client through the server against the in-process floor, on models from digits to the papers' VGGSNN.
 bench-overhead: venv build

@@ -27,11 +27,13 @@ class ServerStartError(RuntimeError):
 
 @dataclass
 class Server:
-    """A running server: its addresses (host:port) and its log lines so far."""
+    """A running server: its addresses (host:port), its log lines so far and its process id (that of
+    the launcher, which execs the binary)."""
 
     http_addr: str
     grpc_addr: str
     log: list[str]
+    pid: int = 0
 
 
 def release_binary(configured: str | None = None) -> Path:
@@ -117,7 +119,7 @@ def started(
             if line is None:
                 raise ServerStartError(f"the server exited ({process.wait()}); its log:\n" + "\n".join(log))
             addresses = _listening(line)
-        yield Server(addresses[0], addresses[1], log)
+        yield Server(addresses[0], addresses[1], log, process.pid)
     finally:
         process.terminate()
         try:

@@ -452,6 +452,12 @@ async fn events_input_equals_v1() {
         assert_same_answer(&v2, &v1, &format!("event sample {i}"));
         assert_eq!(output(&v2, "timesteps")["data"][0], offline["exit_timesteps"][i], "sample {i}");
         assert_eq!(output(&v2, "class_index")["data"][0], offline["predictions"][i], "sample {i}");
+        // With the batch dimension a batching server such as Triton takes: [1, N, 4].
+        let batched =
+            json!({"inputs": [{"name": "events", "datatype": "INT64", "shape": [1, n, 4], "data": events}]});
+        let (status, with_batch) = v2_infer(&client, &server, path, &batched).await;
+        assert_eq!(status, 200, "sample {i}: {with_batch}");
+        assert_same_answer(&with_batch, &v1, &format!("event sample {i} as [1, N, 4]"));
 
         // The same events as INT64 binary data.
         let binary: Vec<u8> = events

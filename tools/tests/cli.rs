@@ -52,6 +52,7 @@ fn infer_bench_and_soak_keep_their_flags() {
         "requests",
         "warmup",
         "threshold",
+        "kserve-sequence",
         "budgets-ms",
         "priorities",
         "floor",
@@ -79,7 +80,8 @@ fn infer_bench_and_soak_keep_their_flags() {
         "no-progress",
     ];
     assert_flags("soak", &[&soak[..], ACCESS].concat());
-    for protocol in ["grpc-unary", "grpc-stream", "http", "sse", "grpc-health"] {
+    for protocol in ["grpc-unary", "grpc-stream", "http", "sse", "grpc-health", "kserve-http", "kserve-grpc"]
+    {
         assert!(help("bench").contains(protocol), "bench lost --protocol {protocol}");
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Inputs: `x` (FP32, or any numeric type), the model's frame for static models or `[n, *frame]`
 //! frames, optionally with a leading batch dimension of 1; or, for event models, `events` (INT64
-//! `[N, 4]` rows of x, y, t_us, p). Parameters: `threshold`, `min_timesteps`, `max_timesteps`,
+//! `[N, 4]` rows of x, y, t_us, p, or `[1, N, 4]` with a batch dimension, as a batching server such as
+//! Triton takes them). Parameters: `threshold`, `min_timesteps`, `max_timesteps`,
 //! `max_variance`, `priority` (0 to 3, higher first), `max_accuracy_drop` (percentage points, instead of
 //! `threshold`: picks the model's calibrated threshold) and `timeout` (microseconds) as the latency budget.
 //! Answers carry the response parameters `threshold` (what the request ran with) and, for a budget,
@@ -169,9 +170,11 @@ pub fn request_spec(
                     input.datatype
                 )));
             }
+            // A leading batch dimension of 1 (`[1, N, 4]`) is dropped, as for `x`.
+            let shape = if shape.len() == 3 && shape[0] == 1 { shape[1..].to_vec() } else { shape };
             if shape.len() != 2 || shape[1] != 4 {
                 return Err(ApiError::InvalidField(format!(
-                    "inputs[events]: shape must be [N, 4] (x, y, t_us, p), found {shape:?}"
+                    "inputs[events]: shape must be [N, 4] (x, y, t_us, p) or [1, N, 4], found {shape:?}"
                 )));
             }
             check_count(&input, shape[0].saturating_mul(4))?;

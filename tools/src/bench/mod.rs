@@ -1,6 +1,6 @@
 //! `spikeserve-tools bench`: a load generator for a running server (closed loop: N concurrent clients;
-//! open loop: a fixed arrival rate) over gRPC unary, gRPC streaming, HTTP JSON or SSE, and the
-//! in-process floor (a raw ONNX Runtime stepping loop at batch 1). Reports throughput, latency
+//! open loop: a fixed arrival rate) over gRPC unary, gRPC streaming, HTTP JSON, SSE or KServe v2
+//! (HTTP and gRPC: the requests spikeserve's `/v2` door and Triton both take), and the in-process floor (a raw ONNX Runtime stepping loop at batch 1). Reports throughput, latency
 //! percentiles, time to first partial, average timesteps and exit reasons, as a table and as JSON.
 
 mod floor;
@@ -8,7 +8,7 @@ mod floor;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::client::{exit_name, follow, ClientAccess, Grpc, Http, SseStream, StreamEnd};
+use crate::client::{exit_name, follow, kserve, ClientAccess, Grpc, Http, KServeGrpc, SseStream, StreamEnd};
 use crate::payload::{payloads, Payload};
 use crate::progress;
 use crate::stats::{percentiles, Percentiles};
@@ -33,6 +33,10 @@ pub enum Protocol {
     /// touching a model. The round trip every gRPC request pays (client, loopback, HTTP/2,
     /// protobuf): the transport's floor, to set beside the model's.
     GrpcHealth,
+    /// KServe v2 over HTTP: `POST /v2/models/{model}/infer`, JSON.
+    KserveHttp,
+    /// KServe v2 over gRPC: `inference.GRPCInferenceService/ModelInfer`.
+    KserveGrpc,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,6 +66,11 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// With `--protocol kserve-http` or `kserve-grpc`: every request is a Triton sequence of its own
+    /// (the parameters `sequence_id`, unique and non-zero, and `sequence_start: true`), as a model
+    /// served with Triton's iterative sequence batching takes them.
+    #[arg(long)]
+    pub kserve_sequence: bool,
     /// Latency budgets to mix, in milliseconds, each with an optional share (`20:3,200:7`: 30% at
     /// 20 ms, 70% at 200 ms; equal shares without). The report then counts, per budget and
     /// priority, the answers within budget (the server's own judgement: any exit but `deadline`),
@@ -206,7 +215,10 @@ struct Connections {
     http: Http,
     model: Arc<str>,
     grpc: Option<Grpc>,
+    kserve_grpc: Option<KServeGrpc>,
     protocol: Protocol,
+    /// The next `sequence_id` for `--kserve-sequence`; `None` without it.
+    sequences: Option<Arc<AtomicU64>>,
 }
 
 impl Connections {
@@ -218,6 +230,8 @@ impl Connections {
             Protocol::GrpcUnary => (None, self.grpc_unary(payload).await),
             Protocol::GrpcStream => self.grpc_stream(payload, started).await,
             Protocol::GrpcHealth => (None, self.grpc_health().await),
+            Protocol::KserveHttp => (None, self.kserve_http(payload).await),
+            Protocol::KserveGrpc => (None, self.kserve_grpc(payload).await),
         };
         Sample { latency: started.elapsed(), first_partial, outcome, class: 0 }
     }
@@ -231,6 +245,28 @@ impl Connections {
             return Err(format!("http {}", status.as_u16()));
         }
         answer_of(&body)
+    }
+
+    fn sequence(&self) -> Option<u64> {
+        self.sequences.as_ref().map(|next| next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn kserve_http(&self, payload: &Payload) -> Result<(u64, String), String> {
+        let request = self.http.kserve_infer(&self.model, payload.kserve.json_body(self.sequence()));
+        let response = request.send().await.map_err(|e| format!("connect: {e}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| format!("body: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("http {}", status.as_u16()));
+        }
+        kserve::json_answer(&body)
+    }
+
+    async fn kserve_grpc(&self, payload: &Payload) -> Result<(u64, String), String> {
+        let client = self.kserve_grpc.as_ref().ok_or("no gRPC channel")?;
+        let request = payload.kserve.grpc_request(self.sequence());
+        let answer = client.infer(request).await.map_err(|s| format!("grpc {:?}", s.code()))?;
+        kserve::grpc_answer(&answer)
     }
 
     async fn sse(
@@ -345,13 +381,27 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
         Protocol::GrpcUnary | Protocol::GrpcStream | Protocol::GrpcHealth => {
             Some(Grpc::connect(&args.access, &args.grpc).await?.max_decoding_message_size(64 << 20))
         }
-        Protocol::Http | Protocol::Sse => None,
+        Protocol::Http | Protocol::Sse | Protocol::KserveHttp | Protocol::KserveGrpc => None,
     };
+    let kserve_grpc = match args.protocol {
+        Protocol::KserveGrpc => Some(KServeGrpc::connect(&args.access, &args.grpc).await?),
+        _ => None,
+    };
+    if args.kserve_sequence && !matches!(args.protocol, Protocol::KserveHttp | Protocol::KserveGrpc) {
+        bail!("--kserve-sequence goes with --protocol kserve-http or kserve-grpc");
+    }
+    // Sequence ids unique across runs against one server too: they start from the clock.
+    let first_sequence = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64 & ((1 << 52) - 1))
+        .max(1);
     let connections = Connections {
         http: Http::new(&args.access, reqwest::Client::builder().pool_max_idle_per_host(1024), &args.http)?,
         model: args.model.as_str().into(),
         grpc,
+        kserve_grpc,
         protocol: args.protocol,
+        sequences: args.kserve_sequence.then(|| Arc::new(AtomicU64::new(first_sequence))),
     };
     // Warm-up: connections open, caches warm; not measured.
     for i in 0..args.warmup {

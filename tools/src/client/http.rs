@@ -41,6 +41,14 @@ impl Http {
         }
     }
 
+    /// `POST /v2/models/{model}/infer` (KServe v2) with a JSON `body`.
+    pub fn kserve_infer(&self, model: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v2/models/{model}/infer", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+    }
+
     /// `GET {path}` (a path from the server's root, `/v1/...`).
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.base))
