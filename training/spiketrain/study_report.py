@@ -198,7 +198,10 @@ def write_report(root: Path, out: Path) -> dict[str, object]:
         ]
     for alpha in ablated:
         base = alpha_arm(alpha)
-        ablation_seeds = sorted({s for name in ABLATIONS for s in figures.get(f"{base}-{name}", {})})
+        # The seeds the choice of reading was made on (alpha.json), not the paired seeds a winner adds.
+        ran = sorted({s for name in ABLATIONS for s in figures.get(f"{base}-{name}", {})})
+        recorded = chosen.get("seeds", {}).get("ablations")
+        ablation_seeds = [s for s in ran if recorded is None or s in recorded]
         for arm in [base, *(f"{base}-{name}" for name in ABLATIONS)]:
             runs = [f for s, f in figures.get(arm, {}).items() if s in ablation_seeds]
             accuracy = _mean_sd([r.calibration_accuracy_at_t * 100 for r in runs])
