@@ -135,17 +135,17 @@ bench-engine: venv
 bench-peers: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/run_bench.py
 
-# The NVIDIA Triton peer (benchmarks/triton/README.md): its own venv, since pytriton's tritonserver wants
+# The NVIDIA Triton peer (benchmarks/triton-peer/README.md): its own venv, since pytriton's tritonserver wants
 # numpy < 2. Only the standard library runs the installer.
 TRITON_STAMP := .venv-triton/.installed
-$(TRITON_STAMP): benchmarks/triton/requirements.txt benchmarks/triton/requirements-stub.txt benchmarks/triton/peer.py
-	$(PYTHON) benchmarks/triton/peer.py install
+$(TRITON_STAMP): benchmarks/triton-peer/requirements.txt benchmarks/triton-peer/requirements-stub.txt benchmarks/triton-peer/peer.py
+	$(PYTHON) benchmarks/triton-peer/peer.py install
 
 triton-peer: $(TRITON_STAMP)
 
 # spikeserve against Triton serving the same step graph (an hour or more; BENCH_TRITON_FLAGS=--quick: minutes).
 bench-triton: venv build triton-peer
-	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/triton/bench_triton.py $(BENCH_TRITON_FLAGS)
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/triton-peer/bench_triton.py $(BENCH_TRITON_FLAGS)
 
 # One client through the server against the in-process floor, on models from digits to the papers' VGGSNN.
 bench-overhead: venv build

@@ -1,5 +1,5 @@
 """``spikeserve-tools bench --protocol kserve-http`` and ``kserve-grpc`` against the real release server:
-the KServe v2 requests the Triton comparison sends (``benchmarks/triton``) are answered, with and
+the KServe v2 requests the Triton comparison sends (``benchmarks/triton-peer``) are answered, with and
 without the Triton sequence parameters (``--kserve-sequence``), which spikeserve takes and ignores."""
 
 from __future__ import annotations

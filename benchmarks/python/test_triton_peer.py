@@ -2,7 +2,7 @@
 
 Held-out ``digits`` samples (at the model's default threshold and at 0.99) and ``event-digits`` samples
 go, as identical KServe v2 requests, to spikeserve's ``/v2`` door and to both Triton peers
-(``benchmarks/triton``: the dynamic batcher, and iterative sequences), eight at a time so that Triton
+(``benchmarks/triton-peer``: the dynamic batcher, and iterative sequences), eight at a time so that Triton
 batches them. Every answer must name the same class at the same exit timestep as spikeserve's and as
 the offline evaluation (``eval.json``). Runs only where the peer is installed (``make triton-peer``).
 """
@@ -23,7 +23,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
 REPO = BENCHMARKS.parent
-for path in (BENCHMARKS, BENCHMARKS / "triton"):
+for path in (BENCHMARKS, BENCHMARKS / "triton-peer"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 

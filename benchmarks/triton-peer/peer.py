@@ -6,9 +6,9 @@ in one of two ways (``PEERS``): whole requests through the dynamic batcher, or i
 (a request leaves after its exit timestep and new ones join the running batch). The inputs and outputs
 are named as spikeserve's KServe v2 door names them, so the same requests go to both servers.
 
-    python3 benchmarks/triton/peer.py install            # .venv-triton (what `make triton-peer` runs)
-    python3 benchmarks/triton/peer.py repo --out DIR --peer iterative
-    python3 benchmarks/triton/peer.py serve --peer dynamic --models digits   # until Ctrl-C
+    python3 benchmarks/triton-peer/peer.py install            # .venv-triton (what `make triton-peer` runs)
+    python3 benchmarks/triton-peer/peer.py repo --out DIR --peer iterative
+    python3 benchmarks/triton-peer/peer.py serve --peer dynamic --models digits   # until Ctrl-C
 
 The tritonserver binary comes inside the ``nvidia-pytriton`` wheel (requirements.txt); it needs the
 wheel's bundled libraries on ``LD_LIBRARY_PATH`` even without a GPU. Its Python backend runs the

@@ -1,6 +1,6 @@
 """The Triton peers' model: a Triton Python backend model that steps spikeserve's ONNX step graph.
 
-Copied by ``benchmarks/triton/peer.py`` into a Triton model repository (``<repo>/<model>/1/model.py``),
+Copied by ``benchmarks/triton-peer/peer.py`` into a Triton model repository (``<repo>/<model>/1/model.py``),
 beside ``steploop.py`` (the benchmarks' plain-Python stepping loop: the model's metadata, the request
 checks, the event binning) and ``model.onnx``. The model configuration's parameter ``peer`` picks the
 way Triton serves it:

@@ -4,7 +4,7 @@ Servers (each started here on free loopback ports, one at a time, pinned to core
 where the machine has two cores or more; the load generator runs on core 1):
 
 * spikeserve (``--max-batch 256``), its KServe v2 door;
-* the Triton dynamic-batcher peer (whole requests batched, ``benchmarks/triton/backend/model.py``);
+* the Triton dynamic-batcher peer (whole requests batched, ``benchmarks/triton-peer/backend/model.py``);
 * the Triton iterative-sequence peer (requests leave at their exit timestep, new ones join the batch;
   the load generator sends ``--kserve-sequence``).
 
@@ -15,8 +15,8 @@ at its calibrated default; closed loops at 1, 8, 64 and 256 clients and open loo
 (``spikeserve-tools bench``, ``--protocol kserve-http`` by default). Each run also records the server's
 CPU seconds per answered request (utime + stime of the server's process tree, from /proc, around the run).
 
-    .venv/bin/python benchmarks/triton/bench_triton.py            # the full matrix (make bench-triton)
-    .venv/bin/python benchmarks/triton/bench_triton.py --quick    # a reduced matrix, a few minutes
+    .venv/bin/python benchmarks/triton-peer/bench_triton.py            # the full matrix (make bench-triton)
+    .venv/bin/python benchmarks/triton-peer/bench_triton.py --quick    # a reduced matrix, a few minutes
 
 Writes ``benchmarks/results/triton.json`` (every run) and ``benchmarks/results/triton.md``.
 """
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_triton: {error}", file=sys.stderr)
         return 1
     run: Result = {
-        "command": "benchmarks/triton/bench_triton.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "benchmarks/triton-peer/bench_triton.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "protocol": args.protocol,
