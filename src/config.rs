@@ -86,6 +86,12 @@ pub struct ServeConfig {
     /// fill the batch before the first step. 0 steps at once; under load batches fill anyway.
     #[arg(long, env = "SPIKESERVE_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,
+    /// When a model has nothing to step, poll this long (microseconds) for the next request before
+    /// sleeping: waking a sleeping thread costs about as much as a small model's timestep. It
+    /// polls only with a second core available and while requests have been arriving within the
+    /// window, so a lightly loaded server does not burn CPU; 0 never polls.
+    #[arg(long, env = "SPIKESERVE_IDLE_POLL_US", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub idle_poll_us: u64,
     /// The order in which waiting requests get a batch slot: `deadline` (priority class first,
     /// then the earliest latency budget, then arrival) or `fifo` (arrival only).
     #[arg(long, env = "SPIKESERVE_ADMISSION", value_enum, default_value = "deadline")]
@@ -221,6 +227,7 @@ impl ServeConfig {
             engine: EngineConfig {
                 max_batch: self.max_batch as usize,
                 batch_wait: Duration::from_micros(self.batch_wait_us),
+                idle_poll: Duration::from_micros(self.idle_poll_us),
                 queue_capacity: self.queue_capacity as usize,
                 admission: self.admission,
                 early_refusal: !self.no_early_refusal,

@@ -9,6 +9,7 @@ pub mod admission;
 #[cfg(test)]
 mod fake_stepper;
 pub mod frames;
+mod idle;
 pub mod policy;
 pub mod request;
 mod scheduler;

@@ -132,6 +132,9 @@ pub struct EngineConfig {
     /// When the scheduler is idle and a request arrives, how long to wait for more to fill the
     /// batch before the first step. Zero steps at once.
     pub batch_wait: Duration,
+    /// How long an idle scheduler may poll for its next request before it sleeps; it polls only
+    /// with a second core to spare and while requests have been arriving within this window.
+    pub idle_poll: Duration,
     /// Requests that may wait for a slot; beyond this a request is refused as overload (or, if a
     /// lower priority class is waiting, takes the place of its newest request).
     pub queue_capacity: usize,
@@ -150,6 +153,7 @@ impl Default for EngineConfig {
         Self {
             max_batch: 64,
             batch_wait: Duration::ZERO,
+            idle_poll: Duration::from_micros(200),
             queue_capacity: 256,
             admission: Admission::Deadline,
             early_refusal: true,

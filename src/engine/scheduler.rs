@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::admission::{displace_first, Admission, Rank};
+use super::idle::IdlePoll;
 use super::policy::{EnsemblePrediction, ExitReason};
 use super::request::{
     AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Job, Message, Partial, TRACE_TARGET,
@@ -28,11 +29,6 @@ use crate::input::Readiness;
 use crate::metrics::Outcome;
 
 type Reply = oneshot::Sender<Result<AnytimeAnswer, EngineError>>;
-
-/// How long an idle scheduler polls for the next request before it sleeps. Waking a sleeping
-/// thread costs tens of microseconds, as much as a whole timestep of a small model; a client that
-/// sends its next request right after an answer finds the scheduler still awake.
-const IDLE_SPIN: Duration = Duration::from_micros(200);
 
 /// While streams wait for frames, how often the scheduler looks for callers that went away (a
 /// dropped answer does not wake it).
@@ -96,6 +92,8 @@ pub(super) struct Scheduler<S> {
     /// Running mean of the timesteps answered requests used: how many steps a request is
     /// expected to need, for deadline-aware admission.
     mean_steps: Option<f64>,
+    /// Whether to poll before sleeping when there is nothing to do (see [`IdlePoll`]).
+    idle: IdlePoll,
 }
 
 /// How much a new step's time moves the running estimate at its batch size.
@@ -147,6 +145,7 @@ impl<S: Stepper> Scheduler<S> {
             step_time: vec![None; slots + 1],
             step_estimate: vec![None; slots + 1],
             mean_steps: None,
+            idle: IdlePoll::for_this_process(config.idle_poll),
         })
     }
 
@@ -339,7 +338,10 @@ impl<S: Stepper> Scheduler<S> {
         }
         let idle = self.slots.is_empty() && self.pending.is_empty();
         if idle {
-            match wait_for_message(messages) {
+            let idle_since = Instant::now();
+            let message = wait_for_message(messages, self.idle.poll_for());
+            self.idle.observe(idle_since.elapsed());
+            match message {
                 Some(message) => self.take(message),
                 None => return false,
             }
@@ -636,9 +638,9 @@ impl<S: Stepper> Scheduler<S> {
     }
 }
 
-/// Waits for the next message: polls for `IDLE_SPIN`, then blocks. `None` once every handle is gone.
-fn wait_for_message(messages: &Receiver<Message>) -> Option<Message> {
-    let spin_until = Instant::now() + IDLE_SPIN;
+/// Waits for the next message: polls for `poll`, then blocks. `None` once every handle is gone.
+fn wait_for_message(messages: &Receiver<Message>, poll: Duration) -> Option<Message> {
+    let spin_until = Instant::now() + poll;
     while Instant::now() < spin_until {
         match messages.try_recv() {
             Ok(message) => return Some(message),
