@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ class Plan:
     requests_1_client: int
     open_requests: int
     warmup: int
+    floor_rounds: int
 
 
 def make_plan(quick: bool) -> Plan:
@@ -90,9 +92,10 @@ def make_plan(quick: bool) -> Plan:
             100,
             400,
             20,
+            1,
         )
     batchers = tuple(peer.Batcher(size, delay) for size in (8, 64, 256) for delay in (0, 500, 2000))
-    return Plan(workloads, (1, 8, 64, 256), (100.0, 400.0), batchers, 3000, 500, 2000, 100)
+    return Plan(workloads, (1, 8, 64, 256), (100.0, 400.0), batchers, 3000, 500, 1000, 100, 3)
 
 
 def log(message: str) -> None:
@@ -106,30 +109,36 @@ def pinning() -> tuple[list[str], list[str]]:
     return [], []
 
 
-def bench(args: argparse.Namespace, server: Server, workload: Workload, extra: Sequence[str], sequence: bool) -> Result:
-    """One ``spikeserve-tools bench`` run against ``server``, with its CPU seconds around it."""
+def run_load(args: argparse.Namespace, server: Server, command: list[str]) -> Result:
+    """Runs the load generator ``command`` (its report as JSON) and reads the server's CPU seconds
+    around it."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        heldout = REPO / "models" / workload.model / "heldout.json"
-        command = [*args.load_launcher, str(args.tools_bin), "bench", "--model", workload.model]
-        command += ["--inputs", str(heldout), "--protocol", args.protocol, "--http", server.http, "--grpc", server.grpc]
-        command += ["--json", str(out), "--no-progress", *extra]
-        if workload.threshold is not None:
-            command += ["--threshold", str(workload.threshold)]
-        if sequence:
-            command.append("--kserve-sequence")
-        env = {k: v for k, v in os.environ.items() if k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}}
-        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        full = [*args.load_launcher, str(args.tools_bin), "bench", *command, "--json", str(out), "--no-progress"]
         cpu_before = peer.process_tree_cpu_seconds(server.pid)
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        done = subprocess.run(full, capture_output=True, text=True, env=env, check=False)
         cpu = peer.process_tree_cpu_seconds(server.pid) - cpu_before
         if done.returncode != 0 or not out.exists():
-            raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"`{' '.join(full)}` failed ({done.returncode}):\n{done.stderr[-2000:]}")
         report: Result = json.loads(out.read_text())
     report["server_cpu_s"] = cpu
     report["server_cpu_ms_per_request"] = cpu * 1e3 / max(report["ok"], 1)
-    report["command"] = " ".join(command[len(args.load_launcher) :]).replace(str(out), "OUT.json")
+    report["command"] = " ".join(["spikeserve-tools", "bench", *command, "--json", "OUT.json"])
     return report
+
+
+def bench(args: argparse.Namespace, server: Server, workload: Workload, extra: Sequence[str], sequence: bool) -> Result:
+    """One ``spikeserve-tools bench`` run against ``server``, with its CPU seconds around it."""
+    heldout = REPO / "models" / workload.model / "heldout.json"
+    command = ["--model", workload.model, "--inputs", str(heldout), "--protocol", args.protocol]
+    command += ["--http", server.http, "--grpc", server.grpc, *extra]
+    if workload.threshold is not None:
+        command += ["--threshold", str(workload.threshold)]
+    if sequence:
+        command.append("--kserve-sequence")
+    return run_load(args, server, command)
 
 
 @dataclass
@@ -180,22 +189,83 @@ def points(args: argparse.Namespace, server: Server, sequence: bool) -> list[Res
     return results
 
 
+FLOOR_PROTOCOLS = ("floor", "grpc-health", "grpc-unary", "kserve-grpc", "http", "kserve-http")
+
+
+def transport_floor(args: argparse.Namespace, server: Server) -> list[Result]:
+    """One client on ``digits``: spikeserve's gRPC and HTTP doors beside what they cannot go below, the
+    model stepped in the load generator's process (``--floor``) and an empty gRPC call
+    (``grpc-health``). Alternated, ``rounds`` times, so that drift on a shared machine hits all alike."""
+    plan: Plan = args.plan
+    heldout = REPO / "models" / "digits" / "heldout.json"
+    results = []
+    for round_ in range(plan.floor_rounds):
+        for protocol in FLOOR_PROTOCOLS:
+            command = ["--model", "digits", "--inputs", str(heldout)]
+            if protocol == "floor":
+                command += ["--floor", "--model-dir", str(REPO / "models" / "digits")]
+            else:
+                command += ["--protocol", protocol, "--http", server.http, "--grpc", server.grpc]
+            command += ["--clients", "1", "--requests", str(plan.requests), "--warmup", str(plan.warmup)]
+            report = run_load(args, server, command)
+            report.update(protocol=protocol, round=round_)
+            if protocol == "floor":
+                report["server_cpu_ms_per_request"] = 0.0
+            log(f"floor round {round_} {protocol}: p50 {report['latency_ms']['p50']:.3f} ms")
+            results.append(report)
+    return results
+
+
+def floor_summary(results: list[Result]) -> dict[str, dict[str, float]]:
+    """Per protocol, the median over rounds of p50 and of server CPU per request."""
+    summary = {}
+    for protocol in FLOOR_PROTOCOLS:
+        rows = [r for r in results if r["protocol"] == protocol]
+        if rows:
+            summary[protocol] = {
+                "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rows),
+                "cpu_ms_per_request": statistics.median(r["server_cpu_ms_per_request"] for r in rows),
+            }
+    return summary
+
+
 def best(results: list[Result]) -> list[Result]:
-    """Per server, workload, mode and load: the best batcher setting (throughput; open loop: p99)."""
+    """Per server, workload, mode and load: Triton's best batcher setting (throughput; open loop: p99),
+    and spikeserve's worse pass of the two it runs (before and after the Triton sweep), so that the
+    machine's drift over the sweep never favours spikeserve."""
     chosen: dict[tuple[str, str, str, float], Result] = {}
+
+    def score(x: Result) -> tuple[float, float]:
+        errors = float(sum(x["errors"].values()))
+        if x["mode"] == "open":
+            return (-errors, -x["latency_ms"]["p99"])
+        return (-errors, x["throughput_rps"])
+
     for r in results:
         key = (r["server"], r["workload"], r["mode"], r["load"])
         current = chosen.get(key)
-
-        def score(x: Result) -> tuple[float, float]:
-            errors = float(sum(x["errors"].values()))
-            if x["mode"] == "open":
-                return (-errors, -x["latency_ms"]["p99"])
-            return (-errors, x["throughput_rps"])
-
-        if current is None or score(r) > score(current):
+        if current is None:
+            chosen[key] = r
+        elif r["server"] == SPIKESERVE:
+            if score(r) < score(current):
+                chosen[key] = r
+        elif score(r) > score(current):
             chosen[key] = r
     return list(chosen.values())
+
+
+def drift(results: list[Result]) -> list[dict[str, Any]]:
+    """spikeserve's closed-loop throughput before and after the Triton sweep, point by point: how much
+    the machine moved while Triton ran."""
+    passes: dict[tuple[str, float], dict[str, float]] = {}
+    for r in results:
+        if r["server"] == SPIKESERVE and r["mode"] == "closed":
+            passes.setdefault((r["workload"], r["load"]), {})[r["pass"]] = r["throughput_rps"]
+    return [
+        {"workload": w, "clients": c, **p, "after_over_before": p["after"] / p["before"]}
+        for (w, c), p in passes.items()
+        if {"before", "after"} <= p.keys()
+    ]
 
 
 def markdown(run: Result) -> str:
@@ -205,11 +275,35 @@ def markdown(run: Result) -> str:
         f"Generated by `{run['command']}` on {run['generated']} ({run['machine']}).",
         f"Protocol: `{run['protocol']}`; server pinned with `{' '.join(run['server_launcher']) or 'none'}`,"
         f" load generator with `{' '.join(run['load_launcher']) or 'none'}`.",
-        "Triton rows show the best batcher setting of the sweep for each point (every run is in triton.json).",
+        "Triton rows show the best batcher setting of the sweep for each point (every run is in the JSON);"
+        " spikeserve runs before and after the sweep and its rows show the worse of the two passes.",
         "",
     ]
     for key, label in SERVER_LABELS.items():
         lines.append(f"* **{key}**: {label}")
+    moved = run.get("spikeserve_drift", [])
+    if moved:
+        ratios = sorted(m["after_over_before"] for m in moved)
+        lines += [""]
+        lines.append(
+            f"spikeserve's closed-loop throughput after the sweep over before: {ratios[0]:.2f}x to {ratios[-1]:.2f}x"
+            f" (median {statistics.median(ratios):.2f}x over {len(ratios)} points): how much the machine moved."
+        )
+    floor = run.get("floor", {})
+    if floor:
+        lines += ["", "## One client against the transport floor (spikeserve, `digits`)", ""]
+        lines.append("| door | p50 ms | server CPU ms/req |")
+        lines.append("|---|---|---|")
+        for protocol, row in floor.items():
+            lines.append(f"| {protocol} | {row['p50_ms']:.3f} | {row['cpu_ms_per_request']:.3f} |")
+        if {"floor", "grpc-health", "grpc-unary"} <= floor.keys():
+            bound = floor["floor"]["p50_ms"] + floor["grpc-health"]["p50_ms"]
+            ratio = floor["grpc-unary"]["p50_ms"] / bound
+            lines += [
+                "",
+                f"gRPC unary p50 against an empty gRPC call's p50 plus the in-process floor's p50 ({bound:.3f} ms):"
+                f" **{ratio:.2f}x** (target at most 1.5x). Medians of {run.get('floor_rounds', 1)} alternated rounds.",
+            ]
     for workload in dict.fromkeys(r["workload"] for r in run["best"]):
         lines += ["", f"## {workload}", ""]
         lines.append(
@@ -257,13 +351,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_triton: {binary} is missing; run `make build`", file=sys.stderr)
             return 1
     results: list[Result] = []
+    floor: list[Result] = []
     try:
         with spikeserve(args) as server:
-            results += points(args, server, sequence=False)
+            floor = transport_floor(args, server)
+            results += [{**r, "pass": "before"} for r in points(args, server, sequence=False)]
         for kind in args.peers:
             for batcher in args.plan.batchers:
                 with triton(args, kind, batcher) as server:
                     results += points(args, server, sequence=kind == "iterative")
+        with spikeserve(args) as server:
+            results += [{**r, "pass": "after"} for r in points(args, server, sequence=False)]
     except (peer.PeerError, spikeserve_process.ServerStartError, RuntimeError) as error:
         print(f"bench_triton: {error}", file=sys.stderr)
         return 1
@@ -276,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         "server_launcher": args.server_launcher,
         "load_launcher": args.load_launcher,
         "batchers": [b.label() for b in args.plan.batchers],
+        "floor_rounds": args.plan.floor_rounds,
         "best": best(results),
+        "spikeserve_drift": drift(results),
         "runs": results,
+        "floor": floor_summary(floor),
+        "floor_runs": floor,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(run, indent=1) + "\n")
