@@ -143,9 +143,11 @@ $(TRITON_STAMP): benchmarks/triton-peer/requirements.txt benchmarks/triton-peer/
 
 triton-peer: $(TRITON_STAMP)
 
-# spikeserve against Triton serving the same step graph (an hour or more; BENCH_TRITON_FLAGS=--quick: minutes).
+# spikeserve against Triton serving the same step graph, over KServe HTTP then gRPC (about 35 minutes
+# each; BENCH_TRITON_FLAGS=--quick: a minute or two each).
 bench-triton: venv build triton-peer
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/triton-peer/bench_triton.py $(BENCH_TRITON_FLAGS)
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/triton-peer/bench_triton.py --protocol kserve-grpc --name triton-grpc $(BENCH_TRITON_FLAGS)
 
 # One client through the server against the in-process floor, on models from digits to the papers' VGGSNN.
 bench-overhead: venv build

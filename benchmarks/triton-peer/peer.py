@@ -158,7 +158,25 @@ def installed(venv: Path = VENV) -> bool:
 # --- the model repository ------------------------------------------------------------------------------
 
 
-def _model_meta(model_dir: Path) -> dict[str, object]:
+def member_graphs(model_dir: Path) -> tuple[list[Path], float | None]:
+    """The step graphs a model directory serves: its ``model.onnx``, or an ensemble's members (read
+    from ``ensemble.json``, with the ensemble's own default threshold, which overrides the members')."""
+    single = model_dir / "model.onnx"
+    ensemble = model_dir / "ensemble.json"
+    if ensemble.is_file():
+        description = json.loads(ensemble.read_text())
+        members = [model_dir / member for member in description["members"]]
+        missing = [str(m) for m in members if not m.is_file()]
+        if missing:
+            raise PeerError(f"triton peer: {ensemble} names members that are not there: {', '.join(missing)}")
+        threshold = description.get("default_threshold")
+        return members, None if threshold is None else float(threshold)
+    if single.is_file():
+        return [single], None
+    raise PeerError(f"triton peer: {model_dir} has neither model.onnx nor ensemble.json")
+
+
+def _model_meta(graph: Path) -> dict[str, object]:
     """What the configuration needs from the step graph: the frame shape, input kind and classes.
     Read by onnxruntime in a child (the standard library cannot read ONNX); any python with it will do."""
     script = (
@@ -176,7 +194,7 @@ def _model_meta(model_dir: Path) -> dict[str, object]:
         if python.parent.parent == VENV:
             env["PYTHONPATH"] = str(STUB_SITE)
         done = subprocess.run(
-            [str(python), "-c", script, str(model_dir / "model.onnx")],
+            [str(python), "-c", script, str(graph)],
             capture_output=True,
             text=True,
             env=env,
@@ -185,11 +203,14 @@ def _model_meta(model_dir: Path) -> dict[str, object]:
         if done.returncode == 0:
             meta: dict[str, object] = json.loads(done.stdout)
             return meta
-    raise PeerError(f"triton peer: cannot read {model_dir / 'model.onnx'} (no python with onnxruntime)")
+    raise PeerError(f"triton peer: cannot read {graph} (no python with onnxruntime)")
 
 
-def model_config(name: str, meta: dict[str, object], peer: str, batcher: Batcher) -> str:
-    """The ``config.pbtxt`` of one model for one peer."""
+def model_config(
+    name: str, meta: dict[str, object], peer: str, batcher: Batcher, default_threshold: float | None = None
+) -> str:
+    """The ``config.pbtxt`` of one model for one peer; ``default_threshold`` overrides the graphs'
+    (an ensemble's own)."""
     if peer not in PEERS:
         raise PeerError(f"triton peer: unknown peer {peer!r} (one of {', '.join(PEERS)})")
     frame = [int(d) for d in meta["frame_shape"]]  # type: ignore[attr-defined]
@@ -228,6 +249,9 @@ def model_config(name: str, meta: dict[str, object], peer: str, batcher: Batcher
             "output [\n  " + ",\n  ".join(outputs) + "\n]",
             "instance_group [ { count: 1 kind: KIND_CPU } ]",
             f'parameters: {{ key: "peer" value: {{ string_value: "{peer}" }} }}',
+            f'parameters: {{ key: "default_threshold" value: {{ string_value: "{default_threshold!r}" }} }}'
+            if default_threshold is not None
+            else "",
             scheduling,
             "",
         ]
@@ -238,21 +262,23 @@ def write_repository(
     out: Path, models: Sequence[str], peer: str, batcher: Batcher = Batcher(), models_dir: Path = REPO / "models"
 ) -> Path:
     """A Triton model repository in ``out``: one model per name of ``models`` (a directory of
-    ``models_dir``), each the Python backend model stepping that directory's ``model.onnx``."""
+    ``models_dir``), each the Python backend model stepping that directory's ``model.onnx``, or its
+    ensemble's members in lockstep."""
     out.mkdir(parents=True, exist_ok=True)
     for name in models:
         source = models_dir / name
-        if not (source / "model.onnx").is_file():
-            raise PeerError(f"triton peer: {source} has no model.onnx (ensembles are not served by this peer)")
-        meta = _model_meta(source)
+        members, threshold = member_graphs(source)
+        meta = _model_meta(members[0])
         target = out / name
         shutil.rmtree(target, ignore_errors=True)
         version = target / "1"
         version.mkdir(parents=True)
         shutil.copy2(HERE / "backend" / "model.py", version / "model.py")
         shutil.copy2(REPO / "benchmarks" / "python" / "steploop.py", version / "steploop.py")
-        shutil.copy2(source / "model.onnx", version / "model.onnx")
-        (target / "config.pbtxt").write_text(model_config(name, meta, peer, batcher))
+        # member-0.onnx, member-1.onnx, ...: one for a single model, K for an ensemble.
+        for k, member in enumerate(members):
+            shutil.copy2(member, version / f"member-{k}.onnx")
+        (target / "config.pbtxt").write_text(model_config(name, meta, peer, batcher, threshold))
     return out
 
 

@@ -2,8 +2,9 @@
 
 Copied by ``benchmarks/triton-peer/peer.py`` into a Triton model repository (``<repo>/<model>/1/model.py``),
 beside ``steploop.py`` (the benchmarks' plain-Python stepping loop: the model's metadata, the request
-checks, the event binning) and ``model.onnx``. The model configuration's parameter ``peer`` picks the
-way Triton serves it:
+checks, the event binning) and the graphs ``member-0.onnx`` ... (one for a single model; an ensemble's
+members, stepped in lockstep on the same frames). The model configuration's parameter ``peer`` picks
+the way Triton serves it:
 
 * ``dynamic``: Triton's dynamic batcher hands ``execute`` a batch of whole requests; they are stepped
   together until each one's cutoff (a row that exits stops being stepped), and answered at the end of
@@ -16,7 +17,9 @@ way Triton serves it:
 
 The cutoff is ``docs/MODEL-CONTRACT.md``'s, computed as ``steploop.py`` computes it: after timestep t
 the prediction is ``softmax(mean(logits_1..t))`` in float64, and a request stops at the first
-``t >= min_timesteps`` whose top probability reaches the threshold, or at ``max_timesteps``. The
+``t >= min_timesteps`` whose top probability reaches the threshold, or at ``max_timesteps``; an
+ensemble's prediction is the mean of its members' (and its default threshold, the configuration's
+``default_threshold``, is the ensemble's own). The
 request parameters ``threshold``, ``min_timesteps`` and ``max_timesteps`` are read as spikeserve's
 KServe door reads them; inputs and outputs are named as spikeserve names them.
 """
@@ -45,15 +48,15 @@ EVENTS_INPUT = "events"
 
 @dataclass
 class Row:
-    """One request being stepped: its frames, membrane states and running logit sum."""
+    """One request being stepped: its frames, and each member's membrane states and running logit sum."""
 
     frames: np.ndarray  # [1, *frame] (static) or [n, *frame]
     static: bool
     policy: Policy
     most: int
     least: int
-    states: list[np.ndarray]
-    logit_sum: np.ndarray
+    states: list[list[np.ndarray]]  # [member][state]
+    logit_sums: list[np.ndarray]  # [member]
     step: int = 0
     best: int = 0
     confidence: float = 0.0
@@ -87,9 +90,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.peer = config["parameters"]["peer"]["string_value"]
         here = Path(args["model_repository"]) / args["model_version"]
-        self.model = StepModel(here / "model.onnx", threads=1)
+        # member-0.onnx ... member-{K-1}.onnx: one graph, or an ensemble's members stepped in lockstep.
+        graphs = sorted(here.glob("member-*.onnx"), key=lambda p: int(p.stem.removeprefix("member-")))
+        self.members = [StepModel(graph, threads=1) for graph in graphs]
+        self.model = self.members[0]
         self.spec = self.model.spec
-        self.output_names = self.model.output_names
+        override = config["parameters"].get("default_threshold", {}).get("string_value")
+        self.default_threshold = None if override is None else float(override)
         self.rows: dict[object, Row] = {}  # iterative: the requests in flight, by correlation id
 
     # --- requests -----------------------------------------------------------------------------------
@@ -101,7 +108,7 @@ class TritonPythonModel:
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise RequestError("invalid_field", f"parameters.threshold: must be a number, found {threshold!r}")
         policy = self.model.policy(
-            None if threshold is None else float(threshold),
+            self.default_threshold if threshold is None else float(threshold),
             _whole(parameters, "min_timesteps"),
             _whole(parameters, "max_timesteps"),
         )
@@ -125,26 +132,35 @@ class TritonPythonModel:
         else:
             most = min(policy.max_timesteps, frames.shape[0])
             least = min(policy.min_timesteps, most)
-        states = [np.zeros((1, *shape), dtype=np.float32) for shape in spec.state_shapes]
-        return Row(frames, static, policy, most, least, states, np.zeros(len(spec.labels), dtype=np.float64))
+        states = [[np.zeros((1, *shape), dtype=np.float32) for shape in m.spec.state_shapes] for m in self.members]
+        sums = [np.zeros(len(spec.labels), dtype=np.float64) for _ in self.members]
+        return Row(frames, static, policy, most, least, states, sums)
 
     def _step(self, rows: list[Row]) -> None:
-        """One timestep of every row, at one batch."""
-        model = self.model
-        feeds: dict[str, np.ndarray] = {INPUT_NAME: np.concatenate([r.frame() for r in rows])}
-        for i, name in enumerate(model.state_in):
-            feeds[name] = np.concatenate([r.states[i] for r in rows])
-        outputs = model.session.run(self.output_names, feeds)
-        logits = outputs[0]
-        states = len(model.state_in)
+        """One timestep of every row, at one batch, through every member."""
+        frames = np.concatenate([r.frame() for r in rows])
+        logits = []
+        for k, member in enumerate(self.members):
+            feeds: dict[str, np.ndarray] = {INPUT_NAME: frames}
+            for i, name in enumerate(member.state_in):
+                feeds[name] = np.concatenate([r.states[k][i] for r in rows])
+            outputs = member.session.run(member.output_names, feeds)
+            logits.append(outputs[0])
+            states = len(member.state_in)
+            for b, row in enumerate(rows):
+                row.states[k] = [outputs[1 + i][b : b + 1] for i in range(states)]
+        members = len(self.members)
         for b, row in enumerate(rows):
-            row.states = [outputs[1 + i][b : b + 1] for i in range(states)]
             row.step += 1
-            # softmax(mean of the logits so far), float64, as steploop.py computes it.
-            row.logit_sum += logits[b]
-            running = row.logit_sum / row.step
-            shifted = np.exp(running - running.max())
-            row.probabilities = shifted / shifted.sum()
+            # Per member softmax(mean of its logits so far), float64, as steploop.py computes it; the
+            # members' probabilities summed in member order and divided by K, as the server does.
+            total = np.zeros(len(self.spec.labels), dtype=np.float64)
+            for k in range(members):
+                row.logit_sums[k] += logits[k][b]
+                running = row.logit_sums[k] / row.step
+                shifted = np.exp(running - running.max())
+                total += shifted / shifted.sum()
+            row.probabilities = total / members
             row.best = int(row.probabilities.argmax())
             row.confidence = float(row.probabilities[row.best])
             policy = row.policy
