@@ -1,10 +1,11 @@
 """The NVIDIA Triton peer: its own environment, its model repository, and a running ``tritonserver``.
 
-Triton serves spikeserve's ONNX step graph (``models/<name>/model.onnx``) through its Python backend
-(``backend/model.py``, stepping the graph with onnxruntime, one intra-op thread, one model instance),
-in one of two ways (``PEERS``): whole requests through the dynamic batcher, or iterative sequences
-(a request leaves after its exit timestep and new ones join the running batch). The inputs and outputs
-are named as spikeserve's KServe v2 door names them, so the same requests go to both servers.
+Triton serves spikeserve's ONNX step graph (``models/<name>/model.onnx``, or an ensemble's members)
+through its Python backend (``backend/model.py``, stepping the graph with onnxruntime, one intra-op
+thread, one model instance), in one of two ways (``PEERS``): whole requests through the dynamic
+batcher, or iterative sequences (a request leaves after its exit timestep and new ones join the
+running batch). The inputs and outputs are named as spikeserve's KServe v2 door names them, so the
+same requests go to both servers.
 
     python3 benchmarks/triton-peer/peer.py install            # .venv-triton (what `make triton-peer` runs)
     python3 benchmarks/triton-peer/peer.py repo --out DIR --peer iterative
