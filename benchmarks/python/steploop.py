@@ -104,6 +104,14 @@ class Answer:
     synaptic_ops: float | None = None
 
 
+def running_probabilities(logit_sum: np.ndarray, steps: int) -> np.ndarray:
+    """softmax(mean of the logits of the first ``steps`` timesteps), float64, in the order
+    ``spiketrain.anytime`` uses, so that exits agree with the offline evaluation exactly."""
+    running = logit_sum / steps
+    shifted = np.exp(running - running.max())
+    return shifted / shifted.sum()
+
+
 def open_session(path: Path, threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -297,11 +305,8 @@ class StepModel:
             if ops is not None:
                 ops += float(outputs[-1][0])
             step += 1
-            # softmax(mean of the logits so far), float64, in the order spiketrain.anytime uses.
             logit_sum += outputs[0][0]
-            running = logit_sum / step
-            shifted = np.exp(running - running.max())
-            probabilities = shifted / shifted.sum()
+            probabilities = running_probabilities(logit_sum, step)
             best = int(probabilities.argmax())
             confidence = float(probabilities[best])
             if confidences is not None:

@@ -12,13 +12,17 @@ Triton's batcher is swept over ``max_batch_size`` x ``max_queue_delay_microsecon
 reports the best setting (closed loop: the highest throughput; open loop: the lowest p99) with all
 settings kept in the JSON. Workloads: ``digits`` at its default threshold and at 0.99, ``event-digits``
 at its calibrated default; closed loops at 1, 8, 64 and 256 clients and open loops at fixed rates
-(``spikeserve-tools bench``, ``--protocol kserve-http`` by default). Each run also records the server's
-CPU seconds per answered request (utime + stime of the server's process tree, from /proc, around the run).
+(``spikeserve-tools bench``, ``--protocol kserve-http`` by default; ``--workloads`` picks others, such
+as the ``mnist-events`` ensemble). Each run also records the server's CPU seconds per answered request
+(utime + stime of the server's process tree, from /proc, around the run). spikeserve is served before
+and after the Triton sweep and its rows show the worse pass; with ``digits`` among the workloads, one
+client also goes through each of its doors beside the in-process floor and an empty gRPC call.
 
-    .venv/bin/python benchmarks/triton-peer/bench_triton.py            # the full matrix (make bench-triton)
-    .venv/bin/python benchmarks/triton-peer/bench_triton.py --quick    # a reduced matrix, a few minutes
+    .venv/bin/python benchmarks/triton-peer/bench_triton.py            # the full matrix, HTTP
+    .venv/bin/python benchmarks/triton-peer/bench_triton.py --protocol kserve-grpc --name triton-grpc
+    .venv/bin/python benchmarks/triton-peer/bench_triton.py --quick    # a reduced matrix, a minute or two
 
-Writes ``benchmarks/results/triton.json`` (every run) and ``benchmarks/results/triton.md``.
+Writes ``benchmarks/results/<name>.json`` (every run) and ``<name>.md`` (``--name``: ``triton``).
 """
 
 from __future__ import annotations
@@ -206,7 +210,7 @@ FLOOR_PROTOCOLS = ("floor", "grpc-health", "grpc-unary", "kserve-grpc", "http", 
 def transport_floor(args: argparse.Namespace, server: Server) -> list[Result]:
     """One client on ``digits``: spikeserve's gRPC and HTTP doors beside what they cannot go below, the
     model stepped in the load generator's process (``--floor``) and an empty gRPC call
-    (``grpc-health``). Alternated, ``rounds`` times, so that drift on a shared machine hits all alike."""
+    (``grpc-health``). Alternated, ``plan.floor_rounds`` times, so that drift on a shared machine hits all alike."""
     plan: Plan = args.plan
     heldout = REPO / "models" / "digits" / "heldout.json"
     results = []
@@ -368,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     floor: list[Result] = []
     try:
         with spikeserve(args) as server:
-            floor = transport_floor(args, server)
+            if any(w.model == "digits" for w in args.plan.workloads):
+                floor = transport_floor(args, server)
             results += [{**r, "pass": "before"} for r in points(args, server, sequence=False)]
         for kind in args.peers:
             for batcher in args.plan.batchers:

@@ -19,9 +19,9 @@ The cutoff is ``docs/MODEL-CONTRACT.md``'s, computed as ``steploop.py`` computes
 the prediction is ``softmax(mean(logits_1..t))`` in float64, and a request stops at the first
 ``t >= min_timesteps`` whose top probability reaches the threshold, or at ``max_timesteps``; an
 ensemble's prediction is the mean of its members' (and its default threshold, the configuration's
-``default_threshold``, is the ensemble's own). The
-request parameters ``threshold``, ``min_timesteps`` and ``max_timesteps`` are read as spikeserve's
-KServe door reads them; inputs and outputs are named as spikeserve names them.
+``default_threshold``, is the ensemble's own). The request parameters ``threshold``,
+``min_timesteps`` and ``max_timesteps`` are read as spikeserve's KServe door reads them; inputs and
+outputs are named as spikeserve names them.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ for entry in [os.path.dirname(os.path.abspath(__file__)), *os.environ.get("PYTHO
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402  (provided by the Python backend's stub)
-from steploop import INPUT_NAME, Policy, RequestError, StepModel  # noqa: E402
+from steploop import INPUT_NAME, Policy, RequestError, StepModel, running_probabilities  # noqa: E402
 
 EVENTS_INPUT = "events"
 
@@ -152,14 +152,12 @@ class TritonPythonModel:
         members = len(self.members)
         for b, row in enumerate(rows):
             row.step += 1
-            # Per member softmax(mean of its logits so far), float64, as steploop.py computes it; the
-            # members' probabilities summed in member order and divided by K, as the server does.
+            # Each member's running probabilities, summed in member order and divided by K, as the
+            # server combines an ensemble.
             total = np.zeros(len(self.spec.labels), dtype=np.float64)
             for k in range(members):
                 row.logit_sums[k] += logits[k][b]
-                running = row.logit_sums[k] / row.step
-                shifted = np.exp(running - running.max())
-                total += shifted / shifted.sum()
+                total += running_probabilities(row.logit_sums[k], row.step)
             row.probabilities = total / members
             row.best = int(row.probabilities.argmax())
             row.confidence = float(row.probabilities[row.best])
