@@ -27,8 +27,9 @@ fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("models/digits/model.onnx");
     let open = || -> anyhow::Result<StepSession> {
-        let (session, signature) = StepSession::open(&runtime, &model, 1, Device::Cpu)?;
-        Ok(StepSession::new(session, ModelContract::from_signature(&signature)?))
+        let opened = StepSession::open(&runtime, &model, 1, Device::Cpu)?;
+        let contract = ModelContract::from_signature(&opened.signature)?;
+        Ok(StepSession::new(opened, contract)?)
     };
     let inputs = heldout_inputs(&root.join("models/digits/heldout.json"))?;
     let contract = open()?.contract().clone();
@@ -77,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             let mut prediction = RunningPrediction::new(contract.num_classes);
             loop {
                 session.frame_mut(0)?.copy_from_slice(&inputs[i % inputs.len()]);
-                session.step(1)?;
+                session.step(1, 1)?;
                 let confidence = prediction.add(session.logits(0));
                 if policy.decide(prediction.timesteps(), confidence, 0.0).is_some() {
                     break;
@@ -125,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         let mut times = Vec::with_capacity(STEP_REPEATS);
         for _ in 0..STEP_REPEATS {
             let started = Instant::now();
-            session.step(batch)?;
+            session.step(batch, batch)?;
             times.push(started.elapsed());
         }
         let per_step = micros(percentile(&mut times, 0.5));

@@ -14,10 +14,10 @@ use spikeserve::model::ModelContract;
 fn digits_engine() -> Engine {
     let runtime = OrtRuntime::load(Some(Path::new(&ort_library()))).expect("ONNX Runtime");
     let model = shipped_models().join("digits/model.onnx");
-    let (session, signature) = StepSession::open(&runtime, &model, 1, Device::Cpu).expect("model");
-    let contract = ModelContract::from_signature(&signature).expect("contract");
+    let opened = StepSession::open(&runtime, &model, 1, Device::Cpu).expect("model");
+    let contract = ModelContract::from_signature(&opened.signature).expect("contract");
     let config = EngineConfig { max_batch: 8, queue_capacity: 8, ..EngineConfig::default() };
-    Engine::start("digits", vec![StepSession::new(session, contract)], config).expect("engine")
+    Engine::start("digits", vec![StepSession::new(opened, contract).expect("session")], config).expect("engine")
 }
 
 fn frame(value: &serde_json::Value) -> Vec<f32> {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use ort::ep::{ExecutionProvider, CUDA};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +68,17 @@ impl Device {
                 }
             }
         }
+    }
+
+    /// The memory a step session's slot states live in: the device's own (GPU memory for CUDA), so
+    /// that only frames and outputs cross between host and device.
+    pub fn memory_info(self) -> Result<MemoryInfo<'static>, DeviceError> {
+        let (device, ordinal) = match self {
+            Self::Cpu => (AllocationDevice::CPU, 0),
+            Self::Cuda(ordinal) => (AllocationDevice::CUDA, ordinal),
+        };
+        MemoryInfo::new(device, ordinal, AllocatorType::Device, MemoryType::Default)
+            .map_err(|e| DeviceError::Register { device: self, message: e.to_string() })
     }
 
     /// Registers the device's execution provider on `builder`. A CUDA device that cannot be used

@@ -2,9 +2,10 @@
 //! (the engine's `Stepper`).
 
 pub mod device;
+pub mod row_gather;
 pub mod runtime;
 pub mod step_session;
 
 pub use device::{Device, DeviceError};
 pub use runtime::{OrtRuntime, RuntimeError};
-pub use step_session::{StepError, StepSession};
+pub use step_session::{OpenedStep, StepError, StepSession};

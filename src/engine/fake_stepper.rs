@@ -69,8 +69,8 @@ impl Stepper for FakeStepper {
             .ok_or(StepError::Slots { batch: row + 1, slots })
     }
 
-    fn step(&mut self, batch: usize) -> Result<(), StepError> {
-        if batch == 0 || batch > self.states.len() {
+    fn step(&mut self, batch: usize, live: usize) -> Result<(), StepError> {
+        if batch == 0 || batch > live || live > self.states.len() {
             return Err(StepError::Slots { batch, slots: self.states.len() });
         }
         let call = self.batches.len();

@@ -165,7 +165,7 @@ impl<S: Stepper> Scheduler<S> {
             // The first run pays for allocations; the second is what a step costs.
             for run in 0..2 {
                 let step_started = Instant::now();
-                self.members.iter_mut().try_for_each(|m| m.step(batch))?;
+                self.members.iter_mut().try_for_each(|m| m.step(batch, batch))?;
                 if run == 1 {
                     self.record_step_time(batch, step_started.elapsed());
                 }
@@ -568,6 +568,7 @@ impl<S: Stepper> Scheduler<S> {
     /// One batched timestep over the first `batch` slots (those ready), then the exit decisions.
     fn step(&mut self, batch: usize) {
         let frame_len = self.frame_len;
+        let live = self.slots.len();
         let started = Instant::now();
         let stepped = self.members.iter_mut().try_for_each(|member| {
             for (row, slot) in self.slots[..batch].iter().enumerate() {
@@ -575,7 +576,7 @@ impl<S: Stepper> Scheduler<S> {
                     slot.request.frames.frame(slot.prediction.timesteps(), frame_len, &slot.next_frame);
                 member.frame_mut(row)?.copy_from_slice(frame);
             }
-            member.step(batch)
+            member.step(batch, live)
         });
         if let Err(error) = stepped {
             tracing::error!(%error, batch, "step failed; failing every request in the batch");

@@ -38,7 +38,8 @@ pub trait Stepper: Send + 'static {
     /// Row `row` of the next step's input, to be filled by the scheduler.
     fn frame_mut(&mut self, row: usize) -> Result<&mut [f32], StepError>;
     /// Runs one timestep for rows `0..batch`: their frames and states in, logits and new states out.
-    fn step(&mut self, batch: usize) -> Result<(), StepError>;
+    /// Rows `batch..live` are in use but wait for their next frame: their states must be kept.
+    fn step(&mut self, batch: usize, live: usize) -> Result<(), StepError>;
     /// Row `row`'s logits from the last step.
     fn logits(&self, row: usize) -> &[f32];
     /// Row `row`'s synaptic operations in the last step, when the model reports them.

@@ -86,8 +86,9 @@ pub struct RefusedModel {
 
 /// Opens `path` and checks it against the contract, without starting an engine.
 pub fn inspect(runtime: &OrtRuntime, path: &Path) -> Result<ModelContract, LoadError> {
-    let (_, contract) = open_checked(runtime, path, 1, Device::Cpu)?;
-    Ok(contract)
+    let opened = StepSession::open(runtime, path, 1, Device::Cpu)?;
+    ModelContract::from_signature(&opened.signature)
+        .map_err(|source| LoadError::Contract { path: path.display().to_string(), source })
 }
 
 fn open_checked(
@@ -95,11 +96,11 @@ fn open_checked(
     path: &Path,
     intra_threads: usize,
     device: Device,
-) -> Result<(ort::session::Session, ModelContract), LoadError> {
-    let (session, signature) = StepSession::open(runtime, path, intra_threads, device)?;
-    let contract = ModelContract::from_signature(&signature)
+) -> Result<StepSession, LoadError> {
+    let opened = StepSession::open(runtime, path, intra_threads, device)?;
+    let contract = ModelContract::from_signature(&opened.signature)
         .map_err(|source| LoadError::Contract { path: path.display().to_string(), source })?;
-    Ok((session, contract))
+    Ok(StepSession::new(opened, contract)?)
 }
 
 /// The file that makes `dir` a model: its ensemble description, else its graph.
@@ -136,9 +137,8 @@ pub fn load(
     let (contract, sessions) = if path.ends_with(ENSEMBLE_FILE) {
         open_ensemble(runtime, &path, options)?
     } else {
-        let (session, contract) = open_checked(runtime, &path, options.intra_threads, options.device)?;
-        let sessions = vec![StepSession::new(session, contract.clone())];
-        (contract, sessions)
+        let session = open_checked(runtime, &path, options.intra_threads, options.device)?;
+        (session.contract().clone(), vec![session])
     };
     let contract = Arc::new(contract);
     let engine = Engine::start(name, sessions, options.engine)?;
@@ -168,17 +168,16 @@ fn open_ensemble(
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut sessions: Vec<StepSession> = Vec::with_capacity(spec.members.len());
     for member in &spec.members {
-        let (session, contract) =
-            open_checked(runtime, &dir.join(member), options.intra_threads, options.device)?;
+        let session = open_checked(runtime, &dir.join(member), options.intra_threads, options.device)?;
         if let Some(first) = sessions.first() {
-            if let Some(difference) = incompatibility(first.contract(), &contract) {
+            if let Some(difference) = incompatibility(first.contract(), session.contract()) {
                 return Err(fail(format!(
                     "member {} differs from the first: {difference}",
                     member.display()
                 )));
             }
         }
-        sessions.push(StepSession::new(session, contract));
+        sessions.push(session);
     }
     let Some(first) = sessions.first() else {
         return Err(fail("lists no members".into()));

@@ -18,9 +18,9 @@ use crate::progress;
 pub(super) fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
     let dir = args.model_dir.as_ref().context("--floor needs --model-dir")?;
     let runtime = OrtRuntime::load(args.ort_library.as_deref())?;
-    let (session, signature) = StepSession::open(&runtime, &dir.join("model.onnx"), 1, Device::Cpu)?;
-    let contract = ModelContract::from_signature(&signature)?;
-    let mut session = StepSession::new(session, contract.clone());
+    let opened = StepSession::open(&runtime, &dir.join("model.onnx"), 1, Device::Cpu)?;
+    let contract = ModelContract::from_signature(&opened.signature)?;
+    let mut session = StepSession::new(opened, contract.clone())?;
     session.reserve_slots(1)?;
     let text = std::fs::read_to_string(&args.inputs)?;
     let file: Value = serde_json::from_str(&text)?;
@@ -68,7 +68,7 @@ pub(super) fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
                 RequestFrames::Stream(_) => bail!("streams are not benchmarked"),
             };
             session.frame_mut(0)?.copy_from_slice(frame);
-            session.step(1)?;
+            session.step(1, 1)?;
             let confidence = prediction.add(session.logits(0));
             if let Some(reason) = policy.decide(prediction.timesteps(), confidence, 0.0) {
                 return Ok((prediction.timesteps() as u64, reason.as_str()));
