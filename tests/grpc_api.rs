@@ -182,6 +182,53 @@ async fn a_session_steps_each_frame_as_it_arrives_and_the_client_can_end_it_earl
     drop(frames);
 }
 
+/// The next partial of a session's answer stream.
+async fn next_partial(answers: &mut tonic::Streaming<pb::InferStreamResponse>) -> pb::Partial {
+    match answers.message().await.expect("message").expect("partial").message {
+        Some(pb::infer_stream_response::Message::Partial(p)) => p,
+        other => panic!("expected a partial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_waiting_for_its_frame_while_another_steps_keeps_its_membranes() {
+    let server = Server::start(&shipped_models(), &[]);
+    let mut grpc = client(&server).await;
+    let (inputs, _) = heldout_digits();
+    let start = || pb::SessionStart {
+        model: "digits".into(),
+        policy: Some(pb::Policy { threshold: Some(1.0), ..Default::default() }),
+        ..Default::default()
+    };
+    // Alone: two frames of digit 1.
+    let (frames, mut answers) = open_session(&mut grpc, start(), None).await;
+    let mut alone = Vec::new();
+    for _ in 0..2 {
+        frames.send(frame(digit_tensor(&inputs[1]))).await.expect("frame");
+        alone.push(next_partial(&mut answers).await);
+    }
+    drop(frames);
+    // Beside another session: its first frame, then three steps of the other session (an odd
+    // number: the state sets alternate each step) while it waits, then its second frame.
+    let (waiting, mut waiting_answers) = open_session(&mut grpc, start(), None).await;
+    let (busy, mut busy_answers) = open_session(&mut grpc, start(), None).await;
+    waiting.send(frame(digit_tensor(&inputs[1]))).await.expect("frame");
+    let first = next_partial(&mut waiting_answers).await;
+    for t in 1..=3 {
+        busy.send(frame(digit_tensor(&inputs[t]))).await.expect("frame");
+        assert_eq!(next_partial(&mut busy_answers).await.timestep, t as u32);
+    }
+    waiting.send(frame(digit_tensor(&inputs[1]))).await.expect("frame");
+    let second = next_partial(&mut waiting_answers).await;
+    for (alone, beside) in alone.iter().zip([&first, &second]) {
+        assert_eq!(alone.timestep, beside.timestep);
+        for (a, b) in alone.probabilities.iter().zip(&beside.probabilities) {
+            assert!((a - b).abs() <= 1e-5, "timestep {}: {a} alone, {b} beside a busy session", alone.timestep);
+        }
+    }
+    drop((waiting, busy));
+}
+
 #[tokio::test]
 async fn a_session_of_raw_event_chunks_bins_like_the_unary_request() {
     let server = Server::start(&shipped_models(), &[]);

@@ -8,4 +8,4 @@ pub mod step_session;
 
 pub use device::{Device, DeviceError};
 pub use runtime::{OrtRuntime, RuntimeError};
-pub use step_session::{OpenedStep, StepError, StepSession};
+pub use step_session::{OpenedStep, StateMemory, StepError, StepSession};

@@ -58,6 +58,17 @@ pub struct OpenedStep {
     intra_threads: usize,
 }
 
+/// Where a session keeps its slot states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateMemory {
+    /// On the device the model runs on: what the server does.
+    #[default]
+    Device,
+    /// In host memory whatever the device, so that ONNX Runtime copies every state up and down
+    /// each step: only for measuring what device-resident state saves.
+    Host,
+}
+
 pub struct StepSession {
     /// Dropped before the sessions: the tensor values it holds view memory of the session's
     /// device allocator, and ORT's own objects are released in a tidy order this way.
@@ -66,6 +77,7 @@ pub struct StepSession {
     step: Graph,
     contract: ModelContract,
     device: Device,
+    state_memory: StateMemory,
 }
 
 /// A session and the C strings of its input and output names, in binding order.
@@ -155,7 +167,30 @@ impl StepSession {
             outputs.push(spec.output.clone());
         }
         let step = Graph::new(session, inputs, outputs)?;
-        Ok(Self { io: None, gather, step, contract, device })
+        Ok(Self { io: None, gather, step, contract, device, state_memory: StateMemory::Device })
+    }
+
+    /// Keeps the slot states in `memory` from the next [`StepSession::reserve_slots`] on.
+    pub fn with_state_memory(mut self, memory: StateMemory) -> Self {
+        self.state_memory = memory;
+        self.io = None;
+        self
+    }
+
+    /// Bytes that cross between host and device in one step of `batch` rows: the frames up, the
+    /// logits (and synaptic operations) down, and with host-bound states every state both ways.
+    /// Zero on the CPU, where nothing crosses.
+    pub fn transfer_bytes(&self, batch: usize) -> usize {
+        if self.device == Device::Cpu {
+            return 0;
+        }
+        let floats = |n: usize| n * batch * std::mem::size_of::<f32>();
+        let outputs = self.contract.num_classes + usize::from(self.contract.reports_synaptic_ops);
+        let io = floats(self.contract.frame_len() + outputs);
+        match self.state_memory {
+            StateMemory::Device => io,
+            StateMemory::Host => io + 2 * floats(self.contract.states.iter().map(|s| s.len()).sum()),
+        }
     }
 
     pub fn contract(&self) -> &ModelContract {
@@ -166,7 +201,11 @@ impl StepSession {
     /// before the first step; calling it again starts over with empty buffers.
     pub fn reserve_slots(&mut self, slots: usize) -> Result<(), StepError> {
         self.io = None;
-        let io = SlotIo::new(&self.step.session, &self.contract, self.device, slots.max(1))?;
+        let memory = match self.state_memory {
+            StateMemory::Device => self.device.memory_info()?,
+            StateMemory::Host => Device::Cpu.memory_info()?,
+        };
+        let io = SlotIo::new(&self.step.session, &self.contract, memory, slots.max(1))?;
         self.io = Some(io);
         let io = self.io.as_mut().ok_or(StepError::Slots { batch: 1, slots: 0 })?;
         for set in 0..2 {
@@ -378,8 +417,7 @@ struct Binding {
 }
 
 impl SlotIo {
-    fn new(session: &Session, contract: &ModelContract, device: Device, slots: usize) -> Result<Self, StepError> {
-        let memory = device.memory_info()?;
+    fn new(session: &Session, contract: &ModelContract, memory: MemoryInfo<'static>, slots: usize) -> Result<Self, StepError> {
         let allocator = Allocator::new(session, memory.clone()).map_err(|e| StepError::Run(e.to_string()))?;
         let state_set = || {
             contract

@@ -11,6 +11,7 @@ mod payload;
 mod progress;
 mod soak;
 mod stats;
+mod step_bench;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -19,6 +20,7 @@ use spikeserve::config::LogArgs;
 use crate::bench::BenchArgs;
 use crate::infer::InferArgs;
 use crate::soak::SoakArgs;
+use crate::step_bench::StepBenchArgs;
 
 #[derive(Parser)]
 #[command(name = "spikeserve-tools", version, about = "Load tools for a running spikeserve")]
@@ -37,6 +39,9 @@ enum Command {
     Bench(BenchArgs),
     /// Soak a running server: many clients mixing every door, giving up and disconnecting.
     Soak(SoakArgs),
+    /// Time one timestep by batch size on a device, in this process: states resident on the
+    /// device, bound in host memory, and a plain ONNX Runtime loop.
+    StepBench(StepBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(infer::run(args)),
         Command::Bench(args) => multi_thread()?.block_on(bench::run(args)),
         Command::Soak(args) => multi_thread()?.block_on(soak::run(args)),
+        Command::StepBench(args) => step_bench::run(args),
     }
 }
 
