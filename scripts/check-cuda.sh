@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end check of the CUDA path, for a machine with an NVIDIA GPU (not run by `make test`):
 #   1. set-up: a separate venv with onnxruntime-gpu==1.31.1 and its CUDA 13 / cuDNN 9 libraries from PyPI;
-#   2. one model served with --device cuda:0;
-#   3. parity: every held-out digit answered on the GPU and on the CPU, same labels and exits,
+#   2. the shipped models served twice: with --device cuda:N, and on the CPU;
+#   3. parity (benchmarks/device_parity.py): every held-out sample of every shipped model answered
+#      on the GPU and on the CPU at the model's default cutoff: same class and exit timestep,
 #      probabilities within 1e-4;
-#   4. throughput: 64 concurrent clients for a fixed number of requests, GPU against CPU.
+#   4. the step by batch size on the GPU (spikeserve-tools step-bench on digits): states resident on
+#      the device against states bound in host memory and a plain ONNX Runtime loop.
+# Offline machines: point pip at a wheelhouse holding those wheels (PIP_FIND_LINKS=/path/to/wheels).
 # Usage: scripts/check-cuda.sh [cuda-ordinal]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,55 +28,16 @@ CPU_ORT=$(.venv/bin/python -c 'import glob, os, onnxruntime as o; print(sorted(g
 LD_LIBRARY_PATH="$(find "$SITE/nvidia" -name lib -type d | tr '\n' ':')${LD_LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH
 
-target/release/spikeserve serve --device "cuda:$ORDINAL" --ort-library "$GPU_ORT" --http-addr 127.0.0.1:18000 &
+target/release/spikeserve serve --device "cuda:$ORDINAL" --ort-library "$GPU_ORT" --http-addr 127.0.0.1:18000 --grpc-addr 127.0.0.1:18050 &
 GPU_PID=$!
-target/release/spikeserve serve --device cpu --ort-library "$CPU_ORT" --http-addr 127.0.0.1:18001 &
+target/release/spikeserve serve --device cpu --ort-library "$CPU_ORT" --http-addr 127.0.0.1:18001 --grpc-addr 127.0.0.1:18051 &
 CPU_PID=$!
 trap 'kill $GPU_PID $CPU_PID 2>/dev/null || true' EXIT
 
-.venv/bin/python - <<'PY'
-import concurrent.futures
-import json
-import time
-import urllib.request
-
-GPU, CPU = "http://127.0.0.1:18000", "http://127.0.0.1:18001"
-
-
-def call(base: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        f"{base}/v1/models/digits/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
-
-
-for base in (GPU, CPU):
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        raise SystemExit(f"server at {base} did not come up")
-
-heldout = json.load(open("models/digits/heldout.json"))
-worst = 0.0
-for i, x in enumerate(heldout["inputs"]):
-    g, c = call(GPU, {"input": x}), call(CPU, {"input": x})
-    if (g["class_index"], g["timesteps"]) != (c["class_index"], c["timesteps"]):
-        print(f"sample {i}: GPU class {g['class_index']} at t={g['timesteps']}, CPU {c['class_index']} at t={c['timesteps']}")
-    worst = max(worst, max(abs(a - b) for a, b in zip(g["probabilities"], c["probabilities"])))
-print(f"parity over {len(heldout['inputs'])} held-out digits: largest probability difference {worst:.2e}")
-assert worst < 1e-4, "GPU and CPU disagree"
-
-for base, name in ((CPU, "cpu"), (GPU, "cuda")):
-    body = {"input": heldout["inputs"][0], "threshold": 1.0}
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(64) as pool:
-        answers = list(pool.map(lambda _: call(base, body), range(4000)))
-    elapsed = time.perf_counter() - started
-    steps = sum(a["timesteps"] for a in answers)
-    print(f"{name}: {len(answers) / elapsed:.0f} requests/s, {steps / elapsed:.0f} sample-steps/s at 64 clients")
-PY
+for base in http://127.0.0.1:18000 http://127.0.0.1:18001; do
+  for _ in $(seq 300); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+  curl -sf "$base/health" >/dev/null || { echo "check-cuda.sh: the server at $base did not come up" >&2; exit 1; }
+done
+.venv/bin/python benchmarks/device_parity.py --a http://127.0.0.1:18000 --b http://127.0.0.1:18001
+target/release/spikeserve-tools step-bench --device "cuda:$ORDINAL" --ort-library "$GPU_ORT" \
+  --model-dir models/digits --batches 1,8,64,256 --steps 100

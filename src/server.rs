@@ -68,7 +68,7 @@ pub enum ServeError {
 pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let security = Security::load(&config)?;
     let runtime = OrtRuntime::load(config.runtime.ort_library.as_deref())?;
-    config.device.check_available()?;
+    config.device.check_usable(runtime.environment())?;
     run_servers(config, security, runtime, shutdown).await
 }
 

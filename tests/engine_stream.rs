@@ -17,7 +17,8 @@ fn digits_engine() -> Engine {
     let opened = StepSession::open(&runtime, &model, 1, Device::Cpu).expect("model");
     let contract = ModelContract::from_signature(&opened.signature).expect("contract");
     let config = EngineConfig { max_batch: 8, queue_capacity: 8, ..EngineConfig::default() };
-    Engine::start("digits", vec![StepSession::new(opened, contract).expect("session")], config).expect("engine")
+    Engine::start("digits", vec![StepSession::new(opened, contract).expect("session")], config)
+        .expect("engine")
 }
 
 fn frame(value: &serde_json::Value) -> Vec<f32> {

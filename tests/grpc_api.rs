@@ -214,16 +214,20 @@ async fn a_session_waiting_for_its_frame_while_another_steps_keeps_its_membranes
     let (busy, mut busy_answers) = open_session(&mut grpc, start(), None).await;
     waiting.send(frame(digit_tensor(&inputs[1]))).await.expect("frame");
     let first = next_partial(&mut waiting_answers).await;
-    for t in 1..=3 {
-        busy.send(frame(digit_tensor(&inputs[t]))).await.expect("frame");
-        assert_eq!(next_partial(&mut busy_answers).await.timestep, t as u32);
+    for (t, input) in (1..=3u32).zip(&inputs[1..]) {
+        busy.send(frame(digit_tensor(input))).await.expect("frame");
+        assert_eq!(next_partial(&mut busy_answers).await.timestep, t);
     }
     waiting.send(frame(digit_tensor(&inputs[1]))).await.expect("frame");
     let second = next_partial(&mut waiting_answers).await;
     for (alone, beside) in alone.iter().zip([&first, &second]) {
         assert_eq!(alone.timestep, beside.timestep);
         for (a, b) in alone.probabilities.iter().zip(&beside.probabilities) {
-            assert!((a - b).abs() <= 1e-5, "timestep {}: {a} alone, {b} beside a busy session", alone.timestep);
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "timestep {}: {a} alone, {b} beside a busy session",
+                alone.timestep
+            );
         }
     }
     drop((waiting, busy));

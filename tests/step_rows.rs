@@ -92,7 +92,10 @@ impl Rows {
             let (sample, steps) = self.samples[row];
             let expected = alone(sample, steps);
             for (a, b) in expected.iter().zip(self.session.logits(row)) {
-                assert!((a - b).abs() <= 1e-5, "row {row} (sample {sample}, {steps} steps): {a} alone, {b} here");
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "row {row} (sample {sample}, {steps} steps): {a} alone, {b} here"
+                );
             }
         }
     }

@@ -3,9 +3,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use ort::environment::Environment;
 use ort::ep::{ExecutionProvider, CUDA};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
+use ort::session::Session;
+
+use super::row_gather;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
@@ -49,8 +53,22 @@ pub enum DeviceError {
          --ort-library at it); refusing to fall back to the CPU"
     )]
     CudaUnavailable { device: Device },
+    #[error(
+        "device {device} was asked for, but ONNX Runtime's CUDA provider cannot load {library} (put the \
+         CUDA 13 / cuDNN 9 libraries of the nvidia-* wheels on LD_LIBRARY_PATH); refusing to fall back \
+         to the CPU"
+    )]
+    CudaLibraryMissing { device: Device, library: String },
     #[error("cannot use device {device}: {message}")]
     Register { device: Device, message: String },
+}
+
+/// The shared library named in ONNX Runtime's "Failed to load library ... with error: libX.so.N:
+/// cannot open shared object file" message, if that is what the message says.
+fn missing_library(message: &str) -> Option<&str> {
+    let (_, after) = message.split_once("with error: ")?;
+    let (library, reason) = after.split_once(':')?;
+    (reason.contains("cannot open shared object file") && !library.trim().is_empty()).then(|| library.trim())
 }
 
 impl Device {
@@ -81,6 +99,32 @@ impl Device {
             .map_err(|e| DeviceError::Register { device: self, message: e.to_string() })
     }
 
+    /// Checks that a session can be opened on this device: for CUDA, that the provider and the CUDA
+    /// libraries it needs load and find the device (a tiny graph is opened there). Run once at start-up,
+    /// so that a missing library is one line, not one refusal per model.
+    pub fn check_usable(self, environment: &Environment) -> Result<(), DeviceError> {
+        self.check_available()?;
+        if self == Self::Cpu {
+            return Ok(());
+        }
+        let register = |message: String| match missing_library(&message) {
+            Some(library) => DeviceError::CudaLibraryMissing { device: self, library: library.to_owned() },
+            None => DeviceError::Register { device: self, message },
+        };
+        let builder = Session::builder(environment).map_err(|e| register(e.to_string()))?;
+        self.configure(builder)
+            .and_then(|mut builder| {
+                builder
+                    .commit_from_memory(&row_gather::gather_graph(&[vec![1]]))
+                    .map_err(|e| DeviceError::Register { device: self, message: e.to_string() })
+            })
+            .map(drop)
+            .map_err(|error| match error {
+                DeviceError::Register { message, .. } => register(message),
+                other => other,
+            })
+    }
+
     /// Registers the device's execution provider on `builder`. A CUDA device that cannot be used
     /// is an error, never a silent fall-back to the CPU.
     pub fn configure(self, builder: SessionBuilder) -> Result<SessionBuilder, DeviceError> {
@@ -109,5 +153,19 @@ mod tests {
         assert!("cuda:-1".parse::<Device>().is_err());
         assert!("tpu".parse::<Device>().unwrap_err().contains("expected \"cpu\", \"cuda\" or \"cuda:N\""));
         assert_eq!(Device::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[test]
+    fn names_the_library_the_cuda_provider_could_not_load() {
+        // ONNX Runtime 1.31.1's message with the onnxruntime-gpu wheel and no CUDA libraries.
+        let message = "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 \
+            onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : \
+            Failed to load library /x/libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: \
+            cannot open shared object file: No such file or directory";
+        assert_eq!(missing_library(message), Some("libcublasLt.so.13"));
+        assert_eq!(missing_library("CUDA failure 100: no CUDA-capable device is detected"), None);
+        let error =
+            DeviceError::CudaLibraryMissing { device: Device::Cuda(0), library: "libcublasLt.so.13".into() };
+        assert!(error.to_string().contains("cannot load libcublasLt.so.13"), "{error}");
     }
 }

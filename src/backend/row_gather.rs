@@ -54,8 +54,16 @@ pub fn gather_graph(row_shapes: &[Vec<usize>]) -> Vec<u8> {
     let mut node = Vec::new();
     for (index, shape) in row_shapes.iter().enumerate() {
         let source_rows = Dimension { dim_value: None, dim_param: Some("slots".into()) };
-        input.push(tensor(source_name(index), FLOAT, std::iter::once(source_rows).chain(fixed(shape)).collect()));
-        output.push(tensor(gathered_name(index), FLOAT, std::iter::once(rows()).chain(fixed(shape)).collect()));
+        input.push(tensor(
+            source_name(index),
+            FLOAT,
+            std::iter::once(source_rows).chain(fixed(shape)).collect(),
+        ));
+        output.push(tensor(
+            gathered_name(index),
+            FLOAT,
+            std::iter::once(rows()).chain(fixed(shape)).collect(),
+        ));
         node.push(NodeProto {
             input: vec![source_name(index), ROWS_INPUT.into()],
             output: vec![gathered_name(index)],
@@ -183,7 +191,8 @@ mod tests {
         assert_eq!(outputs, ["gathered.0", "gathered.1"]);
         assert!(graph.node.iter().all(|n| n.op_type == "Gather" && n.input[1] == ROWS_INPUT));
         let dims = |value: &ValueInfoProto| -> Vec<Option<i64>> {
-            let shape = value.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
+            let shape =
+                value.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
             shape.map(|s| s.dim.iter().map(|d| d.dim_value).collect()).unwrap_or_default()
         };
         assert_eq!(dims(&graph.input[1]), [None, Some(16), Some(8), Some(8)]);

@@ -98,7 +98,12 @@ impl Graph {
         let outputs = outputs.into_iter().map(cstring).collect::<Result<Vec<_>, _>>()?;
         let input_ptrs = inputs.iter().map(|n| n.as_ptr()).collect();
         let output_ptrs = outputs.iter().map(|n| n.as_ptr()).collect();
-        Ok(Self { session, _names: inputs.into_iter().chain(outputs).collect(), inputs: input_ptrs, outputs: output_ptrs })
+        Ok(Self {
+            session,
+            _names: inputs.into_iter().chain(outputs).collect(),
+            inputs: input_ptrs,
+            outputs: output_ptrs,
+        })
     }
 
     /// Runs the graph on `binding`'s values.
@@ -136,7 +141,13 @@ impl StepSession {
             .and_then(|mut builder| builder.commit_from_file(path).map_err(|e| e.to_string()))
             .map_err(open_error)?;
         let signature = signature_of(&session)?;
-        Ok(OpenedStep { session, signature, environment: runtime.environment().clone(), device, intra_threads })
+        Ok(OpenedStep {
+            session,
+            signature,
+            environment: runtime.environment().clone(),
+            device,
+            intra_threads,
+        })
     }
 
     /// A session over the opened graph, with its row-gather graph on the same device; one slot
@@ -301,8 +312,9 @@ impl StepSession {
         }
         let current = io.current;
         io.prepare_step_binding(batch, current)?;
-        let binding =
-            io.step_bindings[batch - 1][current].as_mut().ok_or(StepError::Slots { batch, slots: io.slots })?;
+        let binding = io.step_bindings[batch - 1][current]
+            .as_mut()
+            .ok_or(StepError::Slots { batch, slots: io.slots })?;
         step.run(binding)?;
         io.current = 1 - current;
         Ok(())
@@ -417,15 +429,22 @@ struct Binding {
 }
 
 impl SlotIo {
-    fn new(session: &Session, contract: &ModelContract, memory: MemoryInfo<'static>, slots: usize) -> Result<Self, StepError> {
+    fn new(
+        session: &Session,
+        contract: &ModelContract,
+        memory: MemoryInfo<'static>,
+        slots: usize,
+    ) -> Result<Self, StepError> {
         let allocator = Allocator::new(session, memory.clone()).map_err(|e| StepError::Run(e.to_string()))?;
         let state_set = || {
             contract
                 .states
                 .iter()
                 .map(|spec| {
-                    let dims: Vec<i64> =
-                        std::iter::once(slots + 1).chain(spec.shape.iter().copied()).map(|d| d as i64).collect();
+                    let dims: Vec<i64> = std::iter::once(slots + 1)
+                        .chain(spec.shape.iter().copied())
+                        .map(|d| d as i64)
+                        .collect();
                     Tensor::<f32>::new(&allocator, dims).map_err(|e| StepError::Run(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -498,7 +517,8 @@ impl SlotIo {
     /// (which copies a zero row from host memory onto the device).
     fn zero_spare_row(&mut self, gather: &mut Graph, set: usize) -> Result<(), StepError> {
         let mut index = vec![0i64; 1];
-        let mut zeros: Vec<Vec<f32>> = self.state_shapes.iter().map(|s| vec![0.0; s.iter().product()]).collect();
+        let mut zeros: Vec<Vec<f32>> =
+            self.state_shapes.iter().map(|s| vec![0.0; s.iter().product()]).collect();
         let host = MemoryInfo::default();
         let mut values = Vec::new();
         for (buffer, shape) in zeros.iter_mut().zip(&self.state_shapes) {
@@ -570,7 +590,12 @@ impl SlotIo {
     }
 
     /// A value over the first `rows` rows of state `index` in set `set`.
-    fn state_view(&mut self, set: usize, index: usize, rows: usize) -> Result<TensorRefMut<'static, f32>, StepError> {
+    fn state_view(
+        &mut self,
+        set: usize,
+        index: usize,
+        rows: usize,
+    ) -> Result<TensorRefMut<'static, f32>, StepError> {
         let data = self.states[set][index].data_ptr_mut().cast::<f32>();
         view(&self.memory, data, 0, rows, &self.state_shapes[index])
     }
@@ -602,8 +627,12 @@ fn index_view(buffer: &mut [i64], rows: usize) -> Result<TensorRefMut<'static, i
     let rows_buffer = buffer.get_mut(..rows).ok_or(StepError::Slots { batch: rows, slots: 0 })?;
     // SAFETY: as for `view`: the indices are a host buffer owned with the value, never reallocated.
     unsafe {
-        TensorRefMut::from_raw(MemoryInfo::default(), rows_buffer.as_mut_ptr().cast(), Shape::new([rows as i64]))
-            .map_err(|e| StepError::Run(e.to_string()))
+        TensorRefMut::from_raw(
+            MemoryInfo::default(),
+            rows_buffer.as_mut_ptr().cast(),
+            Shape::new([rows as i64]),
+        )
+        .map_err(|e| StepError::Run(e.to_string()))
     }
 }
 

@@ -76,7 +76,10 @@ struct Report {
 }
 
 pub fn run(args: StepBenchArgs) -> anyhow::Result<()> {
-    ensure!(args.rounds > 0 && args.steps >= args.rounds, "--steps must be at least --rounds (and both positive)");
+    ensure!(
+        args.rounds > 0 && args.steps >= args.rounds,
+        "--steps must be at least --rounds (and both positive)"
+    );
     let largest = args.batches.iter().copied().max().context("--batches is empty")?;
     ensure!(args.batches.iter().all(|&b| b > 0), "batch sizes start at 1");
     let runtime = OrtRuntime::load(args.ort_library.as_deref())?;
@@ -91,9 +94,17 @@ pub fn run(args: StepBenchArgs) -> anyhow::Result<()> {
     let mut resident = open(StateMemory::Device)?;
     let mut host_bound = open(StateMemory::Host)?;
     let contract = resident.contract().clone();
-    let mut raw = RawLoop::new(StepSession::open(&runtime, &graph, args.intra_threads, args.device)?.session, &contract);
+    let mut raw = RawLoop::new(
+        StepSession::open(&runtime, &graph, args.intra_threads, args.device)?.session,
+        &contract,
+    );
 
-    println!("model {} on {}, {} intra-op threads", args.model_dir.display(), args.device, args.intra_threads);
+    println!(
+        "model {} on {}, {} intra-op threads",
+        args.model_dir.display(),
+        args.device,
+        args.intra_threads
+    );
     println!("| batch | resident us/step | host-bound us/step | raw loop us/step | resident vs host-bound | resident vs raw loop | bytes host<->device per step (resident / host-bound) |");
     println!("|---|---|---|---|---|---|---|");
     let per_round = args.steps / args.rounds;
@@ -191,7 +202,8 @@ impl RawLoop {
     }
 
     fn step(&mut self, batch: usize) -> anyhow::Result<()> {
-        let with_batch = |dims: &[i64]| std::iter::once(batch as i64).chain(dims.iter().copied()).collect::<Vec<_>>();
+        let with_batch =
+            |dims: &[i64]| std::iter::once(batch as i64).chain(dims.iter().copied()).collect::<Vec<_>>();
         let states = match self.states.take() {
             Some((b, states)) if b == batch => states,
             _ => self
@@ -204,8 +216,10 @@ impl RawLoop {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
-        let frames = Tensor::from_array((with_batch(&self.frame_dims), vec![0.5f32; batch * self.frame_len]))?;
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![(Cow::Borrowed(INPUT_NAME), frames.into())];
+        let frames =
+            Tensor::from_array((with_batch(&self.frame_dims), vec![0.5f32; batch * self.frame_len]))?;
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            vec![(Cow::Borrowed(INPUT_NAME), frames.into())];
         for (name, state) in self.state_inputs.iter().zip(states) {
             inputs.push((Cow::Borrowed(name.as_str()), state.into()));
         }
