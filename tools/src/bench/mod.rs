@@ -202,6 +202,10 @@ pub struct Report {
     pub duration_s: f64,
     pub throughput_rps: f64,
     pub latency_ms: Percentiles,
+    /// The latency of the first request measured (with one closed-loop client, the first one sent
+    /// after the warm-up: with `--warmup 0`, the first request the server answers on this
+    /// connection).
+    pub first_request_ms: Option<f64>,
     pub ttfp_ms: Option<Percentiles>,
     pub mean_timesteps: f64,
     pub exit_reasons: BTreeMap<String, usize>,
@@ -404,6 +408,12 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
         protocol: args.protocol,
         sequences: args.kserve_sequence.then(|| Arc::new(AtomicU64::new(first_sequence))),
     };
+    // A gRPC client waits for the server's readiness first (as a readiness probe or a channel's
+    // health check does); that opens the HTTP/2 connection, so even with no warm-up the first
+    // request measures the server, not the connection's set-up.
+    if let Some(grpc) = &connections.grpc {
+        grpc.health().await.map_err(|status| anyhow::anyhow!("health check failed: {}", status.message()))?;
+    }
     // Warm-up: connections open, caches warm; not measured.
     for i in 0..args.warmup {
         let sample = connections.send(&payloads[i % payloads.len()]).await;
@@ -567,6 +577,7 @@ fn summarize(args: &BenchArgs, mode: &'static str, samples: &[Sample], duration:
         duration_s: duration.as_secs_f64(),
         throughput_rps: ok as f64 / duration.as_secs_f64().max(1e-9),
         latency_ms: percentiles(samples.iter().map(|s| ms(s.latency)).collect()),
+        first_request_ms: samples.first().map(|s| ms(s.latency)),
         ttfp_ms: (!first.is_empty()).then(|| percentiles(first)),
         mean_timesteps: timesteps as f64 / ok.max(1) as f64,
         exit_reasons,
