@@ -294,10 +294,10 @@ impl StepSession {
     /// operations and new states out. Rows `batch..live` wait (their next frame has not come):
     /// their states are kept.
     pub fn step(&mut self, batch: usize, live: usize) -> Result<(), StepError> {
-        let Self { io, gather, step, .. } = self;
-        if io.is_none() {
-            return Err(StepError::Slots { batch, slots: 0 });
+        if self.io.is_none() {
+            self.reserve_slots(1)?;
         }
+        let Self { io, gather, step, .. } = self;
         let Some(io) = io.as_mut() else { return Err(StepError::Slots { batch, slots: 0 }) };
         if batch == 0 || batch > io.slots || live > io.slots {
             return Err(StepError::Slots { batch: batch.max(live), slots: io.slots });
@@ -481,8 +481,8 @@ impl SlotIo {
         self.source[..live].iter().enumerate().any(|(row, &source)| source as usize != row)
     }
 
-    /// Writes rows `0..rows` of the other set from the current one, as `which` says, and makes
-    /// the other set current.
+    /// Writes rows `0..rows` of the other set from the current one, as `which` says; after a
+    /// recorded rearrangement the other set becomes current.
     fn gather_rows(&mut self, gather: &mut Graph, rows: usize, which: Rows) -> Result<(), StepError> {
         for (row, index) in self.row_index[..rows].iter_mut().enumerate() {
             *index = match which {
@@ -499,15 +499,13 @@ impl SlotIo {
             .as_mut()
             .ok_or(StepError::Slots { batch: rows, slots: self.slots })?;
         gather.run(binding)?;
+        // A carry leaves the current set as it was: the step that follows reads it and writes
+        // its rows over the copy in the other set, which then becomes current.
         if let Rows::AsRecorded = which {
             // Everything is in place in the other set now.
             for (row, source) in self.source.iter_mut().enumerate() {
                 *source = row as u32;
             }
-        }
-        // A carry leaves the current set as it was: the step that follows reads it and writes
-        // its rows over the copy in the other set, which then becomes current.
-        if let Rows::AsRecorded = which {
             self.current = 1 - current;
         }
         Ok(())

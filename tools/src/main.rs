@@ -1,5 +1,6 @@
 //! The `spikeserve-tools` binary: the load tools that talk to a running spikeserve (`infer`,
-//! `bench`, `soak`), kept out of the server so that its image carries no HTTP client.
+//! `bench`, `soak`) and the in-process step benchmark (`step-bench`), kept out of the server so
+//! that its image carries no HTTP client.
 
 // A tool reports failures as errors; panics are left to tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
