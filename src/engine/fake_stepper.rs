@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use super::stepper::{StepError, Stepper};
 
+/// What a row past the live ones holds after a step: a timestep no request reaches.
+const LOST_STATE: usize = 1_000;
+
 /// A row's logits from its frame and the timestep it is at (0-based: its steps so far).
 pub(crate) type Script = Arc<dyn Fn(&[f32], usize) -> Vec<f32> + Send + Sync>;
 
@@ -87,6 +90,11 @@ impl Stepper for FakeStepper {
             logits.resize(self.classes, 0.0);
             self.logits[row * self.classes..(row + 1) * self.classes].copy_from_slice(&logits);
             self.states[row] += 1;
+        }
+        // Rows past `live` are free: a real session does not keep them, so neither does this one
+        // (a scheduler that said too few rows were live loses a waiting row's state here too).
+        for state in &mut self.states[live..] {
+            *state = LOST_STATE;
         }
         Ok(())
     }
