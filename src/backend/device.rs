@@ -103,7 +103,6 @@ impl Device {
     /// libraries it needs load and find the device (a tiny graph is opened there). Run once at start-up,
     /// so that a missing library is one line, not one refusal per model.
     pub fn check_usable(self, environment: &Environment) -> Result<(), DeviceError> {
-        self.check_available()?;
         if self == Self::Cpu {
             return Ok(());
         }

@@ -428,6 +428,23 @@ struct Binding {
     outputs: Vec<*mut ort::sys::OrtValue>,
 }
 
+impl Binding {
+    /// The run's inputs are `indices` (when given) and then the first `inputs` of `values`; its
+    /// outputs the rest of `values`.
+    fn new(
+        indices: Option<TensorRefMut<'static, i64>>,
+        values: Vec<TensorRefMut<'static, f32>>,
+        inputs: usize,
+    ) -> Self {
+        Self {
+            inputs: indices.iter().map(|i| i.ptr()).chain(values[..inputs].iter().map(|v| v.ptr())).collect(),
+            outputs: values[inputs..].iter().map(|v| v.ptr().cast_mut()).collect(),
+            _values: values,
+            _indices: indices,
+        }
+    }
+}
+
 impl SlotIo {
     fn new(
         session: &Session,
@@ -525,15 +542,8 @@ impl SlotIo {
         for (tensor, shape) in self.states[set].iter_mut().zip(&self.state_shapes) {
             values.push(view(&self.memory, tensor.data_ptr_mut().cast(), self.slots, 1, shape)?);
         }
-        let indices = index_view(&mut index, 1)?;
         let states = self.state_shapes.len();
-        let mut binding = Binding {
-            inputs: std::iter::once(indices.ptr()).chain(values[..states].iter().map(|v| v.ptr())).collect(),
-            outputs: values[states..].iter().map(|v| v.ptr().cast_mut()).collect(),
-            _values: values,
-            _indices: Some(indices),
-        };
-        gather.run(&mut binding)
+        gather.run(&mut Binding::new(Some(index_view(&mut index, 1)?), values, states))
     }
 
     /// The values for a batch of `batch` rows reading state set `parity`, made on first use.
@@ -559,12 +569,7 @@ impl SlotIo {
         for index in 0..self.state_shapes.len() {
             values.push(self.state_view(1 - parity, index, batch)?);
         }
-        Ok(Binding {
-            inputs: values[..inputs].iter().map(|v| v.ptr()).collect(),
-            outputs: values[inputs..].iter().map(|v| v.ptr().cast_mut()).collect(),
-            _values: values,
-            _indices: None,
-        })
+        Ok(Binding::new(None, values, inputs))
     }
 
     /// The gather's values: `rows` indices, every row of set `parity` in, rows `0..rows` of the
@@ -579,12 +584,7 @@ impl SlotIo {
             values.push(self.state_view(1 - parity, index, rows)?);
         }
         let states = self.state_shapes.len();
-        Ok(Binding {
-            inputs: std::iter::once(indices.ptr()).chain(values[..states].iter().map(|v| v.ptr())).collect(),
-            outputs: values[states..].iter().map(|v| v.ptr().cast_mut()).collect(),
-            _values: values,
-            _indices: Some(indices),
-        })
+        Ok(Binding::new(Some(indices), values, states))
     }
 
     /// A value over the first `rows` rows of state `index` in set `set`.
