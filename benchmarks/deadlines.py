@@ -4,20 +4,26 @@
 binary; the load generator is ``spikeserve-tools bench`` (Rust, open loop: latency counts from the planned send
 time), pinned to another core than the server where the machine has two.
 
-1. **Warm-up**: the first request after the server says it is listening (from a client that has checked
-   the server's health, which opens its connection), against the steady-state p50 of the same client's
-   next 500 requests, with ``--warmup powers-of-two`` (the default) and ``--warmup off``.
+1. **Warm-up**: the first request after the server says it is listening (from a client that has run its
+   own request path against another server first and checked this server's health, which opens its
+   connection), against the steady-state p50 of the same client's
+   next 500 requests, with ``--warmup powers-of-two`` (the default) and ``--warmup off``; then, after the
+   warm server has rested a second, the first request of another such client (what any request after
+   an idle spell costs).
 2. **Capacity**: a closed loop of 64 clients without budgets; the unloaded service time: one client.
 3. **Overload**: open loops at 1.5x and 3x capacity; every request carries a budget, tight (the p50 of the
    capacity run: the service time when every slot is busy, batch waits included) for 30% of them or loose
    (10x tight) for 70%, and a priority class, 1 or 2, in equal shares independently of the budget. Each point runs on a
    fresh server with ``--admission fifo --no-early-refusal`` (the behaviour before deadline-aware
-   admission) and with the defaults (``--admission deadline``, early refusal on).
+   admission), with the defaults (``--admission deadline``, early refusal on) and with the defaults and
+   ``--budget-batch-limit`` (the batch kept small enough for the budgets that can still be met).
 
 Each overload point runs ``--repeat`` times (3), each on a fresh server; the run with the median goodput
 is reported, with every run's goodput beside it (on a shared two-core machine the spread is wide).
 Reported per point: goodput (answered within budget: any exit but ``deadline``) per class and in all, as
-requests per second and as a share of capacity; p99 of the answered requests; refusals by reason.
+requests per second and as a share of capacity; p99 of the answered requests; refusals by reason; and
+what the refusals cost the server (its CPU over the run less its answers at the capacity run's cost),
+with the goodput that cost leaves room for on one core.
 
     ORT_DYLIB_PATH=... .venv/bin/python benchmarks/deadlines.py --json benchmarks/results/deadlines.json \\
         --markdown benchmarks/results/deadlines.md
@@ -41,10 +47,25 @@ import spikeserve_process
 
 REPO = Path(__file__).resolve().parents[1]
 LOADS = (1.5, 3.0)
-ADMISSIONS = {"fifo": ["--admission", "fifo", "--no-early-refusal"], "deadline": []}
+#: The baseline (the behaviour before deadline-aware admission), the defaults, and the defaults with
+#: the batch kept small enough for the budgets that can still be met (``--budget-batch-limit``).
+ADMISSIONS = {
+    "fifo": ["--admission", "fifo", "--no-early-refusal"],
+    "deadline": [],
+    "deadline+limit": ["--budget-batch-limit"],
+}
 PRIORITIES = (1, 2)
 #: Tenths of the requests with the tight budget (the rest loose), as in the issue's own measurement.
 TIGHT_SHARE = 3
+#: Unmeasured requests before each overload run (answered: the server is not loaded yet).
+OVERLOAD_WARMUP = 200
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pinned(core: int | None) -> list[str]:
@@ -78,19 +99,33 @@ def serving(binary: Path, models: Path, core: int | None, *flags: str) -> Any:
     )
 
 
+#: How long the warm server rests before the last measure of the warm-up point.
+IDLE_S = 1.0
+
+
 def warmup_point(binary: Path, models: Path, model: str, cores: tuple[int | None, int | None]) -> dict[str, Any]:
     point: dict[str, Any] = {}
-    for warmup in ("powers-of-two", "off"):
-        with serving(binary, models, cores[0], "--warmup", warmup) as server:
-            # One client process: it checks the server's health (which opens the connection, as a
-            # readiness probe would), then its first request is the server's first; the rest of the
-            # run is the steady state on the same connection.
-            run = bench(binary, server, model, cores[1], "--clients", "1", "--requests", "501", "--warmup", "0")
-        point[warmup] = {
-            "first_request_ms": run["first_request_ms"],
-            "steady_p50_ms": run["latency_ms"]["p50"],
-            "ratio": run["first_request_ms"] / run["latency_ms"]["p50"],
-        }
+    # The client's own first request pays for its first use of every code path it runs; it primes
+    # them against another server first, so that the first request measured is the server's cost.
+    with serving(binary, models, cores[1]) as primer:
+        prime = ("--prime-grpc", f"http://{primer.grpc_addr}")
+        for warmup in ("powers-of-two", "off"):
+            with serving(binary, models, cores[0], "--warmup", warmup) as server:
+                # One client process: primed, it checks the server's health (which opens the
+                # connection, as a readiness probe would), then its first request is the server's
+                # first; the rest of the run is the steady state on the same connection.
+                one = ("--clients", "1", "--warmup", "0", *prime)
+                run = bench(binary, server, model, cores[1], *one, "--requests", "501")
+                # The same measure on the now warm server after a rest: what any first request
+                # after an idle spell costs, which no warm-up at start can remove.
+                time.sleep(IDLE_S)
+                rested = bench(binary, server, model, cores[1], *one, "--requests", "1")
+            point[warmup] = {
+                "first_request_ms": run["first_request_ms"],
+                "steady_p50_ms": run["latency_ms"]["p50"],
+                "ratio": run["first_request_ms"] / run["latency_ms"]["p50"],
+                "after_idle_ms": rested["first_request_ms"],
+            }
     return point
 
 
@@ -105,6 +140,7 @@ def overload_point(
     seconds: float,
 ) -> dict[str, Any]:
     with serving(binary, models, cores[0], *ADMISSIONS[admission]) as server:
+        cpu_before = cpu_seconds(server.pid)
         report = bench(
             binary,
             server,
@@ -115,12 +151,13 @@ def overload_point(
             "--requests",
             str(int(rate * seconds)),
             "--warmup",
-            "200",
+            str(OVERLOAD_WARMUP),
             "--budgets-ms",
             f"{budgets[0]:.3f}:{TIGHT_SHARE},{budgets[1]:.3f}:{10 - TIGHT_SHARE}",
             "--priorities",
             ",".join(str(p) for p in PRIORITIES),
         )
+        cpu = cpu_seconds(server.pid) - cpu_before
     within = sum(c["within_budget"] for c in report["classes"])
     refused: dict[str, int] = {}
     for c in report["classes"]:
@@ -132,6 +169,10 @@ def overload_point(
         "duration_s": report["duration_s"],
         "sent": report["requests"],
         "goodput_rps": within / report["duration_s"],
+        # The server's CPU over the run and its warm-up, and what it answered and refused in them.
+        "server_cpu_s": cpu,
+        "answered": report["ok"] + OVERLOAD_WARMUP,
+        "refused_total": report["requests"] - report["ok"],
         "answered_p99_ms": report["latency_ms"]["p99"] if report["ok"] else None,
         "refused": refused,
         "classes": report["classes"],
@@ -158,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(REPO / "models" / args.model, models / args.model)
         warm = warmup_point(binary, models, args.model, cores)
         with serving(binary, models, cores[0]) as server:
+            cpu_before = cpu_seconds(server.pid)
             capacity = bench(binary, server, args.model, cores[1], "--clients", "64", "--requests", "6000")
+            # Warm-up included (100 requests by default): the CPU an answer costs at capacity.
+            cpu_per_answer = (cpu_seconds(server.pid) - cpu_before) / (capacity["ok"] + 100)
             unloaded = bench(binary, server, args.model, cores[1], "--clients", "1", "--requests", "1000")
         tight = round(capacity["latency_ms"]["p50"], 3)
         budgets = (tight, round(10 * tight, 3))
@@ -180,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinned_cores": {"server": cores[0], "load": cores[1]},
         "capacity_rps": capacity["throughput_rps"],
         "unloaded_latency_ms": unloaded["latency_ms"],
+        "cpu_per_answer_ms": cpu_per_answer * 1e3,
         "budgets_ms": budgets,
         "priorities": PRIORITIES,
         "warmup": warm,
@@ -220,10 +265,48 @@ def markdown(r: dict[str, Any]) -> str:
             f"({', '.join(f'{g:.0f}' for g in p['goodput_rps_runs'])}) | "
             f"{p['goodput_rps'] / capacity * 100:.1f}% | {' | '.join(cells)} | {p99} | {refused} |"
         )
-    lines += ["", "| warm-up | first request ms | steady p50 ms | ratio |", "|---|---|---|---|"]
+    lines += refusal_cost(r)
+    lines += [
+        "",
+        "| warm-up | first request ms | steady p50 ms | ratio "
+        f"| first request after {IDLE_S:g} s idle, warm server ms |",
+        "|---|---|---|---|---|",
+    ]
     for mode, w in r["warmup"].items():
-        lines.append(f"| {mode} | {w['first_request_ms']:.3f} | {w['steady_p50_ms']:.3f} | {w['ratio']:.2f}x |")
+        lines.append(
+            f"| {mode} | {w['first_request_ms']:.3f} | {w['steady_p50_ms']:.3f} | {w['ratio']:.2f}x "
+            f"| {w['after_idle_ms']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def refusal_cost(r: dict[str, Any]) -> list[str]:
+    """What each overload run's refusals cost the server, and the goodput that cost leaves room for.
+
+    With one core, an answer costing ``a`` CPU-seconds (capacity ``C = 1/a``) and a refusal ``f``, a
+    load of ``L`` x capacity can answer at most ``s`` a second where ``s*a + (L*C - s)*f <= 1``: a
+    share of capacity of ``(1 - L*f/a) / (1 - f/a)``. ``f`` is implied by the run: its server CPU less
+    its answers at the capacity run's cost, over its refusals.
+    """
+    answer_ms = r["cpu_per_answer_ms"]
+    lines = [
+        "",
+        f"Server CPU per answer in the capacity run: {answer_ms:.3f} ms.",
+        "",
+        "| load | admission | server CPU s | answered | refused | CPU per refusal ms (implied) "
+        "| share of capacity that refusal cost allows |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in r["points"]:
+        refused = max(p["refused_total"], 1)
+        refusal_ms = max(p["server_cpu_s"] * 1e3 - p["answered"] * answer_ms, 0.0) / refused
+        ratio = refusal_ms / answer_ms
+        allowed = (1 - p["load"] * ratio) / (1 - ratio) if ratio < 1 else 0.0
+        lines.append(
+            f"| {p['load']}x | {p['admission']} | {p['server_cpu_s']:.2f} | {p['answered']} | {p['refused_total']} "
+            f"| {refusal_ms:.3f} ({ratio:.2f} of an answer) | {max(allowed, 0.0) * 100:.0f}% |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -101,6 +101,12 @@ pub struct ServeConfig {
     /// takes a batch slot).
     #[arg(long, env = "SPIKESERVE_NO_EARLY_REFUSAL")]
     pub no_early_refusal: bool,
+    /// With deadline-aware admission, stop growing a batch where one more row would make the step
+    /// too slow for a request with a budget that can still finish (one stepping, or the one being
+    /// admitted). Tight budgets then keep being met under overload, at some throughput: more, smaller
+    /// steps (see BENCHMARKS.md, latency budgets under overload). Off: every free slot is filled.
+    #[arg(long, env = "SPIKESERVE_BUDGET_BATCH_LIMIT")]
+    pub budget_batch_limit: bool,
     /// Batch sizes each model steps once at load (and reload) before it is ready: `powers-of-two`
     /// (1, 2, 4, ... up to --max-batch), `off`, or a list such as `1,8,64`.
     #[arg(long, env = "SPIKESERVE_WARMUP", default_value = "powers-of-two", value_name = "SIZES")]
@@ -231,6 +237,7 @@ impl ServeConfig {
                 queue_capacity: self.queue_capacity as usize,
                 admission: self.admission,
                 early_refusal: !self.no_early_refusal,
+                budget_batch_limit: self.budget_batch_limit,
                 warmup: self.warmup,
             },
         }

@@ -143,6 +143,10 @@ pub struct EngineConfig {
     /// Refuse at admission a request whose budget cannot cover its `min_timesteps` at the measured
     /// step time, instead of letting it take a slot it cannot use in time.
     pub early_refusal: bool,
+    /// With deadline-aware admission: stop adding rows to a batch where its step would become too
+    /// slow for a budgeted request that can still finish (off by default: every free slot is
+    /// filled, which keeps throughput highest).
+    pub budget_batch_limit: bool,
     /// Batch sizes stepped once at start-up (and at each reload) before the model is served.
     pub warmup: WarmupBatches,
 }
@@ -157,6 +161,7 @@ impl Default for EngineConfig {
             queue_capacity: 256,
             admission: Admission::Deadline,
             early_refusal: true,
+            budget_batch_limit: false,
             warmup: WarmupBatches::PowersOfTwo,
         }
     }

@@ -392,8 +392,15 @@ impl<S: Stepper> Scheduler<S> {
     /// earliest-deadline-first alone would keep serving the requests with the least time left,
     /// which then miss (the "domino effect"); those wait instead, and are refused once their budget
     /// cannot cover even `min_timesteps`.
+    ///
+    /// With `budget_batch_limit`, deadline-aware admission also stops growing the batch where one
+    /// more row would make the step too slow for a budgeted request that can still finish (one
+    /// stepping, or the one being admitted): a step's time grows with its rows, so a full batch of
+    /// loose requests would otherwise carry a tight one past its budget. The waiting requests take
+    /// the slots at the next steps; the price is more, smaller steps (measured in BENCHMARKS.md).
     fn admit_pending(&mut self) {
         let now = Instant::now();
+        let mut allowance = self.step_allowance(now);
         while self.slots.len() < self.config.max_batch {
             let admission = self.config.admission;
             if admission == Admission::Fifo {
@@ -407,9 +414,50 @@ impl<S: Stepper> Scheduler<S> {
             let next = self.pending.iter().enumerate().map(|(i, job)| (i, key(job))).min_by(
                 |(_, (late_a, a)), (_, (late_b, b))| late_a.cmp(late_b).then_with(|| admission.order(a, b)),
             );
-            let Some(job) = next.map(|(i, _)| i).and_then(|i| self.pending.remove(i)) else { break };
+            let Some((index, (late, _))) = next else { break };
+            // A request that cannot finish anyway does not hold the batch back.
+            let own = if late {
+                None
+            } else {
+                self.pending.get(index).and_then(|j| self.afford(&j.request, 0, now))
+            };
+            let limit = min_duration(allowance, own);
+            let too_slow = limit.zip(self.step_time_at(batch)).is_some_and(|(limit, step)| step > limit);
+            if too_slow && self.config.budget_batch_limit && !self.slots.is_empty() {
+                break;
+            }
+            allowance = limit;
+            let Some(job) = self.pending.remove(index) else { break };
             self.admit(job);
         }
+    }
+
+    /// How many more steps `request` is expected to need after `done`: the running mean of steps
+    /// answered requests used, within its own bounds, and at least one.
+    fn expected_steps_left(&self, request: &AnytimeRequest, done: usize) -> f64 {
+        let policy = request.policy;
+        let steps = self.mean_steps.unwrap_or(policy.min_timesteps as f64);
+        let expected = steps.clamp(policy.min_timesteps as f64, policy.max_timesteps as f64);
+        (expected - done as f64).max(1.0)
+    }
+
+    /// The longest step `request` (with `done` timesteps behind it) can afford and still finish
+    /// its expected steps within its budget; `None` without a budget or once out of time.
+    fn afford(&self, request: &AnytimeRequest, done: usize, now: Instant) -> Option<Duration> {
+        let left = request.deadline?.checked_duration_since(now)?;
+        Some(left.div_f64(self.expected_steps_left(request, done)))
+    }
+
+    /// The longest step every budgeted request now stepping can afford, counting only those
+    /// that can still finish at the current batch's step time (one that cannot is not helped by
+    /// a smaller batch and does not hold admission back). `None` when none constrains.
+    fn step_allowance(&self, now: Instant) -> Option<Duration> {
+        let current = self.step_time_at(self.slots.len().max(1))?;
+        self.slots
+            .iter()
+            .filter_map(|slot| self.afford(&slot.request, slot.prediction.timesteps(), now))
+            .filter(|&afford| afford >= current)
+            .min()
     }
 
     /// Whether `request` can still finish within its budget, at the running mean of steps
@@ -417,10 +465,7 @@ impl<S: Stepper> Scheduler<S> {
     /// rows. True without a budget or before anything was measured.
     fn can_finish(&self, request: &AnytimeRequest, batch: usize, now: Instant) -> bool {
         let (Some(deadline), Some(step)) = (request.deadline, self.step_time_at(batch)) else { return true };
-        let policy = request.policy;
-        let steps = self.mean_steps.unwrap_or(policy.min_timesteps as f64);
-        let expected = steps.clamp(policy.min_timesteps as f64, policy.max_timesteps as f64);
-        deadline.saturating_duration_since(now) >= step.mul_f64(expected)
+        deadline.saturating_duration_since(now) >= step.mul_f64(self.expected_steps_left(request, 0))
     }
 
     fn admit(&mut self, job: Job) {
@@ -640,6 +685,14 @@ impl<S: Stepper> Scheduler<S> {
 }
 
 /// Waits for the next message: polls for `poll`, then blocks. `None` once every handle is gone.
+/// The smaller of two optional limits (`None` = no limit).
+fn min_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn wait_for_message(messages: &Receiver<Message>, poll: Duration) -> Option<Message> {
     let spin_until = Instant::now() + poll;
     while Instant::now() < spin_until {
@@ -1031,6 +1084,58 @@ mod tests {
         s.stats.enqueued();
         s.admit(tight);
         assert_eq!(s.slots.len(), 2);
+    }
+
+    /// A scheduler of four slots whose step takes 1 ms a row, requests expected to need four
+    /// steps, and waiting: one request with `first_ms` of budget, then three with an hour.
+    fn first_budget_then_loose(admission: Admission, first_ms: u64) -> (Scheduler<FakeStepper>, Vec<Answer>) {
+        let mut s = scheduler(4);
+        s.config.admission = admission;
+        for batch in 1..=4 {
+            s.record_step_time(batch, Duration::from_millis(batch as u64));
+        }
+        s.mean_steps = Some(4.0);
+        let hour = Instant::now() + Duration::from_secs(3600);
+        let first = job_of(class(2), Some(Instant::now() + Duration::from_millis(first_ms)));
+        let jobs = std::iter::once(first).chain((0..3).map(|_| job_of(class(1), Some(hour))));
+        let (jobs, answers): (Vec<Job>, Vec<Answer>) = jobs.unzip();
+        queue(&mut s, jobs);
+        (s, answers)
+    }
+
+    #[test]
+    fn admission_stops_growing_the_batch_where_a_tight_budget_would_miss() {
+        // 10 ms for four steps: 2.5 ms a step, so a batch of two at most.
+        let (mut s, _answers) = first_budget_then_loose(Admission::Deadline, 10);
+        s.config.budget_batch_limit = true;
+        s.admit_pending();
+        assert_eq!((s.slots.len(), s.pending.len()), (2, 2), "the tight request and one loose one");
+        let tight =
+            |s: &Scheduler<FakeStepper>| s.slots.iter().position(|slot| slot.request.priority == class(2));
+        assert!(tight(&s).is_some());
+        // The tight request holds the batch back while it steps...
+        s.admit_pending();
+        assert_eq!(s.slots.len(), 2);
+        // ...and no longer once it is gone.
+        s.fail(tight(&s).expect("still stepping"), EngineError::NoFrames);
+        s.admit_pending();
+        assert_eq!((s.slots.len(), s.pending.len()), (3, 0));
+
+        // A budget that no batch size can meet does not hold the others back.
+        let (mut s, _answers) = first_budget_then_loose(Admission::Deadline, 2);
+        s.config.budget_batch_limit = true;
+        s.admit_pending();
+        assert_eq!(s.slots.len(), 4);
+        // Without the limit (the default), and first come, first served, which knows nothing of
+        // budgets: the batch is filled.
+        let (mut s, _answers) = first_budget_then_loose(Admission::Deadline, 10);
+        assert!(!s.config.budget_batch_limit);
+        s.admit_pending();
+        assert_eq!(s.slots.len(), 4);
+        let (mut s, _answers) = first_budget_then_loose(Admission::Fifo, 10);
+        s.config.budget_batch_limit = true;
+        s.admit_pending();
+        assert_eq!(s.slots.len(), 4);
     }
 
     #[test]

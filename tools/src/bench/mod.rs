@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// Requests sent first and not measured.
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
+    /// Before the run, send this client's first requests to another server of the same model at
+    /// this gRPC address (gRPC protocols), so that the first request to the server measured
+    /// (`first_request_ms`) does not carry the client process's own first-use costs.
+    #[arg(long, value_name = "URL")]
+    pub prime_grpc: Option<String>,
     #[arg(long)]
     pub threshold: Option<f64>,
     /// With `--protocol kserve-http` or `kserve-grpc`: every request is a Triton sequence of its own
@@ -370,6 +375,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Requests sent to the `--prime-grpc` server.
+const PRIME_REQUESTS: usize = 200;
+
+/// Runs this client's request path against the server at `address` (see `--prime-grpc`).
+async fn prime(
+    connections: &Connections,
+    access: &ClientAccess,
+    address: &str,
+    payloads: &[Payload],
+) -> anyhow::Result<()> {
+    if connections.grpc.is_none() {
+        bail!("--prime-grpc goes with --protocol grpc-unary or grpc-stream");
+    }
+    let grpc = Grpc::connect(access, address).await?.max_decoding_message_size(64 << 20);
+    grpc.health().await.map_err(|status| {
+        anyhow::anyhow!("the priming server's health check failed: {}", status.message())
+    })?;
+    let primed = Connections { grpc: Some(grpc), ..connections.clone() };
+    for i in 0..PRIME_REQUESTS {
+        if let Err(error) = primed.send(&payloads[i % payloads.len()]).await.outcome {
+            bail!("priming request failed: {error}");
+        }
+    }
+    Ok(())
+}
+
 async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
@@ -408,6 +439,9 @@ async fn against_server(args: &BenchArgs) -> anyhow::Result<Report> {
         protocol: args.protocol,
         sequences: args.kserve_sequence.then(|| Arc::new(AtomicU64::new(first_sequence))),
     };
+    if let Some(address) = &args.prime_grpc {
+        prime(&connections, &args.access, address, &payloads).await?;
+    }
     // A gRPC client waits for the server's readiness first (as a readiness probe or a channel's
     // health check does); that opens the HTTP/2 connection, so even with no warm-up the first
     // request measures the server, not the connection's set-up.
