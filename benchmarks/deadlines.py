@@ -18,12 +18,13 @@ time), pinned to another core than the server where the machine has two.
    admission), with the defaults (``--admission deadline``, early refusal on) and with the defaults and
    ``--budget-batch-limit`` (the batch kept small enough for the budgets that can still be met).
 
-Each overload point runs ``--repeat`` times (3), each on a fresh server; the run with the median goodput
-is reported, with every run's goodput beside it (on a shared two-core machine the spread is wide).
+Each overload point runs ``--repeat`` times (3), each on a fresh server, the admissions taking turns; the
+run with the median goodput is reported, with every run's goodput beside it (on a shared two-core machine
+the spread is wide).
 Reported per point: goodput (answered within budget: any exit but ``deadline``) per class and in all, as
 requests per second and as a share of capacity; p99 of the answered requests; refusals by reason; and
-what the refusals cost the server (its CPU over the run less its answers at the capacity run's cost),
-with the goodput that cost leaves room for on one core.
+what a refusal costs the server against an answer (its CPU over a run of refusals and over the capacity
+run), with the goodput that leaves room for on one core.
 
     ORT_DYLIB_PATH=... .venv/bin/python benchmarks/deadlines.py --json benchmarks/results/deadlines.json \\
         --markdown benchmarks/results/deadlines.md
@@ -203,20 +204,44 @@ def main(argv: list[str] | None = None) -> int:
             capacity = bench(binary, server, args.model, cores[1], "--clients", "64", "--requests", "6000")
             # Warm-up included (100 requests by default): the CPU an answer costs at capacity.
             cpu_per_answer = (cpu_seconds(server.pid) - cpu_before) / (capacity["ok"] + 100)
+            # And a refusal: requests of a class out of range, refused before the engine as an
+            # overloaded queue refuses them, at the capacity's rate.
+            cpu_before = cpu_seconds(server.pid)
+            refusals = bench(
+                binary,
+                server,
+                args.model,
+                cores[1],
+                "--rate",
+                f"{capacity['throughput_rps']:.1f}",
+                "--requests",
+                str(int(capacity["throughput_rps"] * 2)),
+                "--warmup",
+                "0",
+                "--priorities",
+                "9",
+            )
+            if refusals["ok"]:
+                raise SystemExit("deadlines: a request of priority 9 was answered; the refusal cost needs refusals")
+            cpu_per_refusal = (cpu_seconds(server.pid) - cpu_before) / refusals["requests"]
             unloaded = bench(binary, server, args.model, cores[1], "--clients", "1", "--requests", "1000")
         tight = round(capacity["latency_ms"]["p50"], 3)
         budgets = (tight, round(10 * tight, 3))
         rate = capacity["throughput_rps"]
         points = []
         for load in LOADS:
-            for admission in ADMISSIONS:
-                runs = [
-                    overload_point(binary, models, args.model, cores, admission, load * rate, budgets, args.seconds)
-                    for _ in range(args.repeat)
-                ]
-                runs.sort(key=lambda run: run["goodput_rps"])
-                median = runs[len(runs) // 2]
-                points.append(median | {"load": load, "goodput_rps_runs": [run["goodput_rps"] for run in runs]})
+            # Round-robin over the admissions, so that the machine's drift over minutes (capacity
+            # moves by a fifth between runs on a shared host) falls on each of them alike.
+            runs: dict[str, list[dict[str, Any]]] = {admission: [] for admission in ADMISSIONS}
+            for _ in range(args.repeat):
+                for admission in ADMISSIONS:
+                    runs[admission].append(
+                        overload_point(binary, models, args.model, cores, admission, load * rate, budgets, args.seconds)
+                    )
+            for kept in runs.values():
+                kept.sort(key=lambda run: run["goodput_rps"])
+                median = kept[len(kept) // 2]
+                points.append(median | {"load": load, "goodput_rps_runs": [run["goodput_rps"] for run in kept]})
     result = {
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
@@ -225,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity_rps": capacity["throughput_rps"],
         "unloaded_latency_ms": unloaded["latency_ms"],
         "cpu_per_answer_ms": cpu_per_answer * 1e3,
+        "cpu_per_refusal_ms": cpu_per_refusal * 1e3,
         "budgets_ms": budgets,
         "priorities": PRIORITIES,
         "warmup": warm,
@@ -281,32 +307,22 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def refusal_cost(r: dict[str, Any]) -> list[str]:
-    """What each overload run's refusals cost the server, and the goodput that cost leaves room for.
+    """What a refusal costs the server against an answer, and the goodput that leaves room for.
 
     With one core, an answer costing ``a`` CPU-seconds (capacity ``C = 1/a``) and a refusal ``f``, a
     load of ``L`` x capacity can answer at most ``s`` a second where ``s*a + (L*C - s)*f <= 1``: a
-    share of capacity of ``(1 - L*f/a) / (1 - f/a)``. ``f`` is implied by the run: its server CPU less
-    its answers at the capacity run's cost, over its refusals.
+    share of capacity of ``(1 - L*f/a) / (1 - f/a)``.
     """
-    answer_ms = r["cpu_per_answer_ms"]
-    lines = [
+    answer_ms, refusal_ms = r["cpu_per_answer_ms"], r["cpu_per_refusal_ms"]
+    ratio = refusal_ms / answer_ms
+    bounds = ", ".join(f"{load}x: {max((1 - load * ratio) / (1 - ratio), 0.0) * 100:.0f}%" for load in LOADS)
+    return [
         "",
-        f"Server CPU per answer in the capacity run: {answer_ms:.3f} ms.",
-        "",
-        "| load | admission | server CPU s | answered | refused | CPU per refusal ms (implied) "
-        "| share of capacity that refusal cost allows |",
-        "|---|---|---|---|---|---|---|",
+        f"Server CPU per answer in the capacity run: {answer_ms:.3f} ms; per refusal (a class out of range, "
+        f"refused before the engine as a full queue refuses, at the capacity's rate): {refusal_ms:.3f} ms, "
+        f"{ratio:.2f} of an answer. With every refusal costing that, one core can answer at most this share "
+        f"of capacity: {bounds}.",
     ]
-    for p in r["points"]:
-        refused = max(p["refused_total"], 1)
-        refusal_ms = max(p["server_cpu_s"] * 1e3 - p["answered"] * answer_ms, 0.0) / refused
-        ratio = refusal_ms / answer_ms
-        allowed = (1 - p["load"] * ratio) / (1 - ratio) if ratio < 1 else 0.0
-        lines.append(
-            f"| {p['load']}x | {p['admission']} | {p['server_cpu_s']:.2f} | {p['answered']} | {p['refused_total']} "
-            f"| {refusal_ms:.3f} ({ratio:.2f} of an answer) | {max(allowed, 0.0) * 100:.0f}% |"
-        )
-    return lines
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ pub(super) struct Scheduler<S> {
     step_time: Vec<Option<Duration>>,
     /// `step_time` with the gaps filled (see [`Scheduler::step_time_at`]).
     step_estimate: Vec<Option<Duration>>,
+    /// Running mean of one step's time per row, over steps of any size: what the batch limit
+    /// predicts a larger batch's step by. Unlike `step_time`, it is fresh whatever size the batch
+    /// is held at (an entry for a size the limit keeps the batch below would never be measured
+    /// again, and one slow measurement there would hold the batch small for good).
+    row_time: Option<Duration>,
     /// Running mean of the timesteps answered requests used: how many steps a request is
     /// expected to need, for deadline-aware admission.
     mean_steps: Option<f64>,
@@ -144,6 +149,7 @@ impl<S: Stepper> Scheduler<S> {
             classes,
             step_time: vec![None; slots + 1],
             step_estimate: vec![None; slots + 1],
+            row_time: None,
             mean_steps: None,
             idle: IdlePoll::for_this_process(config.idle_poll),
         })
@@ -178,6 +184,12 @@ impl<S: Stepper> Scheduler<S> {
     }
 
     fn record_step_time(&mut self, batch: usize, took: Duration) {
+        if batch > 0 {
+            let per_row = took / batch as u32;
+            self.row_time = Some(self.row_time.map_or(per_row, |old| {
+                old.mul_f64(1.0 - STEP_TIME_WEIGHT) + per_row.mul_f64(STEP_TIME_WEIGHT)
+            }));
+        }
         if let Some(entry) = self.step_time.get_mut(batch) {
             *entry = Some(match *entry {
                 None => took,
@@ -422,7 +434,7 @@ impl<S: Stepper> Scheduler<S> {
                 self.pending.get(index).and_then(|j| self.afford(&j.request, 0, now))
             };
             let limit = min_duration(allowance, own);
-            let too_slow = limit.zip(self.step_time_at(batch)).is_some_and(|(limit, step)| step > limit);
+            let too_slow = limit.zip(self.predicted_step(batch)).is_some_and(|(limit, step)| step > limit);
             if too_slow && self.config.budget_batch_limit && !self.slots.is_empty() {
                 break;
             }
@@ -448,11 +460,18 @@ impl<S: Stepper> Scheduler<S> {
         Some(left.div_f64(self.expected_steps_left(request, done)))
     }
 
+    /// A step's time at `batch` rows, for the batch limit: the recent time per row times the rows.
+    /// A row costs more in a small batch (each step has a fixed part), so this errs on the long
+    /// side when the batch grows.
+    fn predicted_step(&self, batch: usize) -> Option<Duration> {
+        self.row_time.map(|row| row * batch as u32)
+    }
+
     /// The longest step every budgeted request now stepping can afford, counting only those
     /// that can still finish at the current batch's step time (one that cannot is not helped by
     /// a smaller batch and does not hold admission back). `None` when none constrains.
     fn step_allowance(&self, now: Instant) -> Option<Duration> {
-        let current = self.step_time_at(self.slots.len().max(1))?;
+        let current = self.predicted_step(self.slots.len().max(1))?;
         self.slots
             .iter()
             .filter_map(|slot| self.afford(&slot.request, slot.prediction.timesteps(), now))
@@ -1120,6 +1139,15 @@ mod tests {
         s.fail(tight(&s).expect("still stepping"), EngineError::NoFrames);
         s.admit_pending();
         assert_eq!((s.slots.len(), s.pending.len()), (3, 0));
+
+        // One slow step at three rows long ago does not hold the batch at two for good: the limit
+        // goes by the recent time per row (1 ms), and 18 ms for four steps affords four rows.
+        let (mut s, _answers) = first_budget_then_loose(Admission::Deadline, 18);
+        s.config.budget_batch_limit = true;
+        s.record_step_time(3, Duration::from_millis(100));
+        (0..40).for_each(|_| s.record_step_time(2, Duration::from_millis(2)));
+        s.admit_pending();
+        assert_eq!(s.slots.len(), 4);
 
         // A budget that no batch size can meet does not hold the others back.
         let (mut s, _answers) = first_budget_then_loose(Admission::Deadline, 2);
