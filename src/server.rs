@@ -143,7 +143,8 @@ async fn run_servers(
     // No Nagle: a streamed partial is a few hundred bytes and must leave at once, not wait for
     // the client's delayed ACK (40 ms).
     let grpc_incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let mut grpc_builder = tonic::transport::Server::builder();
+    let mut grpc_builder =
+        tonic::transport::Server::builder().initial_connection_window_size(GRPC_CONNECTION_WINDOW);
     if let Some(tls) = &security.tls {
         grpc_builder = grpc_builder.tls_config(tls.grpc_config()).map_err(ServeError::GrpcTls)?;
     }
@@ -310,6 +311,13 @@ async fn first_to_end(
         (ended, index, _) = ended => Some((servers[index].0, ended)),
     }
 }
+
+/// The gRPC connection's receive window (HTTP/2's default is 64 KiB, hyper's 1 MiB). The HTTP/2
+/// library closes a connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_data_frames") once the small
+/// DATA frames it holds unread pass half of this window; under overload the server reads request
+/// bodies late, flow control shrinks what the client may send, and the client's frames get small:
+/// at 1 MiB, 3x overload dropped whole client connections, every request on them with it.
+const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// After the grace period ends the requests still in flight, how long the transports get to
 /// deliver those statuses before the process exits anyway.

@@ -355,6 +355,16 @@ fn grpc_refusal(status: &tonic::Status) -> String {
             "grpc DeadlineExceeded (refused at admission)".into()
         }
         (tonic::Code::DeadlineExceeded, _) => "grpc DeadlineExceeded (expired in the queue)".into(),
+        // Not the server's answer: the client's own transport failed (say which way).
+        (tonic::Code::Unknown, "") => {
+            let mut text = status.message().to_owned();
+            let mut source = std::error::Error::source(status);
+            while let Some(error) = source {
+                text = format!("{text}: {error}");
+                source = error.source();
+            }
+            format!("grpc Unknown ({text})")
+        }
         (code, _) => format!("grpc {code:?}"),
     }
 }
