@@ -23,8 +23,8 @@ run with the median goodput is reported, with every run's goodput beside it (on 
 the spread is wide).
 Reported per point: goodput (answered within budget: any exit but ``deadline``) per class and in all, as
 requests per second and as a share of capacity; p99 of the answered requests; refusals by reason; and
-what a refusal costs the server against an answer (its CPU over a run of refusals and over the capacity
-run), with the goodput that leaves room for on one core.
+what a refusal costs the server against an answer (its CPU over a second of refusals at each load's rate,
+and over the capacity run), with the goodput that leaves room for on one core.
 
     ORT_DYLIB_PATH=... .venv/bin/python benchmarks/deadlines.py --json benchmarks/results/deadlines.json \\
         --markdown benchmarks/results/deadlines.md
@@ -102,6 +102,30 @@ def serving(binary: Path, models: Path, core: int | None, *flags: str) -> Any:
 
 #: How long the warm server rests before the last measure of the warm-up point.
 IDLE_S = 1.0
+
+
+def refusal_cpu_seconds(
+    binary: Path, server: spikeserve_process.Server, model: str, core: int | None, rate: float
+) -> float:
+    """The server's CPU per refused request, over a second of refusals at ``rate``."""
+    before = cpu_seconds(server.pid)
+    run = bench(
+        binary,
+        server,
+        model,
+        core,
+        "--rate",
+        f"{rate:.1f}",
+        "--requests",
+        str(int(rate)),
+        "--warmup",
+        "0",
+        "--priorities",
+        "9",
+    )
+    if run["ok"]:
+        raise SystemExit("deadlines: a request of priority 9 was answered; the refusal cost needs refusals")
+    return (cpu_seconds(server.pid) - before) / run["requests"]
 
 
 def warmup_point(binary: Path, models: Path, model: str, cores: tuple[int | None, int | None]) -> dict[str, Any]:
@@ -204,26 +228,13 @@ def main(argv: list[str] | None = None) -> int:
             capacity = bench(binary, server, args.model, cores[1], "--clients", "64", "--requests", "6000")
             # Warm-up included (100 requests by default): the CPU an answer costs at capacity.
             cpu_per_answer = (cpu_seconds(server.pid) - cpu_before) / (capacity["ok"] + 100)
-            # And a refusal: requests of a class out of range, refused before the engine as an
-            # overloaded queue refuses them, at the capacity's rate.
-            cpu_before = cpu_seconds(server.pid)
-            refusals = bench(
-                binary,
-                server,
-                args.model,
-                cores[1],
-                "--rate",
-                f"{capacity['throughput_rps']:.1f}",
-                "--requests",
-                str(int(capacity["throughput_rps"] * 2)),
-                "--warmup",
-                "0",
-                "--priorities",
-                "9",
-            )
-            if refusals["ok"]:
-                raise SystemExit("deadlines: a request of priority 9 was answered; the refusal cost needs refusals")
-            cpu_per_refusal = (cpu_seconds(server.pid) - cpu_before) / refusals["requests"]
+            # And a refusal, at each overload's rate (a busy server reads and answers many per
+            # wake-up, so the cost falls as the rate grows): requests of a class out of range,
+            # refused before the engine as an overloaded queue refuses them.
+            cpu_per_refusal = {
+                load: refusal_cpu_seconds(binary, server, args.model, cores[1], load * capacity["throughput_rps"])
+                for load in LOADS
+            }
             unloaded = bench(binary, server, args.model, cores[1], "--clients", "1", "--requests", "1000")
         tight = round(capacity["latency_ms"]["p50"], 3)
         budgets = (tight, round(10 * tight, 3))
@@ -250,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity_rps": capacity["throughput_rps"],
         "unloaded_latency_ms": unloaded["latency_ms"],
         "cpu_per_answer_ms": cpu_per_answer * 1e3,
-        "cpu_per_refusal_ms": cpu_per_refusal * 1e3,
+        "cpu_per_refusal_ms": {str(load): cost * 1e3 for load, cost in cpu_per_refusal.items()},
         "budgets_ms": budgets,
         "priorities": PRIORITIES,
         "warmup": warm,
@@ -313,16 +324,21 @@ def refusal_cost(r: dict[str, Any]) -> list[str]:
     load of ``L`` x capacity can answer at most ``s`` a second where ``s*a + (L*C - s)*f <= 1``: a
     share of capacity of ``(1 - L*f/a) / (1 - f/a)``.
     """
-    answer_ms, refusal_ms = r["cpu_per_answer_ms"], r["cpu_per_refusal_ms"]
-    ratio = refusal_ms / answer_ms
-    bounds = ", ".join(f"{load}x: {max((1 - load * ratio) / (1 - ratio), 0.0) * 100:.0f}%" for load in LOADS)
-    return [
+    answer_ms = r["cpu_per_answer_ms"]
+    lines = [
         "",
-        f"Server CPU per answer in the capacity run: {answer_ms:.3f} ms; per refusal (a class out of range, "
-        f"refused before the engine as a full queue refuses, at the capacity's rate): {refusal_ms:.3f} ms, "
-        f"{ratio:.2f} of an answer. With every refusal costing that, one core can answer at most this share "
-        f"of capacity: {bounds}.",
+        f"Server CPU per answer in the capacity run: {answer_ms:.3f} ms. Per refusal (a class out of range, "
+        "refused before the engine as a full queue refuses, one second at the load's rate), and the share "
+        "of capacity one core can answer at most when every refusal costs that:",
+        "",
+        "| load | CPU per refusal ms | of an answer | most goodput, share of capacity |",
+        "|---|---|---|---|",
     ]
+    for load, refusal_ms in r["cpu_per_refusal_ms"].items():
+        ratio = refusal_ms / answer_ms
+        most = max((1 - float(load) * ratio) / (1 - ratio), 0.0) if ratio < 1 else 0.0
+        lines.append(f"| {load}x | {refusal_ms:.3f} | {ratio:.2f} | {most * 100:.0f}% |")
+    return lines
 
 
 if __name__ == "__main__":
