@@ -558,3 +558,46 @@ async fn a_full_queue_is_resource_exhausted_over_grpc_and_429_over_http() {
     let answer = waiting.await.expect("task").expect("the queued request is answered");
     assert!(answer.into_inner().timesteps >= 1);
 }
+
+/// Under overload the server reads request bodies late, and the HTTP/2 library closes a connection
+/// (GOAWAY `ENHANCE_YOUR_CALM`) once the small DATA frames it holds unread pass half of the
+/// connection's window: with hyper's 1 MiB window, 3x overload dropped whole client connections.
+/// The gRPC port's connection window is wider than a stream's: two streams may each send a whole
+/// stream window (1 MiB) at once, which a 1 MiB connection window would not allow.
+#[tokio::test]
+async fn the_grpc_connection_window_holds_more_than_one_stream_window() {
+    const STREAM_WINDOW: usize = 1 << 20;
+    let server = Server::start(&shipped_models(), &[]);
+    let address = server.grpc.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&address).await.expect("connects");
+    // The client holds back at most 400 KiB a stream by default; let it ask for a whole window.
+    let (mut sender, connection): (h2::client::SendRequest<prost::bytes::Bytes>, _) =
+        h2::client::Builder::new()
+            .max_send_buffer_size(STREAM_WINDOW)
+            .handshake(tcp)
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        sender = sender.ready().await.expect("a stream may open");
+        let request = http::Request::post(format!("http://{address}/spikeserve.anytime.v1.Anytime/Infer"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("a request head");
+        let (_response, mut stream) = sender.send_request(request, false).expect("sent");
+        stream.reserve_capacity(STREAM_WINDOW);
+        streams.push(stream);
+    }
+    // The capacity arrives with the server's settings and window updates.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let granted: Vec<usize> = streams.iter().map(h2::SendStream::capacity).collect();
+        if granted.iter().all(|&c| c == STREAM_WINDOW) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "send capacity granted per stream: {granted:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
