@@ -412,7 +412,8 @@ impl<S: Stepper> Scheduler<S> {
     /// the slots at the next steps; the price is more, smaller steps (measured in BENCHMARKS.md).
     fn admit_pending(&mut self) {
         let now = Instant::now();
-        let mut allowance = self.step_allowance(now);
+        let limit_batch = self.config.budget_batch_limit;
+        let mut allowance = if limit_batch { self.step_allowance(now) } else { None };
         while self.slots.len() < self.config.max_batch {
             let admission = self.config.admission;
             if admission == Admission::Fifo {
@@ -427,18 +428,21 @@ impl<S: Stepper> Scheduler<S> {
                 |(_, (late_a, a)), (_, (late_b, b))| late_a.cmp(late_b).then_with(|| admission.order(a, b)),
             );
             let Some((index, (late, _))) = next else { break };
-            // A request that cannot finish anyway does not hold the batch back.
-            let own = if late {
-                None
-            } else {
-                self.pending.get(index).and_then(|j| self.afford(&j.request, 0, now))
-            };
-            let limit = min_duration(allowance, own);
-            let too_slow = limit.zip(self.predicted_step(batch)).is_some_and(|(limit, step)| step > limit);
-            if too_slow && self.config.budget_batch_limit && !self.slots.is_empty() {
-                break;
+            if limit_batch {
+                // A request that cannot finish anyway does not hold the batch back.
+                let own = if late {
+                    None
+                } else {
+                    self.pending.get(index).and_then(|j| self.afford(&j.request, 0, now))
+                };
+                let limit = min_duration(allowance, own);
+                let too_slow =
+                    limit.zip(self.predicted_step(batch)).is_some_and(|(limit, step)| step > limit);
+                if too_slow && !self.slots.is_empty() {
+                    break;
+                }
+                allowance = limit;
             }
-            allowance = limit;
             let Some(job) = self.pending.remove(index) else { break };
             self.admit(job);
         }
@@ -703,7 +707,6 @@ impl<S: Stepper> Scheduler<S> {
     }
 }
 
-/// Waits for the next message: polls for `poll`, then blocks. `None` once every handle is gone.
 /// The smaller of two optional limits (`None` = no limit).
 fn min_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
@@ -712,6 +715,7 @@ fn min_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
+/// Waits for the next message: polls for `poll`, then blocks. `None` once every handle is gone.
 fn wait_for_message(messages: &Receiver<Message>, poll: Duration) -> Option<Message> {
     let spin_until = Instant::now() + poll;
     while Instant::now() < spin_until {
