@@ -103,8 +103,8 @@ pub struct ServeConfig {
     pub no_early_refusal: bool,
     /// With deadline-aware admission, stop growing a batch where one more row would make the step
     /// too slow for a request with a budget that can still finish (one stepping, or the one being
-    /// admitted). Tight budgets then keep being met under overload, at some throughput: more, smaller
-    /// steps (see BENCHMARKS.md, latency budgets under overload). Off: every free slot is filled.
+    /// admitted). More tight budgets are then met under overload, and fewer requests in all (see
+    /// BENCHMARKS.md, latency budgets under overload). Off: every free slot is filled.
     #[arg(long, env = "SPIKESERVE_BUDGET_BATCH_LIMIT")]
     pub budget_batch_limit: bool,
     /// Batch sizes each model steps once at load (and reload) before it is ready: `powers-of-two`

@@ -601,3 +601,48 @@ async fn the_grpc_connection_window_holds_more_than_one_stream_window() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The requests a server has counted for `model` (`nv_inference_count`, one per request).
+async fn requests_counted(server: &Server, model: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics")).await.expect("scrape").text().await.expect("text");
+    text.lines()
+        .filter(|line| {
+            line.starts_with("nv_inference_count{") && line.contains(&format!("model=\"{model}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `spikeserve-tools bench --prime-grpc`: the client runs its own request path against another
+/// server first, so that the first request it measures is the measured server's first request
+/// and not the client's first use of its code.
+#[tokio::test]
+async fn the_load_generator_primes_itself_against_another_server() {
+    let measured = Server::start(&shipped_models(), &[]);
+    let primer = Server::start(&shipped_models(), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let inputs = shipped_models().join("digits").join("heldout.json");
+    let bench = |protocol: &str| {
+        let mut command = std::process::Command::new(common::tools_binary());
+        command
+            .args(["bench", "--protocol", protocol, "--grpc", &measured.grpc, "--http", &measured.base])
+            .args(["--model", "digits", "--clients", "1", "--requests", "5"])
+            .args(["--warmup", "0", "--no-progress"])
+            .args(["--prime-grpc", &primer.grpc, "--inputs"])
+            .arg(&inputs)
+            .arg("--json")
+            .arg(&report);
+        command.output().expect("runs")
+    };
+    let output = bench("grpc-unary");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(read_json(&report)["ok"], 5);
+    assert_eq!(requests_counted(&primer, "digits").await, 200.0);
+    assert_eq!(requests_counted(&measured, "digits").await, 5.0);
+    // Over HTTP there is no gRPC path to prime: a clear refusal, not a silent run.
+    let output = bench("http");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--prime-grpc goes with"), "{stderr}");
+}

@@ -145,7 +145,7 @@ pub struct EngineConfig {
     pub early_refusal: bool,
     /// With deadline-aware admission: stop adding rows to a batch where its step would become too
     /// slow for a budgeted request that can still finish (off by default: every free slot is
-    /// filled, which keeps throughput highest).
+    /// filled).
     pub budget_batch_limit: bool,
     /// Batch sizes stepped once at start-up (and at each reload) before the model is served.
     pub warmup: WarmupBatches,
