@@ -185,16 +185,10 @@ impl<S: Stepper> Scheduler<S> {
 
     fn record_step_time(&mut self, batch: usize, took: Duration) {
         if batch > 0 {
-            let per_row = took / batch as u32;
-            self.row_time = Some(self.row_time.map_or(per_row, |old| {
-                old.mul_f64(1.0 - STEP_TIME_WEIGHT) + per_row.mul_f64(STEP_TIME_WEIGHT)
-            }));
+            self.row_time = Some(blend(self.row_time, took / batch as u32));
         }
         if let Some(entry) = self.step_time.get_mut(batch) {
-            *entry = Some(match *entry {
-                None => took,
-                Some(old) => old.mul_f64(1.0 - STEP_TIME_WEIGHT) + took.mul_f64(STEP_TIME_WEIGHT),
-            });
+            *entry = Some(blend(*entry, took));
             self.update_step_estimate();
         }
     }
@@ -705,6 +699,11 @@ impl<S: Stepper> Scheduler<S> {
             }
         }
     }
+}
+
+/// A running mean of step times: `new` moves `old` by [`STEP_TIME_WEIGHT`]; the first is taken as is.
+fn blend(old: Option<Duration>, new: Duration) -> Duration {
+    old.map_or(new, |old| old.mul_f64(1.0 - STEP_TIME_WEIGHT) + new.mul_f64(STEP_TIME_WEIGHT))
 }
 
 /// The smaller of two optional limits (`None` = no limit).
