@@ -56,11 +56,15 @@ help:
 # the 5 GB the environment needs.
 PIP_INSTALL := $(VENV)/bin/pip install --quiet --no-cache-dir
 
-$(VENV_STAMP): training/requirements.txt training/requirements-torch.txt clients/python/pyproject.toml $(wildcard clients/python/src/spikeserve_client/*.py)
+$(VENV_STAMP): training/requirements.txt training/requirements-torch.txt training/requirements-nir.txt training/pyproject.toml clients/python/pyproject.toml $(wildcard clients/python/src/spikeserve_client/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -r training/requirements.txt
 	$(PIP_INSTALL) --no-deps -r training/requirements-torch.txt
+	# The NIR importer's frameworks (the fidelity tests), lean: their real dependencies are pinned above.
+	$(PIP_INSTALL) --no-deps -r training/requirements-nir.txt
+	# spikeserve-import, the console command of the training package (editable: it runs this checkout's code).
+	$(PIP_INSTALL) --no-build-isolation --no-deps -e training
 	# The Python client (clients/python), its dependencies pinned above; a plain install, no build copies kept.
 	$(PIP_INSTALL) --no-build-isolation --no-deps ./clients/python
 	rm -rf clients/python/build
