@@ -18,7 +18,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate train-nir-example train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "Set-up (the two commands):"
@@ -48,6 +48,7 @@ help:
 	@echo "  make compare             the TET/STR comparisons (models/*-comparison.*)"
 	@echo "  make train-all           every shipped digits/event-digits model, then compare"
 	@echo "  make train-nmnist | train-dvs-gesture     the papers' data sets, from DATA_DIR"
+	@echo "  make train-nir-example   models/digits-snntorch: trained in snnTorch, imported from NIR (spikeserve-import)"
 	@echo "  make study               the STR study on mnist-events (hours): report, and the shipped models/mnist-events"
 	@echo "  make calibrate           re-calibrate the shipped digits and event-digits models (budget -> threshold)"
 	@echo "  make clean               remove the build and the venv"
@@ -182,6 +183,11 @@ study: venv
 # Re-calibrates the shipped single models (budget -> threshold, default = the 0.5 pt threshold) without retraining.
 calibrate: venv
 	cd training && ../$(PY) -m spiketrain.calibrate --model ../models/digits ../models/event-digits
+
+# The worked NIR example: a spiking MLP trained in snnTorch on digits (about a minute), exported to NIR,
+# imported with spikeserve-import and calibrated on its held-out split (models/digits-snntorch; docs/import.md).
+train-nir-example: venv
+	cd training && ../$(PY) -m spiketrain.nirimport.example --out ../models/digits-snntorch
 
 train-event-digits: venv
 	cd training && ../$(PY) -m spiketrain.train --dataset event-digits --timesteps 10 --epochs 30 --out ../models/event-digits

@@ -239,8 +239,9 @@ pub async fn refused_on_v1_and_sse(
 }
 
 /// Every model shipped in `models/`, in the order the server lists them.
-pub const SHIPPED_MODELS: [&str; 7] = [
+pub const SHIPPED_MODELS: [&str; 8] = [
     "digits",
+    "digits-snntorch",
     "digits-str",
     "digits-tet",
     "event-digits",

@@ -30,6 +30,8 @@ from .builder import READOUTS, Built, build
 from .presets import PRODUCERS, Preset, preset
 
 CARD = "card.md"
+#: The card's note until ``spikeserve-import calibrate`` runs (which removes it).
+UNCALIBRATED = "Accuracy per timestep and calibrated exits: not measured yet;"
 SOURCE = "source.json"
 
 
@@ -219,7 +221,7 @@ def card_text(name: str, metadata: dict[str, Any], source: dict[str, Any], built
             for layer in built.layers
         ),
         "",
-        "Accuracy per timestep and calibrated exits: not measured yet; run "
+        UNCALIBRATED + " run "
         "`spikeserve-import calibrate MODEL_DIR --data FILE` on your own recordings (until then the default "
         "threshold is 1.0: every request runs all T timesteps).",
         "",
