@@ -301,3 +301,29 @@ def test_the_server_refuses_a_broken_imported_directory(tmp_path, spikeserve_bin
     model.write_bytes(model.read_bytes()[:200])
     broken = subprocess.run([spikeserve_bin, "inspect", model], capture_output=True, text=True, check=False)
     assert broken.returncode != 0
+
+
+def test_an_events_import_carries_its_binning_and_labels_and_the_server_accepts_it(tmp_path, spikeserve_bin):
+    import json
+
+    import onnx
+
+    graph, _ = conv2d_graph()
+    write_nir(tmp_path / "g.nir", graph)
+    (tmp_path / "labels.txt").write_text("".join(f"class {i}\n" for i in range(8)))
+    flags = ["--input", "events", "--window-us", "50000", "--labels", f"@{tmp_path / 'labels.txt'}"]
+    result = run_import(tmp_path / "g.nir", tmp_path / "model", *flags)
+    assert result.returncode == 0, result.stderr
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model" / "model.onnx")).metadata_props}
+    assert json.loads(meta["spikeserve.events"]) == {
+        "width": 9,
+        "height": 9,
+        "polarities": 2,
+        "window_us": 50000,
+        "bins": STEPS,
+    }
+    assert json.loads(meta["spikeserve.labels"])[7] == "class 7"
+    inspect = subprocess.run([spikeserve_bin, "inspect", tmp_path / "model"], capture_output=True, text=True)
+    assert inspect.returncode == 0, inspect.stderr
+    missing = run_import(tmp_path / "g.nir", tmp_path / "other", "--input", "events")
+    assert missing.returncode == 2 and "--window-us" in missing.stderr

@@ -162,3 +162,43 @@ def test_norse_to_nir_drops_flatten_and_the_workaround_keeps_it():
     )
     assert to_nir(net, torch.zeros(1, 2, 34, 34)).nodes["2"] is None
     assert type(norse_to_nir(net, torch.zeros(1, 2, 34, 34)).nodes["2"]).__name__ == "Flatten"
+
+
+@pytest.mark.parametrize(
+    ("options", "flags"),
+    [
+        ({"reset_mechanism": "zero"}, ["--reset", "zero"]),
+        ({"reset_delay": False}, ["--reset-timing", "both"]),
+        ({"reset_mechanism": "zero", "reset_delay": False}, ["--reset", "zero", "--reset-timing", "both"]),
+    ],
+    ids=["zero", "no-delay", "zero-no-delay"],
+)
+def test_snntorch_resets_the_file_does_not_record_are_flags(options, flags, tmp_path):
+    """snnTorch writes v_reset = 0 whatever the layer does; the flags docs/import.md names restore the
+    layer's reset (stepped in ONNX Runtime here: the served path is the same graph, checked above)."""
+    import snntorch as snn
+    from nir_cases import T, _snntorch_run, event_frames
+
+    from spiketrain.export import onnx_logits_and_synaptic_ops, open_session
+    from spiketrain.nirimport.workarounds import snntorch_to_nir, write_nir
+
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(40, 32),
+        snn.Leaky(beta=0.9, init_hidden=True, **options),
+        torch.nn.Linear(32, 6),
+        snn.Leaky(beta=0.8, init_hidden=True, output=True, **options),
+    )
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+        net[2].weight.mul_(3.0)
+    inputs = event_frames(8, (40,), rate=0.4)
+    write_nir(tmp_path / "g.nir", snntorch_to_nir(net, torch.zeros(1, 40)))
+    expected, spikes = _snntorch_run(net, inputs, "membrane")
+    case = Case("variant", "snntorch", tmp_path / "g.nir", inputs, expected, spikes, ["--readout", "membrane", *flags])
+    out = _import(case, tmp_path)
+    logits, ops = onnx_logits_and_synaptic_ops(open_session(out / "model.onnx"), inputs, batch_size=SAMPLES)
+    assert spikes["1"].sum() > 0, "the hidden layer spikes"
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    assert ops is not None and np.array_equal(ops.sum(axis=0), spikes["1"] * 6)
+    assert logits.shape[0] == T

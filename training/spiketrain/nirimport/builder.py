@@ -505,7 +505,8 @@ class _Builder:
         theta = o.const(f"{name}_theta", theta_value) if theta_value is not None else ""
         previous = v_in
         reset_value = self._broadcast(node, "v_reset", shape, default=0.0) if spiking else None
-        if spiking and preset.reset_timing == "delayed":
+        start_reset = spiking and preset.reset_timing in ("delayed", "both")
+        if start_reset:
             fired = self._compare(v_in, theta, f"{name}_fired")
             if preset.reset == "zero":
                 previous = o.op("Sub", [v_in, o.op("Mul", [v_in, fired], f"{name}_r")], f"{name}_reset")
@@ -520,7 +521,7 @@ class _Builder:
         )
         if np.any(leak != 0):
             v = o.op("Add", [v, o.const(f"{name}_leak", leak)], f"{name}_v")
-        if spiking and preset.reset_timing == "delayed" and preset.reset == "subtract":
+        if start_reset and preset.reset == "subtract":
             v = o.op("Sub", [v, o.op("Mul", [fired, theta], f"{name}_r")], f"{name}_reset")
         if not spiking:
             self.state_outputs[index] = (v, shape)
@@ -536,15 +537,22 @@ class _Builder:
             spikes = self._compare(v, theta, name)
             fired_now = spikes
         after = v
-        if preset.reset_timing == "immediate":
+        if preset.reset_timing in ("immediate", "both"):
+            if preset.reset_timing == "both":
+                # snnTorch's reset_delay=False: the start-of-step reset above already took one threshold
+                # (or the membrane) where the previous step ended above threshold; only the rest now.
+                spikes_left = o.op("Sub", [spikes, fired], f"{name}_left")
+                fired_left = o.op("Sub", [fired_now, fired], f"{name}_left")
+            else:
+                spikes_left, fired_left = spikes, fired_now
             if preset.reset == "subtract":
-                after = o.op("Sub", [v, o.op("Mul", [spikes, theta], f"{name}_r")], f"{name}_reset")
+                after = o.op("Sub", [v, o.op("Mul", [spikes_left, theta], f"{name}_r")], f"{name}_reset")
             elif preset.reset == "zero":
-                after = o.op("Sub", [v, o.op("Mul", [v, fired_now], f"{name}_r")], f"{name}_reset")
+                after = o.op("Sub", [v, o.op("Mul", [v, fired_left], f"{name}_r")], f"{name}_reset")
             else:
                 assert reset_value is not None
                 delta = o.op("Sub", [o.const(f"{name}_vreset", reset_value), v], f"{name}_d")
-                after = o.op("Add", [v, o.op("Mul", [fired_now, delta], f"{name}_r")], f"{name}_reset")
+                after = o.op("Add", [v, o.op("Mul", [fired_left, delta], f"{name}_r")], f"{name}_reset")
         self.state_outputs[index] = (after, shape)
         self.membranes[name] = after
         self.spikes[name] = spikes

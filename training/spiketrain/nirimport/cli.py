@@ -58,7 +58,11 @@ def import_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dt", type=float, help="the step in the graph's time unit (preset's by default)")
     parser.add_argument("--discretisation", choices=("euler", "exact"))
     parser.add_argument("--reset", choices=("zero", "subtract", "value"))
-    parser.add_argument("--reset-timing", choices=("immediate", "delayed"))
+    parser.add_argument(
+        "--reset-timing",
+        choices=("immediate", "delayed", "both"),
+        help="after the spike, at the next step's start, or both (snnTorch's reset_delay=False)",
+    )
     parser.add_argument("--compare", choices=("gt", "ge"), help="spike where v > threshold (gt) or v >= threshold (ge)")
     parser.add_argument("--multi-spike", choices=("yes", "no"), help="floor(v / threshold) spikes per step")
     parser.add_argument("--synapse-input", choices=("euler", "jump"))

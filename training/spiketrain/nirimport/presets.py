@@ -17,7 +17,9 @@ The discrete step (``a``: decay, ``g``: gain of the input, per time constant tau
   ``floor(v / threshold)`` spikes where ``v > 0`` (Sinabs' MultiSpike);
 * reset ``zero`` (``v = 0``), ``subtract`` (``v -= spikes * threshold``) or ``value`` (``v = v_reset``),
   right after the spike (``reset_timing = "immediate"``) or at the start of the next step, before the
-  decay (``"delayed"``, snnTorch's default: ``v = a*v + I - threshold * [v > threshold]``).
+  decay (``"delayed"``, snnTorch's default: ``v = a*v + I - threshold * [v > threshold]``), or
+  ``"both"`` (snnTorch's ``reset_delay=False``: the start-of-step reset where the previous step ended
+  above threshold, then right after this step's spike only what that reset did not already take).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Preset:
     dt: float
     discretisation: str  # "euler" | "exact"
     reset: str  # "zero" | "subtract" | "value"
-    reset_timing: str  # "immediate" | "delayed"
+    reset_timing: str  # "immediate" | "delayed" | "both"
     compare: str  # "gt" | "ge"
     multi_spike: bool
     synapse_input: str  # "euler" | "jump"
