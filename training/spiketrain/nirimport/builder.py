@@ -522,7 +522,7 @@ class _Builder:
         if np.any(leak != 0):
             v = o.op("Add", [v, o.const(f"{name}_leak", leak)], f"{name}_v")
         if start_reset and preset.reset == "subtract":
-            v = o.op("Sub", [v, o.op("Mul", [fired, theta], f"{name}_r")], f"{name}_reset")
+            v = o.op("Sub", [v, self._affine(fired, theta_value, f"{name}_theta_r")], f"{name}_reset")
         if not spiking:
             self.state_outputs[index] = (v, shape)
             self.membranes[name] = v
@@ -546,7 +546,7 @@ class _Builder:
             else:
                 spikes_left, fired_left = spikes, fired_now
             if preset.reset == "subtract":
-                after = o.op("Sub", [v, o.op("Mul", [spikes_left, theta], f"{name}_r")], f"{name}_reset")
+                after = o.op("Sub", [v, self._affine(spikes_left, theta_value, f"{name}_theta_r")], f"{name}_reset")
             elif preset.reset == "zero":
                 after = o.op("Sub", [v, o.op("Mul", [v, fired_left], f"{name}_r")], f"{name}_reset")
             else:
