@@ -327,3 +327,14 @@ def test_an_events_import_carries_its_binning_and_labels_and_the_server_accepts_
     assert inspect.returncode == 0, inspect.stderr
     missing = run_import(tmp_path / "g.nir", tmp_path / "other", "--input", "events")
     assert missing.returncode == 2 and "--window-us" in missing.stderr
+
+
+def test_an_affine_readout_gives_the_layer_output_as_logits(tmp_path):
+    write_nir(
+        tmp_path / "g.nir", _mlp(fc=nir.Affine(weight=np.arange(12, dtype=np.float32).reshape(3, 4), bias=np.ones(3)))
+    )
+    assert run_import(tmp_path / "g.nir", tmp_path / "model", "--readout-node", "fc").returncode == 0
+    frames = np.random.default_rng(0).uniform(-1, 1, (STEPS, 4, 4)).astype(np.float32)
+    logits, ops = onnx_logits_and_synaptic_ops(open_session(tmp_path / "model" / "model.onnx"), frames, batch_size=4)
+    np.testing.assert_allclose(logits, frames @ np.arange(12, dtype=np.float32).reshape(3, 4).T + 1, rtol=1e-6)
+    assert ops is not None and not ops.any()  # the LIF behind the readout drives no synapse
