@@ -65,7 +65,7 @@ def _snntorch_run(net: torch.nn.Module, inputs: np.ndarray, readout: str) -> tup
     from snntorch import utils
 
     utils.reset(net)
-    recorded, remove = _recorder(net, (snn.Leaky, snn.Synaptic, snn.RLeaky))
+    recorded, remove = _recorder(net, (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic))
     out = []
     with torch.no_grad():
         for frame in inputs:
@@ -138,6 +138,30 @@ def snntorch_cases(root: Path) -> list[Case]:
             "snntorch-recurrent",
             "snntorch",
             root / "snntorch-recurrent.nir",
+            seq,
+            logits,
+            spikes,
+            ["--readout", "membrane"],
+        )
+    )
+    # Recurrent and current-based: RSynaptic.
+    rsyn = torch.nn.Sequential(
+        torch.nn.Linear(40, 32),
+        snn.RSynaptic(alpha=0.7, beta=0.9, linear_features=32, init_hidden=True),
+        torch.nn.Linear(32, 5),
+        snn.Leaky(beta=0.8, init_hidden=True, output=True),
+    )
+    with torch.no_grad():
+        rsyn[0].weight.mul_(3.0)
+        rsyn[1].recurrent.weight.mul_(2.0)
+        rsyn[2].weight.mul_(3.0)
+    write_nir(root / "snntorch-rsynaptic.nir", snntorch_to_nir(rsyn, torch.zeros(1, 40)))
+    logits, spikes = _snntorch_run(rsyn, seq, "membrane")
+    cases.append(
+        Case(
+            "snntorch-rsynaptic",
+            "snntorch",
+            root / "snntorch-rsynaptic.nir",
             seq,
             logits,
             spikes,

@@ -90,6 +90,7 @@ def _centred(values: np.ndarray) -> np.ndarray:
         "snntorch-conv",
         "snntorch-mlp",
         "snntorch-recurrent",
+        "snntorch-rsynaptic",
         "sinabs-conv",
         "sinabs-mlp",
         "norse-mlp",
