@@ -21,7 +21,6 @@ from .reader import Graph, Node
 
 NEURONS = ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF")
 SPIKING = ("IF", "LIF", "CubaLIF", "Threshold")
-WEIGHTED = ("Affine", "Linear", "Conv1d", "Conv2d")
 #: Readout modes: a neuron's membrane, its spikes, or a node's plain output (Affine, LI, ...).
 READOUTS = ("auto", "membrane", "spikes", "output")
 
@@ -276,7 +275,7 @@ class _Builder:
         model = helper.make_model(
             onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="spikeserve-import"
         )
-        model.ir_version = 8  # what ONNX Runtime 1.31 and the server read
+        model.ir_version = 8  # ONNX Runtime reads it; a newer onnx package would otherwise stamp a newer one
         onnx.checker.check_model(model, full_check=True)
         return Built(model, frame_shape, classes, self.state_shapes, readout, fanout, order, self.layers)
 
@@ -478,13 +477,13 @@ class _Builder:
             decay_syn, gain_syn = self._decay(node, "tau_syn", shape)
             w_in = self._broadcast(node, "w_in", shape, default=1.0)
             syn_gain = w_in if preset.synapse_input == "jump" else gain_syn * w_in
-            _, syn_in = self._state(shape)
+            syn_index, syn_in = self._state(shape)
             syn = o.op(
                 "Add",
                 [self._affine(syn_in, decay_syn, f"{name}_asyn"), self._affine(current, syn_gain, f"{name}_gsyn")],
                 f"{name}_syn",
             )
-            self.state_outputs[len(self.state_outputs) - 1] = (syn, shape)
+            self.state_outputs[syn_index] = (syn, shape)
             current = syn
             decay, gain = self._decay(node, "tau_mem", shape)
             layer["synapse"] = {"decay": _summary(decay_syn), "input_gain": _summary(syn_gain)}
