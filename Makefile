@@ -80,7 +80,7 @@ build:
 run: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(BIN) serve --models $(MODELS) --http-addr $(HTTP_ADDR)
 
-PY_TEST_DIRS := deploy benchmarks/python tests/clients tests/openapi tests/browser clients/python/tests
+PY_TEST_DIRS := deploy benchmarks/python tests/clients tests/openapi tests/browser clients/python/tests tests/gpu_bundle
 
 lint: venv
 	cargo fmt --all --check
