@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spiketrain.nirimport.workarounds import norse_to_nir, snntorch_to_nir, write_nir
+from spiketrain.nirimport.workarounds import norse_to_nir, snntorch_to_nir, with_conv_shapes, write_nir
 
 T = 6
 SAMPLES = 10
@@ -223,7 +223,7 @@ def sinabs_cases(root: Path) -> list[Case]:
         conv[7].weight.mul_(2.0)
     inputs = event_frames(4)
     sample = torch.zeros(SAMPLES * T, *EVENT_FRAME)
-    write_nir(root / "sinabs-conv.nir", sinabs.to_nir(conv, sample))
+    write_nir(root / "sinabs-conv.nir", with_conv_shapes(sinabs.to_nir(conv, sample), conv, sample))
     logits, spikes = _sinabs_run(conv, inputs)
     cases.append(
         Case("sinabs-conv", "sinabs", root / "sinabs-conv.nir", inputs, logits, spikes, ["--readout", "spikes"])
