@@ -243,6 +243,7 @@ def summary(
                     f"| {name} | {row['batch']} | {row['resident_us']:.1f} | {row['host_bound_us']:.1f} | "
                     f"{row['raw_loop_us']:.1f} | {ratio:.2f}x | {row['resident_bytes']} / {row['host_bound_bytes']} |"
                 )
+    targets: list[str] = []
     if servers:
         lines += ["", "## Closed-loop server benchmark (gRPC unary)", ""]
         lines += [
@@ -258,7 +259,10 @@ def summary(
             if clients == 64 and row and report["mean_timesteps"] > 0:
                 # The plain loop's requests per second at batch 64: rows per second over timesteps per request.
                 loop_rps = 64 / (row["raw_loop_us"] * 1e-6) / report["mean_timesteps"]
-                against = f"{report['throughput_rps'] / loop_rps:.0%} of {loop_rps:.0f} req/s"
+                share = report["throughput_rps"] / loop_rps
+                against = f"{share:.0%} of {loop_rps:.0f} req/s"
+                verdict = "met" if share >= 0.7 else "missed"
+                targets.append(f"Target, {model} at 64 clients: {share:.0%} of the plain loop (>= 70%: {verdict}).")
             errors = sum(report["errors"].values())
             lines.append(
                 f"| {model} | {clients} | {report['requests']} | {errors} | {report['throughput_rps']:.0f} | "
@@ -266,6 +270,8 @@ def summary(
                 f"{report['mean_timesteps']:.2f} | {against} |"
             )
     standin = run.args.standin.name
+    if not run.args.dry_run and targets:
+        lines += ["", *targets]
     if not run.args.dry_run and standin in steps and (row := row_at(steps[standin], 64)):
         ratio = row["host_bound_us"] / row["resident_us"]
         verdict = "met" if ratio >= 3 else "missed"
@@ -288,6 +294,8 @@ def main() -> int:
     only = set(args.only.split(","))
     if not only <= set(STEPS):
         parser.error(f"--only takes {', '.join(STEPS)}")
+    if (REPO / "models" / args.standin.name).exists():
+        parser.error(f"the stand-in's name {args.standin.name} is a shipped model's")
     args.results.mkdir(parents=True, exist_ok=True)
     run = Run(args, DRY if args.dry_run else FULL, time.monotonic() + args.deadline_s)
     parity: dict[str, Any] | None = None

@@ -219,6 +219,7 @@ mkdir -p "$results"
 } >"$results/environment.txt"
 
 remaining=$((TIME_BOUND_S - SECONDS))
+[ "$remaining" -gt 30 ] || stop "the time bound (${TIME_BOUND_S}s) ran out before the measuring began"
 dry_flag=()
 [ "$dry" = 1 ] && dry_flag=(--dry-run)
 only_flag=()

@@ -7,15 +7,20 @@ copy of the parts, since gpu-run.sh unpacks beside them."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import gpu_run as gpu_run_py
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_BUNDLE = REPO / "scripts" / "gpu-bundle.sh"
@@ -178,6 +183,23 @@ def test_a_corrupted_part_is_refused_with_its_name(copy: Path) -> None:
     assert not (copy / "unpacked").exists()
 
 
+def test_a_run_out_of_time_stops_naming_the_step(tmp_path: Path) -> None:
+    standin = tmp_path / "standin"
+    standin.mkdir()
+    shutil.copy(REPO / "models/digits/model.onnx", standin / "model.onnx")
+    done = subprocess.run(
+        [
+            sys.executable, str(REPO / "benchmarks" / "gpu_run.py"), "--device", "cpu",
+            "--ort-library", str(ort_library()), "--bin-dir", str(bin_dir()), "--standin", str(standin),
+            "--results", str(tmp_path / "results"), "--deadline-s", "0.5",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "gpu-run.sh: the time bound ran out before starting device\n"
+    assert "Stopped: the time bound ran out before starting device" in (tmp_path / "results/summary.md").read_text()
+
+
 def test_a_missing_part_is_refused_with_its_name(copy: Path) -> None:
     (copy / "part-03").unlink()
     done = gpu_run("--bundle", str(copy), "--wait", "1", "--unpack-only")
@@ -217,6 +239,21 @@ def test_the_dry_run_runs_every_step_on_the_cpu(copy: Path, tmp_path: Path) -> N
     assert "Parity against the CPU: 0 disagreements" in summary
     # The server at 64 clients set against the plain loop at batch 64.
     assert any(line.startswith("| digits | 64 | 128 | 0 |") and "% of" in line for line in summary.splitlines())
+
+    # The same reports read as a GPU run's: the issue's targets are judged.
+    run = gpu_run_py.Run(
+        argparse.Namespace(dry_run=False, device="cuda:0", standin=Path(STANDIN)), gpu_run_py.FULL, 0.0
+    )
+    steps = {m: json.loads((results / f"step-{m}.json").read_text()) for m in ("digits", "event-digits", STANDIN)}
+    servers = [
+        json.loads((results / f"server-{m}-c{c}.json").read_text()) for m in ("digits", STANDIN) for c in (1, 64, 256)
+    ]
+    judged = gpu_run_py.summary(run, parity, servers, steps)
+    assert judged.startswith("# GPU run\n")
+    assert re.search(r"^Target, digits at 64 clients: \d+% of the plain loop \(>= 70%: (met|missed)\)\.$", judged, re.M)
+    assert re.search(
+        rf"^Target, {re.escape(STANDIN)} at batch 64: resident [\d.]+x faster than host-bound", judged, re.M
+    )
 
     # The rerun of the measuring step alone: the bundle is checked, not unpacked again.
     again = tmp_path / "again"
