@@ -75,6 +75,50 @@ missing_parts() {
   done
 }
 
+# The image's nvidia-* packages (CUDA 13, cuDNN 9): wherever its python3 finds them.
+nvidia_dirs=$("$py" - <<'PY' 2>/dev/null || true
+import os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except ImportError:
+    roots = []
+found = set()
+for root in roots:
+    for here, _, names in os.walk(root):
+        if any(n.startswith("lib") and ".so" in n for n in names):
+            found.add(here)
+print(":".join(sorted(found)))
+PY
+)
+if [ -n "$nvidia_dirs" ]; then
+  export LD_LIBRARY_PATH="$nvidia_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+# The first of the manifest's `needs` libraries that the dynamic loader cannot open, with its error.
+cuda_library_missing() {
+  "$py" - "$manifest" <<'PY'
+import ctypes
+import sys
+
+for line in open(sys.argv[1]):
+    words = line.split()
+    if words[:1] == ["needs"]:
+        try:
+            ctypes.CDLL(words[1])
+        except OSError as error:
+            print(f"{words[1]} ({error})")
+            break
+PY
+}
+
+check_cuda_libraries() {
+  local missing
+  missing=$(cuda_library_missing)
+  [ -z "$missing" ] ||
+    stop "no CUDA library: $missing, which ONNX Runtime's CUDA provider loads (nvidia-* folders: ${nvidia_dirs:-none in $py})"
+}
+
 if [ "$mode" = parts ]; then
   present=0
   for line in "${parts[@]}"; do
@@ -85,6 +129,11 @@ if [ "$mode" = parts ]; then
     fi
   done
   echo "gpu-run.sh: $present of ${#parts[@]} parts here and verified; missing: $(missing_parts | tr '\n' ' ')"
+  # Known from the first call on, before the other parts cost device time.
+  if grep -q '^needs ' "$manifest"; then
+    check_cuda_libraries
+    echo "gpu-run.sh: every CUDA library the provider loads opens here (nvidia-* folders: ${nvidia_dirs:-none})"
+  fi
   exit 0
 fi
 
@@ -161,26 +210,6 @@ for found in "$unpacked"/ort/libonnxruntime.so.*.*.*; do [ -f "$found" ] && ort_
 [ -n "$ort_library" ] || stop "wrong manifest: the bundle holds no libonnxruntime.so.X.Y.Z"
 standin=$(awk '$1 == "standin" { print $2 }' "$manifest")
 
-# The image's nvidia-* packages (CUDA 13, cuDNN 9): wherever its python3 finds them.
-nvidia_dirs=$("$py" - <<'PY' 2>/dev/null || true
-import os
-try:
-    import nvidia
-    roots = list(nvidia.__path__)
-except ImportError:
-    roots = []
-found = set()
-for root in roots:
-    for here, _, names in os.walk(root):
-        if any(n.startswith("lib") and ".so" in n for n in names):
-            found.add(here)
-print(":".join(sorted(found)))
-PY
-)
-if [ -n "$nvidia_dirs" ]; then
-  export LD_LIBRARY_PATH="$nvidia_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
-
 if [ "$dry" = 1 ]; then
   device=cpu
   gpu="none (dry run: --device cpu)"
@@ -190,19 +219,10 @@ else
   [ -n "$gpu" ] || stop "no GPU: nvidia-smi lists none"
   [ -f "$unpacked/ort/libonnxruntime_providers_cuda.so" ] ||
     stop "no CUDA library: the bundle holds no libonnxruntime_providers_cuda.so (built with --allow-cpu-ort: use --dry-run)"
-  # Each library the CUDA provider loads, in the nvidia-* folders or where the loader looks anyway
-  # (the driver's libcuda.so.1 is there).
-  while read -r lib; do
-    found=""
-    IFS=: read -ra dirs <<<"${LD_LIBRARY_PATH:-}"
-    for dir in "${dirs[@]}"; do
-      if [ -n "$dir" ] && [ -e "$dir/$lib" ]; then found=$dir; break; fi
-    done
-    if [ -z "$found" ] && ldconfig -p 2>/dev/null | awk -v lib="$lib" '$1 == lib { f = 1 } END { exit !f }'; then
-      found=system
-    fi
-    [ -n "$found" ] || stop "no CUDA library: $lib (loaded by ONNX Runtime's CUDA provider) is in none of ${nvidia_dirs:-no nvidia-* folders of $py} nor the system's library path"
-  done < <(awk '$1 == "needs" { print $2 }' "$manifest")
+  # Each library the CUDA provider loads, opened the way the provider will open it (dlopen, with the
+  # library path above, the loader's cache and default folders, where the driver's libcuda.so.1 is),
+  # so that a library its own dependencies lack is caught here too.
+  check_cuda_libraries
   device=cuda:${GPU_RUN_ORDINAL:-0}
 fi
 

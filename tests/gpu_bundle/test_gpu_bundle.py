@@ -210,6 +210,20 @@ def test_a_missing_part_is_refused_with_its_name(copy: Path) -> None:
     assert done.returncode == 0 and "missing: part-03" in done.stdout, done.stdout
 
 
+def test_a_library_the_cuda_provider_needs_is_looked_for_from_the_first_call(copy: Path) -> None:
+    manifest_path = copy / "manifest.txt"
+    original = manifest_path.read_text()
+    # Opened through the dynamic loader, as the provider opens them: present, then absent.
+    manifest_path.write_text(original + "needs libc.so.6\n")
+    done = gpu_run("--bundle", str(copy), "--parts-only")
+    assert done.returncode == 0 and "every CUDA library the provider loads opens here" in done.stdout, done.stderr
+    manifest_path.write_text(original + "needs libc.so.6\nneeds libspikeserve-absent.so.9\n")
+    done = gpu_run("--bundle", str(copy), "--parts-only")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("gpu-run.sh: no CUDA library: libspikeserve-absent.so.9 (libspikeserve-absent.so.9: ")
+
+
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")
 def test_without_a_gpu_the_run_stops_in_one_line(copy: Path, tmp_path: Path) -> None:
     done = gpu_run("--bundle", str(copy), str(tmp_path / "results"))
