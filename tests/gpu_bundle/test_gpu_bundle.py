@@ -86,11 +86,13 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def copy(bundle: Path, tmp_path: Path) -> Path:
-    """The manifest and parts alone, as the calls leave them on the GPU machine."""
+    """The manifest and parts alone, as the calls leave them on the GPU machine: the manifest copied
+    (tests edit it), the parts linked (CI's disk is small; a test that changes one replaces it)."""
     target = tmp_path / "bundle"
     target.mkdir()
-    for path in [bundle / "manifest.txt", *sorted(bundle.glob("part-??"))]:
-        shutil.copy(path, target / path.name)
+    shutil.copy(bundle / "manifest.txt", target / "manifest.txt")
+    for path in sorted(bundle.glob("part-??")):
+        os.link(path, target / path.name)
     return target
 
 
@@ -176,6 +178,7 @@ def test_a_corrupted_part_is_refused_with_its_name(copy: Path) -> None:
     part = copy / "part-02"
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0x01
+    part.unlink()  # a link to the built bundle's part: replaced, not written through
     part.write_bytes(bytes(data))
     done = gpu_run("--bundle", str(copy), "--unpack-only")
     assert done.returncode == 1
