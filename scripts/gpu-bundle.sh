@@ -10,8 +10,8 @@
 #   ort/      the CUDA build of ONNX Runtime from the pinned onnxruntime-gpu wheel: the core library
 #             (which also runs the CPU side of the parity check, so both sides are the same build),
 #             the CUDA provider and the shared provider library; not TensorRT's provider.
-#   bin/      the release spikeserve and spikeserve-tools, stripped (the server's debug info alone is
-#             about 60 MB).
+#   bin/      the release spikeserve and spikeserve-tools, stripped of their debug info (the server
+#             goes from 87 MB to 17 MB).
 #   models/   the untrained VGGSNN stand-in the step benchmark times (exported here as
 #             benchmarks/overhead.py does, since the image's torch/onnx exporter is another version).
 # The shipped models and their held-out files are tracked, so they travel with the tree. No Python
@@ -19,10 +19,10 @@
 # library, and the image's python3 is 3.12. The CUDA 13 / cuDNN 9 libraries do not travel: the image's
 # python3 holds them as nvidia-* packages (see the manifest's `needs` lines, read from the provider).
 #
-# Compression: xz. It packs these libraries and binaries smaller than zstd's fast levels (fewer parts,
-# so fewer calls), it is multi-threaded here, and the GPU machine can always undo it: if its image has
-# no xz binary, Python's standard library has lzma, while Python 3.12 has no zstd module and a zstd
-# binary is not promised there.
+# Compression: xz. Size barely decides (the CUDA provider, mostly GPU code NVIDIA already compressed,
+# packs to 186.5 MB with xz -6, 185.6 MB with zstd -19 --long, 191.2 MB with zstd -3); what decides
+# is that the GPU machine can always undo it: if its image has no xz binary, Python's standard library
+# has lzma, while its Python 3.12 has no zstd module and a zstd binary is not promised there.
 #
 # Usage: scripts/gpu-bundle.sh [options]
 #   --out DIR          where the parts and manifest go (default .gpu-bundle, git-ignored)
@@ -34,7 +34,7 @@
 #   --bin-dir DIR      the release binaries (default target/release)
 #   --standin-dir DIR  an already exported stand-in model folder (default: export VGGSNN here)
 #   --vggsnn-width W   the stand-in's width when exporting it (default 1, the papers' network)
-#   --part-size BYTES  part size (default: computed from the tree, see part_size below)
+#   --part-size BYTES  part size (default: computed from the tree, see "the part size" below)
 #   --margin-mib N     head room kept under the 64 MiB of a call (default 4)
 #   --level N          xz preset (default 6; the tests use 0 to stay fast)
 #   --print-part-size  print the part size and the tree's bytes, and stop
@@ -92,11 +92,6 @@ tree_bytes=$(git ls-files -z --cached --others --exclude-standard |
 if [ -d shared ]; then
   tree_bytes=$((tree_bytes + $(du -sb shared | cut -f1)))
 fi
-if [ -z "$part_size" ]; then
-  part_size=$((CALL_LIMIT_BYTES - tree_bytes - MANIFEST_RESERVE_BYTES - margin_mib * 1024 * 1024))
-  part_size=$((part_size / 1048576 * 1048576))
-  [ "$part_size" -ge 1048576 ] || die "the tree takes $tree_bytes bytes: no room for a part under 64 MiB"
-fi
 if [ "$check_fit" = 1 ]; then
   # Just before the calls: the tree may have grown since the bundle was cut.
   [ -f "$out/manifest.txt" ] || die "no bundle in $out"
@@ -106,6 +101,11 @@ if [ "$check_fit" = 1 ]; then
     die "does not fit: the tree ($tree_bytes bytes), the manifest and a part ($largest) make $call bytes, over 64 MiB: build the bundle again"
   echo "gpu-bundle.sh: fits: the tree ($tree_bytes bytes), the manifest and the largest part ($largest) make $call bytes, $(((CALL_LIMIT_BYTES - call) / 1024)) KiB under 64 MiB"
   exit 0
+fi
+if [ -z "$part_size" ]; then
+  part_size=$((CALL_LIMIT_BYTES - tree_bytes - MANIFEST_RESERVE_BYTES - margin_mib * 1024 * 1024))
+  part_size=$((part_size / 1048576 * 1048576))
+  [ "$part_size" -ge 1048576 ] || die "the tree takes $tree_bytes bytes: no room for a part under 64 MiB"
 fi
 if [ "$print_part_size" = 1 ]; then
   echo "$part_size $tree_bytes"
