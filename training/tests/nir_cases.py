@@ -305,3 +305,47 @@ def norse_cases(root: Path) -> list[Case]:
     logits, spikes = _norse_run(conv, inputs)
     cases.append(Case("norse-conv", "norse", root / "norse-conv.nir", inputs, logits, spikes, []))
     return cases
+
+
+# -- SpikingJelly --------------------------------------------------------------------------------------
+
+
+def _spikingjelly_run(net: torch.nn.Module, inputs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    from spikingjelly.activation_based import functional, neuron
+
+    functional.reset_net(net)
+    recorded, remove = _recorder(net, (neuron.BaseNode,))
+    with torch.no_grad():
+        out = np.stack([net(torch.from_numpy(frame)).numpy().copy() for frame in inputs])
+    remove()
+    return out, _totals(recorded)
+
+
+def spikingjelly_cases(root: Path) -> list[Case]:
+    from spikingjelly.activation_based import layer, neuron
+    from spikingjelly.activation_based.nir_exchange import export_to_nir
+
+    torch.manual_seed(3)
+    cases = []
+    conv = torch.nn.Sequential(
+        layer.Conv2d(2, 8, 3, stride=2, padding=1),
+        neuron.LIFNode(tau=3.0),
+        layer.AvgPool2d(3),
+        layer.Flatten(),
+        layer.Linear(8 * 5 * 5, 10),
+        neuron.LIFNode(tau=2.0),
+    )
+    mlp = torch.nn.Sequential(layer.Linear(60, 32), neuron.LIFNode(tau=2.0), layer.Linear(32, 10), neuron.IFNode())
+    for net in (conv, mlp):
+        with torch.no_grad():
+            for module in net.modules():
+                if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+                    module.weight.mul_(8.0)
+    for name, net, inputs in [
+        ("spikingjelly-conv", conv, event_frames(9, rate=0.3)),
+        ("spikingjelly-mlp", mlp, event_frames(10, (60,), rate=0.3)),
+    ]:
+        write_nir(root / f"{name}.nir", export_to_nir(net, torch.zeros(1, *inputs.shape[2:])))  # its own exporter
+        logits, spikes = _spikingjelly_run(net, inputs)
+        cases.append(Case(name, "spikingjelly", root / f"{name}.nir", inputs, logits, spikes, ["--readout", "spikes"]))
+    return cases

@@ -1,4 +1,4 @@
-"""NIR graphs from snnTorch, Sinabs and Norse, imported and served by the real server, against the
+"""NIR graphs from snnTorch, Sinabs, Norse and SpikingJelly, imported and served by the real server, against the
 frameworks' own forward passes: every timestep's class identical on every sample, logits within
 LOGIT_TOLERANCE, synaptic operations (spikes times fan-out) equal.
 
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROJECT_ROOT
-from nir_cases import SAMPLES, Case, norse_cases, sinabs_cases, snntorch_cases
+from nir_cases import SAMPLES, Case, norse_cases, sinabs_cases, snntorch_cases, spikingjelly_cases
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 from spikeserve_process import Server, started
@@ -43,7 +43,7 @@ def _import(case: Case, models: Path) -> Path:
 def cases(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("nir")
-    return [*snntorch_cases(root), *sinabs_cases(root), *norse_cases(root)]
+    return [*snntorch_cases(root), *sinabs_cases(root), *norse_cases(root), *spikingjelly_cases(root)]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,12 @@ def _stream(client: httpx.Client, server: Server, model: str, frames: np.ndarray
     return partials, final
 
 
+def _module(node: str) -> str:
+    """The framework module a NIR node came from: "1.lif" (a recurrent subgraph) is module "1", and
+    SpikingJelly's exporter names module 1 "_1"."""
+    return node.split(".")[0].removeprefix("_")
+
+
 def _centred(values: np.ndarray) -> np.ndarray:
     return values - values.mean(axis=-1, keepdims=True)
 
@@ -96,6 +102,8 @@ def _centred(values: np.ndarray) -> np.ndarray:
         "norse-mlp",
         "norse-cuba",
         "norse-conv",
+        "spikingjelly-conv",
+        "spikingjelly-mlp",
     ],
 )
 def test_the_served_import_steps_as_the_framework_does(name, cases, served):
@@ -104,7 +112,7 @@ def test_the_served_import_steps_as_the_framework_does(name, cases, served):
     source = json.loads((models / name / "source.json").read_text())
     steps = case.inputs.shape[0]
     running = np.cumsum(case.logits.astype(np.float64), axis=0) / np.arange(1, steps + 1)[:, None, None]
-    worst = 0.0
+    worst, spiked = 0.0, 0.0
     with httpx.Client(timeout=30) as client:
         for n in range(SAMPLES):
             partials, final = _stream(client, server, name, case.inputs[:, n])
@@ -118,11 +126,13 @@ def test_the_served_import_steps_as_the_framework_does(name, cases, served):
             assert diff <= LOGIT_TOLERANCE, f"sample {n}: running-mean logits differ by {diff}"
             # Spikes counted the same: the framework's spikes per layer times the synapses each drives.
             expected = sum(
-                case.spikes[node.split(".")[0]][n] * per_spike for node, per_spike in source["synaptic_fanout"].items()
+                case.spikes[_module(node)][n] * per_spike for node, per_spike in source["synaptic_fanout"].items()
             )
             assert final["synaptic_ops"] == pytest.approx(expected, abs=0.5), f"sample {n}: synaptic operations"
+            spiked += expected
             assert final["timesteps"] == steps
-    print(f"{name}: worst running-mean logit difference {worst:.2e}")
+    assert spiked > 0, "the network's hidden layers spike (else the comparison of counts is empty)"
+    print(f"{name}: worst running-mean logit difference {worst:.2e}, synaptic operations {spiked:.0f}")
 
 
 def test_snntorch_export_to_nir_is_broken_at_the_pinned_versions_and_the_workaround_is_not(tmp_path):
@@ -212,4 +222,5 @@ def test_the_exported_files_read_back_with_nir_itself(cases):
 
     for case in cases:
         graph = nir.read(case.nir, type_check=False)
-        assert "input" in graph.nodes and "output" in graph.nodes, case.name
+        kinds = {type(node).__name__ for node in graph.nodes.values()}
+        assert {"Input", "Output"} <= kinds, case.name

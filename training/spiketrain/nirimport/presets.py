@@ -110,9 +110,9 @@ PRESETS: dict[str, Preset] = {
         multi_spike=False,
         synapse_input="euler",
         leaky_input="scaled",
-        input_has_batch=True,
+        input_has_batch=False,  # its exporter writes per-sample shapes
         tau_is_dt_times_tau=False,
-        notes="IFNode -> IF, LIFNode -> LIF; not round-tripped in the tests (see docs/import.md)",
+        notes="IFNode -> IF, LIFNode -> LIF (tau = dt * tau_steps, r = 1; IF: r = 1/dt); hard reset to v_reset",
     ),
     "rockpool": Preset(
         producer="rockpool",
