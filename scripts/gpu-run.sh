@@ -24,7 +24,7 @@
 #   --parts-only     check the parts that are there so far (size, SHA-256), list the missing; exit 0
 #   --unpack-only    steps 1 only: verify, join, unpack, verify; no RESULTS_DIR
 # Environment: GPU_RUN_PYTHON (default python3: the image's, which holds the nvidia-* packages),
-# GPU_RUN_ORDINAL (default 0).
+# GPU_RUN_ORDINAL (default 0), GPU_RUN_LZMA=python (unpack with Python's lzma even where xz is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -151,9 +151,12 @@ done
 unpacked=$bundle/unpacked
 manifest_sha=$(sha256sum "$manifest" | cut -d' ' -f1)
 
-# Undoes xz with the xz binary, or with Python's lzma where the image has no xz.
+# Undoes xz with the xz binary, or with Python's lzma where the image has no xz (or where
+# GPU_RUN_LZMA=python asks for it: the tests).
+unpacker=xz
+if [ "${GPU_RUN_LZMA:-}" = python ] || ! command -v xz >/dev/null; then unpacker="Python's lzma"; fi
 decompress() {
-  if command -v xz >/dev/null; then
+  if [ "$unpacker" = xz ]; then
     xz -dc -T0
   else
     "$py" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer, 1 << 20)'
@@ -187,7 +190,8 @@ else
   got=$(sha256sum "$bundle/$archive" | cut -d' ' -f1)
   [ "$got" = "$archive_sha" ] || stop "wrong checksum: $archive (joined from the parts: sha256 $got, the manifest says $archive_sha)"
   # Two xz streams, each a tar: -i reads on past the first tar's end.
-  decompress <"$bundle/$archive" | tar -x -i -C "$unpacked.tmp" || stop "could not unpack $archive"
+  decompress <"$bundle/$archive" | tar -x -i -C "$unpacked.tmp" || stop "could not unpack $archive ($unpacker)"
+  echo "gpu-run.sh: unpacked with $unpacker"
   rm -f "$bundle/$archive"
   verify_files "$unpacked.tmp"
   mv "$unpacked.tmp" "$unpacked"

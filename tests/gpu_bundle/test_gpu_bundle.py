@@ -62,8 +62,8 @@ def manifest(bundle: Path) -> dict[str, list[list[str]]]:
     return lines
 
 
-def gpu_run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, GPU_RUN_PYTHON=sys.executable)
+def gpu_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, GPU_RUN_PYTHON=sys.executable, **(env or {}))
     return subprocess.run(
         [str(GPU_RUN), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -158,6 +158,7 @@ def test_the_fit_is_checked_again_before_the_calls(copy: Path) -> None:
 def test_reassembled_the_bundle_is_byte_identical_to_its_sources(copy: Path, tmp_path: Path) -> None:
     done = gpu_run("--bundle", str(copy), "--unpack-only")
     assert done.returncode == 0, done.stderr
+    assert "unpacked with xz" in done.stdout
     unpacked = copy / "unpacked"
     assert (unpacked / "ort/libonnxruntime.so.1.31.1").read_bytes() == ort_library().read_bytes()
     shared = ort_library().parent / "libonnxruntime_providers_shared.so"
@@ -172,6 +173,14 @@ def test_reassembled_the_bundle_is_byte_identical_to_its_sources(copy: Path, tmp
     assert on_disk == {row[2] for row in manifest(copy)["file"]}
     for size, digest, path in manifest(copy)["file"]:
         assert (unpacked / path).stat().st_size == int(size) and sha256(unpacked / path) == digest
+
+
+def test_without_xz_python_unpacks_the_same_files(copy: Path) -> None:
+    done = gpu_run("--bundle", str(copy), "--unpack-only", env={"GPU_RUN_LZMA": "python"})
+    # gpu-run.sh checks every unpacked file against the manifest's SHA-256 itself.
+    assert done.returncode == 0, done.stderr
+    assert "unpacked with Python's lzma" in done.stdout
+    assert (copy / "unpacked/ort/libonnxruntime.so.1.31.1").read_bytes() == ort_library().read_bytes()
 
 
 def test_a_corrupted_part_is_refused_with_its_name(copy: Path) -> None:
