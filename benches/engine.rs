@@ -33,13 +33,7 @@ fn main() -> anyhow::Result<()> {
     };
     let inputs = heldout_inputs(&root.join("models/digits/heldout.json"))?;
     let contract = open()?.contract().clone();
-    let policy = CutoffPolicy {
-        threshold: contract.default_threshold,
-        min_timesteps: 1,
-        max_timesteps: contract.timesteps,
-        max_variance: None,
-        calibrated_for: None,
-    };
+    let policy = CutoffPolicy::cutoff(contract.default_threshold, 1, contract.timesteps);
     println!(
         "machine: {} CPUs; model digits (T = {}), threshold {}",
         cpus(),
@@ -56,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     };
     let request = |i: usize| AnytimeRequest {
         frames: RequestFrames::Static(inputs[i % inputs.len()].clone()),
-        policy,
+        policy: policy.clone(),
         deadline: None,
         record_confidences: false,
         partials: None,

@@ -72,6 +72,8 @@ if str(REPO / "training") not in sys.path:
 
 import spikeserve_process  # noqa: E402
 from spiketrain import anytime, data, event_digits  # noqa: E402
+from spiketrain import exit_policies as ep  # noqa: E402
+from spiketrain.exit_features import oracle_exits, trajectories  # noqa: E402
 from spiketrain.events import EventBinning, bin_events  # noqa: E402
 from spiketrain.export import METADATA_PREFIX, onnx_logits, open_session  # noqa: E402
 
@@ -158,9 +160,75 @@ class Setting:
 
     key: str  # request ids are KEY/INDEX
     threshold: float
-    parameters: dict[str, float]
+    parameters: dict[str, Any]
     budget: float | None = None  # the budget asked
     table_budget: float | None = None  # the table row the server must pick
+    #: An exit policy's row (``exit-policies.json``) instead of the cutoff: its kind, the row, its level.
+    policy: str | None = None
+    row: dict[str, Any] | None = None
+    level: float | None = None
+
+
+def exit_policies(model: ModelInfo) -> dict[str, Any] | None:
+    """The model's ``exit-policies.json``, as the server reads it."""
+    path = model.directory / "exit-policies.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pick(rows: list[dict[str, Any]], budget: float) -> dict[str, Any] | None:
+    fitting = sorted((r for r in rows if r["max_accuracy_drop"] <= budget), key=lambda r: r["max_accuracy_drop"])
+    return fitting[-1] if fitting else None
+
+
+def policy_settings(
+    model: ModelInfo, budgets: Sequence[float], levels: Sequence[float], every_policy: bool
+) -> list[Setting]:
+    """For a model that ships ``exit-policies.json``, at every budget: the model's own choice, and with
+    ``every_policy`` each policy by name and at each guarantee level; the rows the server must pick, as
+    the file says."""
+    document = exit_policies(model)
+    if document is None:
+        return []
+    settings = []
+    for budget in budgets:
+        asks: list[tuple[str | None, float | None]] = [(None, None)]
+        if every_policy:
+            asks += [(k, None) for k in document["policies"]] + [(None, level) for level in levels]
+            asks += [(k, level) for k in document["policies"] for level in levels]
+        for named, level in asks:
+            kind = named or (document["serving_policy_guarantee"] if level is not None else document["serving_policy"])
+            spec = document["policies"][kind]
+            if level is None:
+                rows = spec["point"]
+                chosen_level = None
+            else:
+                available = sorted({r["level"] for r in spec["guarantee"] if r["level"] >= level})
+                if not available:
+                    continue
+                chosen_level = available[0]
+                rows = [r for r in spec["guarantee"] if r["level"] == chosen_level]
+            row = _pick(rows, budget)
+            if row is None:
+                continue
+            parameters: dict[str, Any] = {"max_accuracy_drop": float(budget)}
+            if named is not None:
+                parameters["policy"] = named
+            if level is not None:
+                parameters["guarantee"] = float(level)
+            key = f"policy:{named or 'default'}:{budget!r}:{level!r}"
+            settings.append(
+                Setting(
+                    key,
+                    float(row.get("threshold") or 1.0) if kind != "schedule" else 1.0,
+                    parameters,
+                    budget=float(budget),
+                    table_budget=float(row["max_accuracy_drop"]),
+                    policy=kind,
+                    row=row,
+                    level=chosen_level,
+                )
+            )
+    return settings
 
 
 def calibration_table(model: ModelInfo) -> list[dict[str, float]]:
@@ -173,6 +241,8 @@ def calibration_table(model: ModelInfo) -> list[dict[str, float]]:
 
 def settings_for(model: ModelInfo, thresholds: Sequence[float], budgets: Sequence[float]) -> list[Setting]:
     settings = [Setting(repr(float(t)), float(t), {"threshold": float(t)}) for t in thresholds]
+    if exit_policies(model) is not None:
+        return settings  # a budget runs the model's exit policies: see policy_settings
     table = sorted(calibration_table(model), key=lambda row: row["max_accuracy_drop"])
     for budget in budgets:
         rows = [row for row in table if row["max_accuracy_drop"] <= budget]
@@ -260,6 +330,8 @@ def load_samples(model: ModelInfo, limit: int | None, heldout_json_only: bool) -
 class OfflineRun:
     result: anytime.AnytimeResult
     reasons: list[str]
+    #: ``[T, N]``: how far each timestep's decision value lies from its boundary (policies only).
+    distance: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +339,47 @@ class Offline:
     confidences: np.ndarray  # float64 [T, N]: max of the (ensemble) running-mean softmax after each step
     runs: dict[float, OfflineRun]
     accuracy_at_t: float
+    member_logits: np.ndarray | None = None  # [K, T, N, C]
+    policy_runs: dict[str, OfflineRun] = field(default_factory=dict)
+
+    def run_of(self, setting: Setting) -> OfflineRun:
+        return self.policy_runs[setting.key] if setting.policy is not None else self.runs[setting.threshold]
+
+
+def policy_run(offline: Offline, setting: Setting, targets: np.ndarray, document: dict[str, Any]) -> OfflineRun:
+    """A policy row's exits over the same logits, decided as the server decides (``spiketrain.exit_policies``)."""
+    assert offline.member_logits is not None and setting.policy is not None and setting.row is not None
+    traj = trajectories(offline.member_logits)
+    kind, row = setting.policy, setting.row
+    score = None
+    if kind == "learned":
+        mlp = ep.Mlp.from_json(document["policies"]["learned"]["score"])
+        score = ep.learned_family(traj, mlp).score
+    rule = ep.rule_stops(traj, kind, row, score)
+    stop = rule.copy()
+    stop[-1] = True
+    exits = ep.exits_of(stop)
+    n = traj.samples
+    predictions = traj.prediction[exits, np.arange(n)]
+    said = rule[exits, np.arange(n)]
+    reason = "confident" if kind == "cutoff" else "policy"
+    reasons = [reason if s else "max_timesteps" for s in said.tolist()]
+    if kind == "cutoff":
+        distance = np.abs(traj.confidence - float(row["threshold"]))
+    elif kind == "schedule":
+        distance = np.abs(traj.confidence - np.asarray(row["thresholds"], dtype=np.float64)[:, None])
+    else:
+        assert score is not None
+        lam = row["threshold"]
+        distance = np.full(score.shape, np.inf) if lam is None else np.abs(score - lam) / max(1.0, abs(lam))
+    result = anytime.AnytimeResult(
+        threshold=setting.threshold,
+        exit_timesteps=exits + 1,
+        predictions=predictions,
+        accuracy=float((predictions == targets).mean()),
+        mean_timesteps=float((exits + 1).mean()),
+    )
+    return OfflineRun(result, reasons, distance)
 
 
 def offline_evaluation(model: ModelInfo, samples: Samples, thresholds: Sequence[float]) -> Offline:
@@ -282,7 +395,7 @@ def offline_evaluation(model: ModelInfo, samples: Samples, thresholds: Sequence[
         at_exit = confidences[result.exit_timesteps - 1, np.arange(len(samples.targets))]
         reasons = ["confident" if threshold < 1.0 and c >= threshold else "max_timesteps" for c in at_exit.tolist()]
         runs[threshold] = OfflineRun(result, reasons)
-    return Offline(confidences, runs, runs[1.0].result.accuracy)
+    return Offline(confidences, runs, runs[1.0].result.accuracy, member_logits)
 
 
 def eval_json_thresholds(model: ModelInfo) -> list[float]:
@@ -368,6 +481,8 @@ class Answer:
     final: bool = False
     threshold: float | None = None  # response parameters of the final answer
     budget: float | None = None
+    policy: str | None = None
+    guarantee: float | None = None
 
 
 def _scalar(result: grpcclient.InferResult, name: str) -> Any:
@@ -420,12 +535,16 @@ class StreamRun:
                     answer.threshold = response.parameters["threshold"].double_param
                 if "max_accuracy_drop" in response.parameters:
                     answer.budget = response.parameters["max_accuracy_drop"].double_param
+                if "policy" in response.parameters:
+                    answer.policy = response.parameters["policy"].string_param
+                if "guarantee" in response.parameters:
+                    answer.guarantee = response.parameters["guarantee"].double_param
                 self.finished += 1
                 self.done.notify_all()
         if final:
             self.slots.release()
 
-    def send(self, model: str, request: np.ndarray, request_id: str, parameters: dict[str, float]) -> bool:
+    def send(self, model: str, request: np.ndarray, request_id: str, parameters: dict[str, Any]) -> bool:
         """Sends one request once a slot is free; False when the stream has broken."""
         if request.dtype == np.int64:
             tensor = grpcclient.InferInput("events", list(request.shape), "INT64")
@@ -502,7 +621,7 @@ def compare(
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """(mismatches, tolerated differences) of one setting."""
     threshold = setting.threshold
-    run = offline.runs[threshold]
+    run = offline.run_of(setting)
     mismatches: list[dict[str, object]] = []
     tolerated: list[dict[str, object]] = []
     for i in range(count):
@@ -510,10 +629,22 @@ def compare(
         base: dict[str, object] = {"model": model.name, "threshold": threshold, "sample": i}
         if setting.budget is not None:
             base["max_accuracy_drop"] = setting.budget
+        if setting.policy is not None:
+            base.update(policy=setting.policy, guarantee=setting.level)
         if answer is None or not answer.final:
             mismatches.append({**base, "problem": "no final response"})
             continue
-        if (answer.threshold, answer.budget) != (threshold, setting.table_budget):
+        if setting.policy is not None:
+            expected = (setting.policy, setting.table_budget, setting.level)
+            if (answer.policy, answer.budget, answer.guarantee) != expected:
+                mismatches.append(
+                    {
+                        **base,
+                        "problem": f"the server ran policy {answer.policy} row {answer.budget} at level "
+                        f"{answer.guarantee}; the file says {expected}",
+                    }
+                )
+        elif (answer.threshold, answer.budget) != (threshold, setting.table_budget):
             mismatches.append(
                 {
                     **base,
@@ -533,7 +664,10 @@ def compare(
             continue
         last = max(expected_exit, answer.timesteps)
         window = offline.confidences[:last, i]
-        near = threshold < 1.0 and bool(np.any(np.abs(window - threshold) < NEAR_THRESHOLD))
+        if run.distance is not None:
+            near = bool(np.any(run.distance[:last, i] < NEAR_THRESHOLD))
+        else:
+            near = threshold < 1.0 and bool(np.any(np.abs(window - threshold) < NEAR_THRESHOLD))
         record = {
             **base,
             "offline": {"timesteps": expected_exit, "class_index": expected_class, "exit_reason": expected_reason},
@@ -573,7 +707,7 @@ def summarise(
     rows = []
     for setting in settings:
         server = server_rows[setting.key]
-        result = offline.runs[setting.threshold].result
+        result = offline.run_of(setting).result
         variances = getattr(result, "variances", None)
         right_at_t = offline.runs[1.0].result.predictions == samples.targets
         right = result.predictions == samples.targets
@@ -583,6 +717,8 @@ def summarise(
             {
                 "threshold": setting.threshold,
                 "max_accuracy_drop": setting.budget,
+                "policy": setting.policy,
+                "guarantee": setting.level,
                 "table_budget": setting.table_budget,
                 "drop_standard_error": drop_se,
                 "compute_reduction": (
@@ -614,6 +750,9 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _setting(row: dict[str, Any]) -> str:
+    if row.get("policy") is not None:
+        level = "" if row.get("guarantee") is None else f", guarantee {row['guarantee']:g}"
+        return f"{row['policy']} (budget {row['max_accuracy_drop']:g}{level})"
     if row.get("max_accuracy_drop") is None:
         return f"{row['threshold']:g}"
     return f"{row['threshold']:.4g} (budget {row['max_accuracy_drop']:g})"
@@ -640,21 +779,27 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         "Accuracy and average timesteps are the server's; speedup is T / average timesteps; the drop is "
         "against running all T steps (threshold 1.0), in percentage points; uncertainty is the ensemble "
         "members' mean variance on the chosen class at exit. A row asked with an accuracy budget "
-        "(`max_accuracy_drop`) shows the calibrated threshold the server picked, then the budget.",
+        "(`max_accuracy_drop`) shows the calibrated threshold the server picked, then the budget; a row of an exit "
+        "policy (`--policies`) names the policy the server ran, the budget and any guarantee level. Of the ceiling: "
+        "the speedup over the ceiling T / (mean oracle exit), the oracle exit being the first t from which the "
+        "answer equals the answer at T at every later step.",
         "",
-        "| model | variant | T | samples | threshold | accuracy % | avg timesteps | speedup (x) | drop vs T (pp) "
-        "| mean uncertainty | exits: confident / max_timesteps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | ceiling | variant | T | samples | setting | accuracy % | avg timesteps | speedup (x) | of the ceiling "
+        "| drop vs T (pp) | mean uncertainty | exits: confident / policy / max_timesteps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["models"].items():
         for row in entry["results"]:
             reasons = row["exit_reasons"]
             uncertainty = "" if row["mean_uncertainty"] is None else f"{row['mean_uncertainty']:.2e}"
+            fraction = row.get("fraction_of_ceiling")
             lines.append(
-                f"| `{name}` | {entry['variant']} | {entry['timesteps']} | {row['samples']} | {_setting(row)} "
+                f"| `{name}` | {entry['ceiling_speedup']:.2f}x | {entry['variant']} | {entry['timesteps']} "
+                f"| {row['samples']} | {_setting(row)} "
                 f"| {_pct(row['accuracy'])} | {_fmt(row['mean_timesteps'], '.3f')} | {_fmt(row['speedup'], '.2f')} "
+                f"| {'n/a' if fraction is None else f'{fraction * 100:.0f}%'} "
                 f"| {row['accuracy_drop'] * 100:+.2f} | {uncertainty} "
-                f"| {reasons.get('confident', 0)} / {reasons.get('max_timesteps', 0)} |"
+                f"| {reasons.get('confident', 0)} / {reasons.get('policy', 0)} / {reasons.get('max_timesteps', 0)} |"
             )
     lines += ["", "## Models", ""]
     for name, entry in report["models"].items():
@@ -732,6 +877,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="also ask with max_accuracy_drop (percentage points) on models with a calibration table",
     )
+    parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="also ask every exit policy of the models' exit-policies.json at each --budgets (named, the model's "
+        "own choice, and with each --levels guarantee), and compare with the offline evaluation of the file's rows",
+    )
+    parser.add_argument("--levels", nargs="*", type=float, default=[0.9], help="guarantee levels for --policies")
     parser.add_argument("--limit", type=int, default=None, help="the first N held-out samples per model")
     parser.add_argument("--heldout-json-only", action="store_true", help="event models: heldout.json's samples only")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight on the stream")
@@ -765,6 +917,11 @@ def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
         offline = offline_evaluation(
             model, samples, [*args.thresholds, *(s.threshold for s in settings), *eval_json_thresholds(model)]
         )
+        document = exit_policies(model)
+        if document is not None:
+            for setting in policy_settings(model, args.budgets, args.levels, args.policies):
+                offline.policy_runs[setting.key] = policy_run(offline, setting, samples.targets, document)
+                settings.append(setting)
         eval_check = check_against_eval_json(model, offline, samples)
         offline_s = time.perf_counter() - t0
         answers, errors, server_s = stream_model(address, model, samples, settings, args.concurrency, args.timeout_s)
@@ -778,6 +935,11 @@ def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
             tolerated += t
             compared += len(samples.targets)
         rows = summarise(model, offline, samples, settings, answers)
+        assert offline.member_logits is not None
+        oracle = oracle_exits(trajectories(offline.member_logits).prediction)
+        ceiling = model.timesteps / float(oracle.mean())
+        for row in rows:
+            row["fraction_of_ceiling"] = row["speedup"] / ceiling if row["speedup"] else None
         models[name] = {
             "variant": model.variant,
             "dataset": model.dataset,
@@ -786,6 +948,8 @@ def evaluate(args: argparse.Namespace, address: str) -> dict[str, Any]:
             "samples": len(samples.targets),
             "sample_source": samples.source,
             "accuracy_at_T": offline.accuracy_at_t,
+            "oracle_mean_exit": float(oracle.mean()),
+            "ceiling_speedup": ceiling,
             "offline_vs_eval_json": eval_check,
             "offline_s": offline_s,
             "server_s": server_s,

@@ -31,6 +31,8 @@ pub const LOG_LINES_DROPPED: &str = "spikeserve_log_lines_dropped_total";
 pub const TRACE_SPANS_DROPPED: &str = "spikeserve_trace_spans_dropped_total";
 pub const TRACE_SPANS_EXPORTED: &str = "spikeserve_trace_spans_exported_total";
 pub const OUTCOMES: &str = "spikeserve_request_outcomes_total";
+pub const POLICY_EXITS: &str = "spikeserve_policy_exits_total";
+pub const POLICY_TIMESTEPS: &str = "spikeserve_policy_timesteps_total";
 pub const QUEUE_WAIT_BY_PRIORITY: &str = "spikeserve_queue_wait_by_priority_seconds";
 pub const WARMUP: &str = "spikeserve_warmup_seconds";
 pub const NV_SUCCESS: &str = "nv_inference_request_success";
@@ -50,6 +52,12 @@ const DURATION_BUCKETS: &[f64] = &[
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 const SYNAPTIC_OPS_BUCKETS: &[f64] = &[1e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8, 1e9];
 const UNCERTAINTY_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+
+/// Exit reasons as labelled, indexed as the engine's stats index them (the engine's
+/// `ExitReason::as_str`, which a unit test keeps in step).
+pub const EXIT_REASON_LABELS: [&str; 5] = ["confident", "max_timesteps", "deadline", "cancelled", "policy"];
+/// Exit policies as labelled, indexed by the engine's `PolicyKind::index`.
+pub const POLICY_LABELS: [&str; 3] = ["cutoff", "schedule", "learned"];
 
 /// The only model version served (KServe's and Triton's `version` label).
 const VERSION: &str = "1";
@@ -118,6 +126,16 @@ fn describe() {
         "Requests the engine took or refused, by model, priority class, whether they had a latency budget \
          (budget: yes/no) and outcome: within_budget, deadline_exit, answered (no budget), refused_at_admission \
          (the budget could not cover min_timesteps), expired_in_queue, overloaded, cancelled, failed"
+    );
+    describe_counter!(
+        POLICY_EXITS,
+        "Requests answered, by model, the exit policy that ran (cutoff, schedule, learned) and exit reason \
+         (policy: the schedule or learned score said stop; confident: the cutoff's threshold)"
+    );
+    describe_counter!(
+        POLICY_TIMESTEPS,
+        "Timesteps spent by answered requests, by model and exit policy: divided by spikeserve_policy_exits_total, \
+         each policy's average timesteps"
     );
     describe_histogram!(
         QUEUE_WAIT_BY_PRIORITY,
@@ -196,7 +214,7 @@ pub fn warmup(model: &str, took: Duration) {
 #[derive(Clone)]
 pub struct ModelMetrics {
     model: String,
-    ok: [Counter; 4],
+    ok: [Counter; 5],
     timesteps: Histogram,
     request_duration: Histogram,
     queue_duration: Histogram,
@@ -215,6 +233,10 @@ pub struct ModelMetrics {
     nv_request_us: Counter,
     /// `[priority][budgeted][outcome]`.
     outcomes: Vec<Counter>,
+    /// `[policy][exit reason]` (answered requests), in [`POLICY_LABELS`] and [`EXIT_REASON_LABELS`] order.
+    policy_exits: Vec<Counter>,
+    /// `[policy]`.
+    policy_timesteps: Vec<Counter>,
     queue_wait_by_priority: Vec<Histogram>,
 }
 
@@ -232,7 +254,24 @@ impl ModelMetrics {
         metrics::gauge!(SLOTS_CAPACITY, &m()).set(slots as f64);
         Self {
             model: model.to_owned(),
-            ok: [ok("confident"), ok("max_timesteps"), ok("deadline"), ok("cancelled")],
+            ok: EXIT_REASON_LABELS.map(ok),
+            policy_exits: POLICY_LABELS
+                .iter()
+                .flat_map(|&policy| {
+                    EXIT_REASON_LABELS.iter().map(move |&reason| {
+                        metrics::counter!(
+                            POLICY_EXITS,
+                            "model" => model.to_owned(),
+                            "policy" => policy,
+                            "exit_reason" => reason
+                        )
+                    })
+                })
+                .collect(),
+            policy_timesteps: POLICY_LABELS
+                .iter()
+                .map(|&policy| metrics::counter!(POLICY_TIMESTEPS, "model" => model.to_owned(), "policy" => policy))
+                .collect(),
             timesteps: metrics::histogram!(TIMESTEPS, &m()),
             request_duration: metrics::histogram!(REQUEST_DURATION, &m()),
             queue_duration: metrics::histogram!(QUEUE_DURATION, &m()),
@@ -292,6 +331,7 @@ impl ModelMetrics {
     pub fn answered(
         &self,
         reason_index: usize,
+        policy_index: usize,
         timesteps: usize,
         queue: Duration,
         total: Duration,
@@ -300,6 +340,12 @@ impl ModelMetrics {
     ) {
         if let Some(counter) = self.ok.get(reason_index) {
             counter.increment(1);
+        }
+        if let Some(counter) = self.policy_exits.get(policy_index * EXIT_REASON_LABELS.len() + reason_index) {
+            counter.increment(1);
+        }
+        if let Some(counter) = self.policy_timesteps.get(policy_index) {
+            counter.increment(timesteps as u64);
         }
         self.timesteps.record(timesteps as f64);
         self.queue_duration.record(queue.as_secs_f64());

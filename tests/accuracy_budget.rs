@@ -173,15 +173,19 @@ async fn a_budget_runs_its_calibrated_threshold_on_every_door() {
         assert_eq!(streamed.max_accuracy_drop, Some(expected.max_accuracy_drop));
 
         let policy = pb::Policy { max_accuracy_drop: Some(asked), ..Default::default() };
-        let unary = grpc.infer(grpc_request(flatten(input), policy)).await.expect("gRPC answer").into_inner();
+        let unary =
+            grpc.infer(grpc_request(flatten(input), policy.clone())).await.expect("gRPC answer").into_inner();
         assert_eq!(unary.timesteps as usize, reference.timesteps);
         assert_eq!(
             (unary.threshold, unary.max_accuracy_drop),
             (expected.threshold, Some(expected.max_accuracy_drop))
         );
 
-        let mut stream =
-            grpc.infer_stream(grpc_request(flatten(input), policy)).await.expect("stream").into_inner();
+        let mut stream = grpc
+            .infer_stream(grpc_request(flatten(input), policy.clone()))
+            .await
+            .expect("stream")
+            .into_inner();
         let mut last = None;
         while let Some(message) = stream.message().await.expect("stream message") {
             if let Some(pb::infer_stream_response::Message::Final(answer)) = message.message {
@@ -319,7 +323,7 @@ async fn wrong_budgets_are_refused_naming_the_field_the_model_and_its_budgets() 
         ),
     ] {
         let values = flatten(input);
-        let status = grpc.infer(grpc_request(values.clone(), policy)).await.expect_err("refused");
+        let status = grpc.infer(grpc_request(values.clone(), policy.clone())).await.expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument);
         for word in &mentions {
             assert!(status.message().contains(word), "{:?} should mention {word:?}", status.message());

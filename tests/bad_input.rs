@@ -544,9 +544,13 @@ async fn priorities_and_budgets_are_checked_on_every_door() {
         (pb::Policy { latency_budget_ms: Some(f64::NAN), ..Default::default() }, "latency_budget_ms"),
         (pb::Policy { latency_budget_ms: Some(4e6), ..Default::default() }, "latency_budget_ms"),
     ] {
-        assert_status(grpc.infer(anytime_request(digit(), policy)).await, Code::InvalidArgument, &[mentions]);
         assert_status(
-            grpc.infer_stream(anytime_request(digit(), policy)).await,
+            grpc.infer(anytime_request(digit(), policy.clone())).await,
+            Code::InvalidArgument,
+            &[mentions],
+        );
+        assert_status(
+            grpc.infer_stream(anytime_request(digit(), policy.clone())).await,
             Code::InvalidArgument,
             &[mentions],
         );

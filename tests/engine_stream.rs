@@ -38,18 +38,12 @@ fn frame(value: &serde_json::Value) -> Vec<f32> {
 async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_deadline() {
     let engine = digits_engine();
     let (inputs, _) = heldout_digits();
-    let all_steps = CutoffPolicy {
-        threshold: 1.0,
-        min_timesteps: 1,
-        max_timesteps: 8,
-        max_variance: None,
-        calibrated_for: None,
-    };
+    let all_steps = CutoffPolicy::cutoff(1.0, 1, 8);
 
     // Frames trickle in; a partial comes back after each one.
     let (partials, mut partial_rx) = tokio::sync::mpsc::unbounded_channel();
     let (sender, answer) =
-        engine.open_stream(all_steps, None, Priority::DEFAULT, true, Some(partials)).expect("stream");
+        engine.open_stream(all_steps.clone(), None, Priority::DEFAULT, true, Some(partials)).expect("stream");
     let pixels = frame(&inputs[0]);
     for t in 1..=5 {
         sender.push(pixels.clone()).expect("frame");
@@ -68,7 +62,13 @@ async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_dead
     // One frame, then silence: the budget ends it with the answer after that frame.
     let started = Instant::now();
     let (sender, answer) = engine
-        .open_stream(all_steps, Some(started + Duration::from_millis(50)), Priority::DEFAULT, false, None)
+        .open_stream(
+            all_steps.clone(),
+            Some(started + Duration::from_millis(50)),
+            Priority::DEFAULT,
+            false,
+            None,
+        )
         .expect("stream");
     sender.push(pixels.clone()).expect("frame");
     let answer = answer.wait().await.expect("answer");
@@ -77,13 +77,13 @@ async fn streamed_frames_step_as_they_arrive_and_a_stalled_stream_meets_its_dead
 
     // Ended before any frame.
     let (sender, answer) =
-        engine.open_stream(all_steps, None, Priority::DEFAULT, false, None).expect("stream");
+        engine.open_stream(all_steps.clone(), None, Priority::DEFAULT, false, None).expect("stream");
     drop(sender);
     assert!(matches!(answer.wait().await, Err(EngineError::NoFrames)));
 
     // The caller leaves while its stream waits: the slot is freed.
     let (sender, answer) =
-        engine.open_stream(all_steps, None, Priority::DEFAULT, false, None).expect("stream");
+        engine.open_stream(all_steps.clone(), None, Priority::DEFAULT, false, None).expect("stream");
     sender.push(pixels).expect("frame");
     drop(answer);
     for _ in 0..200 {

@@ -304,18 +304,18 @@ async fn bad_requests_get_a_status_code_and_a_message_naming_the_field() {
     let tensor = |t: pb::Tensor| pb::infer_request::Input::Tensor(t);
     let policy = pb::Policy::default();
 
-    let unknown = infer_request("nope", tensor(good.clone()), policy);
+    let unknown = infer_request("nope", tensor(good.clone()), policy.clone());
     expect_code(grpc.infer(unknown).await, Code::NotFound, "model \"nope\" is not loaded").await;
     let wrong_shape = pb::Tensor { shape: vec![8, 8], values: good.values.clone() };
     expect_code(
-        grpc.infer(infer_request("digits", tensor(wrong_shape), policy)).await,
+        grpc.infer(infer_request("digits", tensor(wrong_shape), policy.clone())).await,
         Code::InvalidArgument,
         "input: has shape [8, 8]",
     )
     .await;
     let short = pb::Tensor { shape: vec![1, 8, 8], values: vec![0.0; 63] };
     expect_code(
-        grpc.infer(infer_request("digits", tensor(short), policy)).await,
+        grpc.infer(infer_request("digits", tensor(short), policy.clone())).await,
         Code::InvalidArgument,
         "holds 64 elements but input has 63",
     )
@@ -323,7 +323,7 @@ async fn bad_requests_get_a_status_code_and_a_message_naming_the_field() {
     let mut nan = good.clone();
     nan.values[5] = f32::NAN;
     expect_code(
-        grpc.infer(infer_request("digits", tensor(nan), policy)).await,
+        grpc.infer(infer_request("digits", tensor(nan), policy.clone())).await,
         Code::InvalidArgument,
         "tensor[5]",
     )
@@ -352,13 +352,13 @@ async fn bad_requests_get_a_status_code_and_a_message_naming_the_field() {
     )
     .await;
     let events = pb::Events { x: vec![1], y: vec![1], t_us: vec![1], p: vec![0] };
-    let to_static = infer_request("digits", pb::infer_request::Input::Events(events), policy);
+    let to_static = infer_request("digits", pb::infer_request::Input::Events(events), policy.clone());
     expect_code(grpc.infer(to_static).await, Code::InvalidArgument, "not raw events").await;
     let ragged = pb::Events { x: vec![1, 2], y: vec![1], t_us: vec![1], p: vec![0] };
-    let ragged = infer_request("event-digits", pb::infer_request::Input::Events(ragged), policy);
+    let ragged = infer_request("event-digits", pb::infer_request::Input::Events(ragged), policy.clone());
     expect_code(grpc.infer(ragged).await, Code::InvalidArgument, "must be equal").await;
     let outside = pb::Events { x: vec![1, 40], y: vec![1, 1], t_us: vec![1, 2], p: vec![0, 0] };
-    let outside = infer_request("event-digits", pb::infer_request::Input::Events(outside), policy);
+    let outside = infer_request("event-digits", pb::infer_request::Input::Events(outside), policy.clone());
     expect_code(grpc.infer(outside).await, Code::InvalidArgument, "events[1]: x = 40").await;
 
     // Sessions: the first message must be the start; frames must fit; at most T of them.
@@ -415,7 +415,7 @@ async fn bad_requests_get_a_status_code_and_a_message_naming_the_field() {
     drop(tx);
 
     // After all of that, the server still answers.
-    let ok = grpc.infer(infer_request("digits", tensor(good), policy)).await.expect("still serving");
+    let ok = grpc.infer(infer_request("digits", tensor(good), policy.clone())).await.expect("still serving");
     assert!(ok.into_inner().timesteps >= 1);
 }
 

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(DecodedBody { inputs, parameters, .. }) = decode_body(&headers, body) else { return };
     for contract in contracts {
         if let Ok(spec) = request_spec(contract, inputs.clone(), &parameters) {
-            let _ = checked_request("fuzz", contract, spec, Instant::now());
+            let _ = checked_request("fuzz", contract, None, spec, Instant::now());
         }
     }
 });

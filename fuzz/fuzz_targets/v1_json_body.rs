@@ -21,6 +21,6 @@ fuzz_target!(|body: &[u8]| {
     let Ok(request) = parse_json::<InferRequest>(body) else { return };
     let Ok(spec) = request.into_spec() else { return };
     for contract in contracts {
-        let _ = checked_request("fuzz", contract, spec.clone(), Instant::now());
+        let _ = checked_request("fuzz", contract, None, spec.clone(), Instant::now());
     }
 });

@@ -189,7 +189,7 @@ impl Call {
             let start = policy(self, &model)?;
             let (partials_tx, partials) = mpsc::unbounded_channel();
             let (sender, answer) = model.engine.open_traced_stream(
-                start.policy,
+                start.policy.clone(),
                 start.deadline,
                 start.priority,
                 start.return_confidences,

@@ -7,16 +7,19 @@ use std::time::{Duration, Instant};
 use super::error::ApiError;
 use super::schema::InferRequest;
 use crate::contract::{check_max_variance, check_threshold};
-use crate::engine::{AnytimeRequest, CutoffPolicy, Priority, RequestFrames};
+use crate::engine::{AnytimeRequest, CutoffPolicy, ExitRule, PolicyKind, Priority, RequestFrames};
 use crate::input::events::Event;
 use crate::input::{decode_json_tensor, into_frames, DenseTensor};
-use crate::model::{CalibratedThreshold, LoadedModel, ModelContract};
+use crate::model::{CalibratedThreshold, ExitPolicies, LoadedModel, ModelContract, PolicyAsk};
 
 /// The longest latency budget accepted (one hour): beyond it a budget is surely a unit mistake.
 const MAX_BUDGET_MS: f64 = 3_600_000.0;
 
+/// The budget a request that names a policy but no `max_accuracy_drop` runs at (percentage points).
+pub const DEFAULT_POLICY_BUDGET: f64 = 0.5;
+
 /// When to stop, as a client asked; unset fields take the model's defaults.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct PolicyParams {
     pub threshold: Option<f64>,
     pub min_timesteps: Option<usize>,
@@ -26,8 +29,13 @@ pub struct PolicyParams {
     /// Priority class as sent; checked by [`priority`].
     pub priority: Option<u64>,
     /// Accuracy-drop budget (percentage points) instead of a threshold: picks a row of the model's
-    /// calibration table ([`calibrated_threshold`]).
+    /// calibration table ([`calibrated_threshold`]), or of the model's exit policies.
     pub max_accuracy_drop: Option<f64>,
+    /// The exit policy by name (`cutoff`, `schedule`, `learned`); the model's choice when absent.
+    pub policy: Option<String>,
+    /// With `max_accuracy_drop`: the probability (e.g. 0.9) with which the budget must hold over the
+    /// calibration data; picks a guaranteed calibration row.
+    pub guarantee: Option<f64>,
 }
 
 /// What a request feeds the model.
@@ -68,6 +76,8 @@ impl InferRequest {
                 max_variance: self.max_variance,
                 priority: self.priority,
                 max_accuracy_drop: self.max_accuracy_drop,
+                policy: self.policy,
+                guarantee: self.guarantee,
             },
             return_confidences: self.return_confidences,
         })
@@ -80,17 +90,18 @@ pub fn anytime_request(
     spec: RequestSpec,
     arrived: Instant,
 ) -> Result<AnytimeRequest, ApiError> {
-    checked_request(&model.name, &model.contract, spec, arrived)
+    checked_request(&model.name, &model.contract, model.exit_policies.as_deref(), spec, arrived)
 }
 
-/// [`anytime_request`] against a contract alone (no engine needed: the fuzz targets use it).
+/// [`anytime_request`] against a contract and policies alone (no engine needed: the fuzz targets use it).
 pub fn checked_request(
     name: &str,
     contract: &ModelContract,
+    policies: Option<&ExitPolicies>,
     spec: RequestSpec,
     arrived: Instant,
 ) -> Result<AnytimeRequest, ApiError> {
-    let mut policy = cutoff_policy(&spec.policy, name, contract)?;
+    let mut policy = cutoff_policy(&spec.policy, name, contract, policies)?;
     let deadline = deadline(spec.policy.latency_budget_ms, arrived)?;
     let priority = priority(spec.policy.priority)?;
     let frames = request_frames(spec.input, name, contract)?;
@@ -111,7 +122,7 @@ pub fn checked_request(
 }
 
 /// What a session's `start` message asks for, checked against the model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionPolicy {
     pub policy: CutoffPolicy,
     pub deadline: Option<Instant>,
@@ -127,7 +138,7 @@ pub fn session_policy(
     arrived: Instant,
 ) -> Result<SessionPolicy, ApiError> {
     Ok(SessionPolicy {
-        policy: cutoff_policy(params, &model.name, &model.contract)?,
+        policy: cutoff_policy(params, &model.name, &model.contract, model.exit_policies.as_deref())?,
         deadline: deadline(params.latency_budget_ms, arrived)?,
         priority: priority(params.priority)?,
         return_confidences,
@@ -148,26 +159,74 @@ pub fn priority(value: Option<u64>) -> Result<Priority, ApiError> {
     }
 }
 
-/// The threshold (given, calibrated for a budget, or the model's default), timestep bounds and
-/// variance bound.
+/// The exit rule (a threshold given, calibrated for a budget, the model's default, or a row of one
+/// of the model's exit policies), timestep bounds and variance bound.
 pub fn cutoff_policy(
     params: &PolicyParams,
     name: &str,
     contract: &ModelContract,
+    policies: Option<&ExitPolicies>,
 ) -> Result<CutoffPolicy, ApiError> {
-    let (threshold, calibrated_for) = match (params.threshold, params.max_accuracy_drop) {
+    let invalid = ApiError::InvalidField;
+    let named = params.policy.as_deref().map(|asked| named_policy(asked, name, policies)).transpose()?;
+    if let Some(level) = params.guarantee {
+        if !(level.is_finite() && level > 0.0 && level < 1.0) {
+            return Err(invalid(format!(
+                "guarantee: must be a probability strictly between 0 and 1 (e.g. 0.9), found {level}"
+            )));
+        }
+        if params.max_accuracy_drop.is_none() {
+            return Err(invalid(
+                "guarantee: needs max_accuracy_drop, the budget it guarantees (e.g. \"max_accuracy_drop\": 0.5, \
+                 \"guarantee\": 0.9)"
+                    .into(),
+            ));
+        }
+    }
+    let (threshold, calibrated_for, rule, kind, guarantee) = match (
+        params.threshold,
+        params.max_accuracy_drop,
+    ) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidField(
+            return Err(invalid(
                 "threshold and max_accuracy_drop: give one or the other, not both (a budget picks its \
                  calibrated threshold)"
                     .into(),
             ))
         }
-        (None, Some(budget)) => {
-            let row = calibrated_threshold(name, contract, budget)?;
-            (row.threshold, Some(row.max_accuracy_drop))
+        (Some(_), None) if named.is_some_and(|kind| kind != PolicyKind::Cutoff) => {
+            return Err(invalid(format!(
+                "threshold: only the cutoff policy takes a threshold; the {} policy is calibrated: give \
+                 max_accuracy_drop instead",
+                named.map_or("", PolicyKind::as_str)
+            )))
         }
-        (threshold, None) => (threshold.unwrap_or(contract.default_threshold), None),
+        (None, budget) if budget.is_some() || named.is_some_and(|kind| kind != PolicyKind::Cutoff) => {
+            let budget = budget.unwrap_or(DEFAULT_POLICY_BUDGET);
+            check_budget(budget)?;
+            match policies {
+                Some(policies) => {
+                    let ask = PolicyAsk { policy: named, budget, guarantee: params.guarantee };
+                    let row = policies.select(name, ask).map_err(invalid)?;
+                    (row.threshold, Some(row.max_accuracy_drop), row.rule.clone(), row.rule.kind(), row.level)
+                }
+                None if params.guarantee.is_some() => return Err(invalid(format!(
+                    "guarantee: model \"{name}\" ships no exit policies (exit-policies.json), so it has no \
+                         guaranteed calibration; ask without a guarantee"
+                ))),
+                None => {
+                    let row = calibrated_threshold(name, contract, budget)?;
+                    (row.threshold, Some(row.max_accuracy_drop), ExitRule::Cutoff, PolicyKind::Cutoff, None)
+                }
+            }
+        }
+        (threshold, _) => (
+            threshold.unwrap_or(contract.default_threshold),
+            None,
+            ExitRule::Cutoff,
+            PolicyKind::Cutoff,
+            None,
+        ),
     };
     check_threshold(threshold).map_err(|reason| ApiError::InvalidField(format!("threshold: {reason}")))?;
     let max_timesteps = params.max_timesteps.unwrap_or(contract.timesteps);
@@ -188,7 +247,49 @@ pub fn cutoff_policy(
         check_max_variance(bound)
             .map_err(|reason| ApiError::InvalidField(format!("max_variance: {reason}")))?;
     }
-    Ok(CutoffPolicy { threshold, min_timesteps, max_timesteps, max_variance, calibrated_for })
+    Ok(CutoffPolicy {
+        threshold,
+        min_timesteps,
+        max_timesteps,
+        max_variance,
+        calibrated_for,
+        rule,
+        policy: kind,
+        guarantee,
+    })
+}
+
+/// A policy name from a request, known and shipped by the model (the cutoff always is).
+fn named_policy(asked: &str, name: &str, policies: Option<&ExitPolicies>) -> Result<PolicyKind, ApiError> {
+    let shipped = || match policies {
+        Some(p) => p.policies.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>().join(", "),
+        None => "cutoff (the model ships no exit-policies.json)".to_owned(),
+    };
+    let kind = PolicyKind::parse(asked).ok_or_else(|| {
+        ApiError::InvalidField(format!(
+            "policy: unknown policy {asked:?}; model \"{name}\" has: {}",
+            shipped()
+        ))
+    })?;
+    let available =
+        kind == PolicyKind::Cutoff || policies.is_some_and(|p| p.policies.iter().any(|p| p.kind == kind));
+    if !available {
+        return Err(ApiError::InvalidField(format!(
+            "policy: model \"{name}\" has no {asked:?} policy; it has: {}",
+            shipped()
+        )));
+    }
+    Ok(kind)
+}
+
+fn check_budget(budget: f64) -> Result<(), ApiError> {
+    if budget.is_finite() && budget >= 0.0 {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidField(format!(
+            "max_accuracy_drop: must be a non-negative number of percentage points, found {budget}"
+        )))
+    }
 }
 
 /// The calibration row for an accuracy-drop budget: the largest budget in the model's table that does

@@ -7,7 +7,7 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::engine::{AnytimeAnswer, EngineConfig, ExitReason, Partial, StatsSnapshot};
+use crate::engine::{AnytimeAnswer, EngineConfig, ExitReason, Partial, PolicyKind, StatsSnapshot};
 use crate::input::JsonEvents;
 use crate::model::{LoadedModel, ModelContract, RefusedModel};
 
@@ -56,6 +56,15 @@ pub struct InferRequest {
     #[serde(default)]
     #[schema(minimum = 0)]
     pub max_accuracy_drop: Option<f64>,
+    /// The exit policy: `cutoff`, `schedule` or `learned` (`exit_policies` in `/v1/models/{model}`
+    /// lists what the model ships). Defaults to the model's choice for `max_accuracy_drop`; with no
+    /// budget, a named policy runs at 0.5 points. Only the cutoff takes a `threshold`.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// With `max_accuracy_drop`: the probability (e.g. 0.9), over the calibration data, with which the
+    /// budget holds; the server picks a guaranteed calibration row of the smallest level at or above it.
+    #[serde(default)]
+    pub guarantee: Option<f64>,
     /// Also return the confidence after every timestep.
     #[serde(default)]
     pub return_confidences: bool,
@@ -82,6 +91,12 @@ pub struct InferResponse {
     /// request gave `max_accuracy_drop`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_accuracy_drop: Option<f64>,
+    /// The exit policy that ran.
+    pub policy: PolicyKind,
+    /// The guarantee level of the calibration row used, when it was a guaranteed one (else the row,
+    /// if any, was point-calibrated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guarantee: Option<f64>,
     /// Synaptic operations spent on the request, when the model reports them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synaptic_ops: Option<f64>,
@@ -108,6 +123,8 @@ impl InferResponse {
             exit_reason: answer.exit_reason,
             threshold: answer.threshold,
             max_accuracy_drop: answer.max_accuracy_drop,
+            policy: answer.policy,
+            guarantee: answer.guarantee,
             synaptic_ops: answer.synaptic_ops,
             confidences: answer.confidences,
             compute_ms: answer.compute_time.as_secs_f64() * 1e3,

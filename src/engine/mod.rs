@@ -6,6 +6,7 @@
 //! together.
 
 pub mod admission;
+pub mod exit_policy;
 #[cfg(test)]
 mod fake_stepper;
 pub mod frames;
@@ -26,6 +27,7 @@ pub use admission::{Admission, Priority, WarmupBatches};
 pub use frames::{FrameSender, StreamError};
 // The frames are the input layer's; re-exported where the engine's callers have always found them.
 pub use crate::input::{FrameBuffer, RequestFrames};
+pub use exit_policy::{Dense, ExitRule, Feature, PolicyKind, StopScore};
 pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
 use request::{AnswerReceiver, Job, Message};
 pub use request::{
@@ -191,13 +193,7 @@ mod tests {
         let engine = Engine::start("scripted", vec![FakeStepper::new(4, 3, script)], config).expect("starts");
         let request = AnytimeRequest {
             frames: RequestFrames::Static(vec![1.0; 4]),
-            policy: CutoffPolicy {
-                threshold: 0.99,
-                min_timesteps: 1,
-                max_timesteps: 8,
-                max_variance: None,
-                calibrated_for: None,
-            },
+            policy: CutoffPolicy::cutoff(0.99, 1, 8),
             deadline: None,
             record_confidences: false,
             partials: None,

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use super::exit_policy::{ExitRule, PolicyKind};
+
 /// Why a request stopped stepping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -14,10 +16,14 @@ pub enum ExitReason {
     Deadline,
     /// The caller went away; nobody receives this answer.
     Cancelled,
+    /// An exit policy other than the plain cutoff (a per-timestep threshold, a learned stop score)
+    /// said stop.
+    Policy,
 }
 
 impl ExitReason {
-    pub const ALL: [Self; 4] = [Self::Confident, Self::MaxTimesteps, Self::Deadline, Self::Cancelled];
+    pub const ALL: [Self; 5] =
+        [Self::Confident, Self::MaxTimesteps, Self::Deadline, Self::Cancelled, Self::Policy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,12 +31,13 @@ impl ExitReason {
             Self::MaxTimesteps => "max_timesteps",
             Self::Deadline => "deadline",
             Self::Cancelled => "cancelled",
+            Self::Policy => "policy",
         }
     }
 }
 
 /// When to stop, per request.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CutoffPolicy {
     /// Stop once the max softmax probability is at least this. `1.0` disables the confidence exit,
     /// so the request always runs `max_timesteps` (float rounding could otherwise make a
@@ -46,11 +53,63 @@ pub struct CutoffPolicy {
     /// When `threshold` came from the model's calibration table: that row's accuracy-drop budget
     /// (percentage points), echoed in the answer.
     pub calibrated_for: Option<f64>,
+    /// The rule besides the timestep bounds: the cutoff on `threshold`, or a model's exit policy.
+    pub rule: ExitRule,
+    /// The policy the request asked for (or the model chose), named in the answer and the metrics.
+    pub policy: PolicyKind,
+    /// When the row came from a guaranteed calibration: its level (the probability over the
+    /// calibration data that the disagreement with the answer at T stays within the budget).
+    pub guarantee: Option<f64>,
 }
 
 impl CutoffPolicy {
+    /// The plain cutoff with this threshold and bounds: what a `threshold` request runs.
+    pub const fn cutoff(threshold: f64, min_timesteps: usize, max_timesteps: usize) -> Self {
+        Self {
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            max_variance: None,
+            calibrated_for: None,
+            rule: ExitRule::Cutoff,
+            policy: PolicyKind::Cutoff,
+            guarantee: None,
+        }
+    }
+
+    /// The exit decision for a row after its latest timestep: the request's rule, within its
+    /// timestep bounds and variance bound. Reads only the row (no allocation).
+    pub fn decide_row(&self, row: &EnsemblePrediction) -> Option<ExitReason> {
+        match &self.rule {
+            ExitRule::Cutoff => self.decide(row.timesteps(), row.confidence(), row.variance()),
+            rule => {
+                let timestep = row.timesteps();
+                let agreed = self.max_variance.is_none_or(|bound| row.variance() <= bound);
+                if timestep >= self.min_timesteps && agreed && rule.says_stop(row) {
+                    Some(ExitReason::Policy)
+                } else if timestep >= self.max_timesteps {
+                    Some(ExitReason::MaxTimesteps)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// The threshold to report for an answer after `timestep` steps: the cutoff's, the schedule's
+    /// at that timestep, or the learned score's (1.0 where the row never stops early).
+    pub fn reported_threshold(&self, timestep: usize) -> f64 {
+        match &self.rule {
+            ExitRule::Cutoff => self.threshold,
+            ExitRule::Schedule(thresholds) => {
+                thresholds.get(timestep.saturating_sub(1)).copied().unwrap_or(self.threshold)
+            }
+            ExitRule::Learned { threshold, .. } => threshold.unwrap_or(1.0),
+        }
+    }
+
     /// The exit decision after `timestep` steps (1-based) with the given confidence and members'
-    /// variance (0 for a single model).
+    /// variance (0 for a single model), by the plain cutoff.
     pub fn decide(&self, timestep: usize, confidence: f64, variance: f64) -> Option<ExitReason> {
         let agreed = self.max_variance.is_none_or(|bound| variance <= bound);
         if self.threshold < 1.0 && timestep >= self.min_timesteps && confidence >= self.threshold && agreed {
@@ -126,6 +185,10 @@ pub struct EnsemblePrediction {
     mean: Vec<f64>,
     best: usize,
     variance: f64,
+    /// Whether `best` differs from the previous timestep's (true after the first).
+    changed: bool,
+    /// Timesteps in a row, ending now, whose prediction was `best`.
+    run_length: usize,
 }
 
 impl EnsemblePrediction {
@@ -135,6 +198,8 @@ impl EnsemblePrediction {
             mean: vec![0.0; classes],
             best: 0,
             variance: 0.0,
+            changed: true,
+            run_length: 0,
         }
     }
 
@@ -157,7 +222,10 @@ impl EnsemblePrediction {
         for mean in &mut self.mean {
             *mean /= k;
         }
+        let previous = self.best;
         self.best = argmax(&self.mean);
+        self.changed = self.run_length == 0 || self.best != previous;
+        self.run_length = if self.changed { 1 } else { self.run_length + 1 };
         let centre = self.mean[self.best];
         self.variance =
             self.members.iter().map(|m| (m.probabilities()[self.best] - centre).powi(2)).sum::<f64>() / k;
@@ -187,6 +255,44 @@ impl EnsemblePrediction {
     /// Variance across members of the chosen class's probability.
     pub fn variance(&self) -> f64 {
         self.variance
+    }
+
+    /// Whether the prediction differs from the previous timestep's (always after the first).
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// How many timesteps in a row, ending now, predicted the current class.
+    pub fn run_length(&self) -> usize {
+        self.run_length
+    }
+
+    /// The largest probability minus the second largest (infinite for a single class).
+    pub fn margin(&self) -> f64 {
+        let mut second = f64::NEG_INFINITY;
+        for (c, &p) in self.mean.iter().enumerate() {
+            if c != self.best && p > second {
+                second = p;
+            }
+        }
+        self.confidence() - second
+    }
+
+    /// `-sum_c p_c ln p_c` over the classes in order, skipping zero probabilities.
+    pub fn entropy(&self) -> f64 {
+        let mut acc = 0.0;
+        for &p in &self.mean {
+            if p > 0.0 {
+                acc += p * p.ln();
+            }
+        }
+        -acc
+    }
+
+    /// The fraction of members whose own prediction is the ensemble's class.
+    pub fn agreement(&self) -> f64 {
+        let agreeing = self.members.iter().filter(|m| m.best_class() == self.best).count();
+        agreeing as f64 / self.members.len() as f64
     }
 }
 
@@ -229,42 +335,18 @@ mod tests {
 
     #[test]
     fn cutoff_decisions() {
-        let policy = CutoffPolicy {
-            threshold: 0.9,
-            min_timesteps: 1,
-            max_timesteps: 4,
-            max_variance: None,
-            calibrated_for: None,
-        };
+        let policy = CutoffPolicy::cutoff(0.9, 1, 4);
         assert_eq!(policy.decide(1, 0.95, 0.0), Some(ExitReason::Confident));
         assert_eq!(policy.decide(1, 0.9, 0.0), Some(ExitReason::Confident));
         assert_eq!(policy.decide(3, 0.5, 0.0), None);
         assert_eq!(policy.decide(4, 0.5, 0.0), Some(ExitReason::MaxTimesteps));
-        let never_early = CutoffPolicy {
-            threshold: 1.0,
-            min_timesteps: 1,
-            max_timesteps: 8,
-            max_variance: None,
-            calibrated_for: None,
-        };
+        let never_early = CutoffPolicy::cutoff(1.0, 1, 8);
         assert_eq!(never_early.decide(1, 1.0, 0.0), None);
         assert_eq!(never_early.decide(8, 1.0, 0.0), Some(ExitReason::MaxTimesteps));
-        let patient = CutoffPolicy {
-            threshold: 0.5,
-            min_timesteps: 3,
-            max_timesteps: 8,
-            max_variance: None,
-            calibrated_for: None,
-        };
+        let patient = CutoffPolicy::cutoff(0.5, 3, 8);
         assert_eq!(patient.decide(2, 0.99, 0.0), None);
         assert_eq!(patient.decide(3, 0.99, 0.0), Some(ExitReason::Confident));
-        let agreeing = CutoffPolicy {
-            threshold: 0.9,
-            min_timesteps: 1,
-            max_timesteps: 8,
-            max_variance: Some(0.01),
-            calibrated_for: None,
-        };
+        let agreeing = CutoffPolicy { max_variance: Some(0.01), ..CutoffPolicy::cutoff(0.9, 1, 8) };
         assert_eq!(agreeing.decide(1, 0.95, 0.02), None);
         assert_eq!(agreeing.decide(1, 0.95, 0.01), Some(ExitReason::Confident));
         assert_eq!(agreeing.decide(8, 0.95, 0.5), Some(ExitReason::MaxTimesteps));

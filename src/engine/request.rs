@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::admission::{Admission, Priority, WarmupBatches};
+use super::exit_policy::PolicyKind;
 use super::policy::{CutoffPolicy, ExitReason};
 use super::stepper::StepError;
 use crate::input::RequestFrames;
@@ -59,6 +60,10 @@ pub struct AnytimeAnswer {
     pub threshold: f64,
     /// The accuracy-drop budget whose calibrated threshold it was, when the request gave one.
     pub max_accuracy_drop: Option<f64>,
+    /// The exit policy that ran.
+    pub policy: PolicyKind,
+    /// The guarantee level of the calibration row that served it, when it was a guaranteed one.
+    pub guarantee: Option<f64>,
     /// Synaptic operations spent on this request (all members, all timesteps), when the model
     /// reports them.
     pub synaptic_ops: Option<f64>,

@@ -57,8 +57,10 @@ impl Slot {
             probabilities: self.prediction.probabilities().to_vec(),
             timesteps: self.prediction.timesteps(),
             exit_reason,
-            threshold: self.request.policy.threshold,
+            threshold: self.request.policy.reported_threshold(self.prediction.timesteps()),
             max_accuracy_drop: self.request.policy.calibrated_for,
+            policy: self.request.policy.policy,
+            guarantee: self.request.policy.guarantee,
             synaptic_ops: self.synaptic_ops,
             confidences: self.confidences,
             compute_time: self.admitted.elapsed(),
@@ -445,7 +447,7 @@ impl<S: Stepper> Scheduler<S> {
     /// How many more steps `request` is expected to need after `done`: the running mean of steps
     /// answered requests used, within its own bounds, and at least one.
     fn expected_steps_left(&self, request: &AnytimeRequest, done: usize) -> f64 {
-        let policy = request.policy;
+        let policy = &request.policy;
         let steps = self.mean_steps.unwrap_or(policy.min_timesteps as f64);
         let expected = steps.clamp(policy.min_timesteps as f64, policy.max_timesteps as f64);
         (expected - done as f64).max(1.0)
@@ -490,7 +492,7 @@ impl<S: Stepper> Scheduler<S> {
         if job.reply.is_closed() {
             // The caller left while it waited: don't spend a step on it.
             self.stats.dequeued(priority);
-            self.stats.exited(ExitReason::Cancelled);
+            self.stats.exited(ExitReason::Cancelled, job.request.policy.policy);
             self.stats.outcome(priority, job.budgeted(), Outcome::Cancelled);
             return;
         }
@@ -504,11 +506,11 @@ impl<S: Stepper> Scheduler<S> {
         drop(job.queued);
         let row = self.slots.len();
         self.members.iter_mut().for_each(|m| m.zero_row(row));
-        let policy = job.request.policy;
+        let max_timesteps = job.request.policy.max_timesteps;
         let record = job.request.record_confidences;
         self.slots.push(Slot {
             prediction: EnsemblePrediction::new(self.members.len(), self.classes),
-            confidences: record.then(|| Vec::with_capacity(policy.max_timesteps)),
+            confidences: record.then(|| Vec::with_capacity(max_timesteps)),
             next_frame: None,
             synaptic_ops: None,
             request: job.request,
@@ -534,7 +536,7 @@ impl<S: Stepper> Scheduler<S> {
 
     fn finish(&mut self, row: usize, reason: ExitReason) {
         let slot = self.remove(row);
-        self.stats.exited(reason);
+        self.stats.exited(reason, slot.request.policy.policy);
         let outcome = if reason == ExitReason::Deadline { Outcome::DeadlineExit } else { Outcome::Answered };
         self.stats.outcome(slot.request.priority, slot.request.deadline.is_some(), outcome);
         if let Some(span) = &slot.request.trace {
@@ -569,7 +571,7 @@ impl<S: Stepper> Scheduler<S> {
             let started = slot.prediction.timesteps() > 0;
             if slot.reply.is_closed() {
                 let slot = self.remove(row);
-                self.stats.exited(ExitReason::Cancelled);
+                self.stats.exited(ExitReason::Cancelled, slot.request.policy.policy);
                 self.stats.outcome(
                     slot.request.priority,
                     slot.request.deadline.is_some(),
@@ -598,7 +600,7 @@ impl<S: Stepper> Scheduler<S> {
         while let Some(job) = self.pending.pop_front() {
             if job.reply.is_closed() {
                 self.stats.dequeued(job.request.priority);
-                self.stats.exited(ExitReason::Cancelled);
+                self.stats.exited(ExitReason::Cancelled, job.request.policy.policy);
                 self.stats.outcome(job.request.priority, job.budgeted(), Outcome::Cancelled);
             } else if job.request.deadline.is_some_and(|deadline| now >= deadline) {
                 let waited_ms = job.enqueued.elapsed().as_secs_f64() * 1e3;
@@ -667,8 +669,7 @@ impl<S: Stepper> Scheduler<S> {
             if slot.prediction.timesteps() == 1 {
                 self.stats.first_step(slot.queue_time + slot.admitted.elapsed());
             }
-            let variance = slot.prediction.variance();
-            let decision = slot.request.policy.decide(slot.prediction.timesteps(), confidence, variance);
+            let decision = slot.request.policy.decide_row(&slot.prediction);
             if let Some(span) = &slot.request.trace {
                 // Only a traced request pays for this (no allocation otherwise): one event per
                 // timestep batch it rode in.
@@ -813,13 +814,7 @@ mod tests {
     }
 
     /// Every request in these tests runs all 8 timesteps unless its budget or caller stops it.
-    const ALL_STEPS: CutoffPolicy = CutoffPolicy {
-        threshold: 1.0,
-        min_timesteps: 1,
-        max_timesteps: 8,
-        max_variance: None,
-        calibrated_for: None,
-    };
+    const ALL_STEPS: CutoffPolicy = CutoffPolicy::cutoff(1.0, 1, 8);
 
     fn job(deadline: Option<Instant>) -> (Job, Answer) {
         job_of(Priority::DEFAULT, deadline)
@@ -950,7 +945,7 @@ mod tests {
         let (j, answer) = job(None);
         reference.stats.enqueued();
         reference.admit(j);
-        let mut policy_capped = reference.slots[0].request.policy;
+        let mut policy_capped = reference.slots[0].request.policy.clone();
         policy_capped.max_timesteps = 3;
         reference.slots[0].request.policy = policy_capped;
         for _ in 0..3 {
@@ -1203,7 +1198,7 @@ mod tests {
     }
 
     fn policy(threshold: f64, min_timesteps: usize, max_timesteps: usize) -> CutoffPolicy {
-        CutoffPolicy { threshold, min_timesteps, max_timesteps, max_variance: None, calibrated_for: None }
+        CutoffPolicy::cutoff(threshold, min_timesteps, max_timesteps)
     }
 
     /// Per request (keyed by its frame's value): the logits of each timestep; the last one repeats.
@@ -1300,9 +1295,9 @@ mod tests {
             received(answer).expect("answered alone")
         };
         let mut s = scheduler_with(4, scripted(&table));
-        let (a, answer_a) = job_for(1.0, confident);
-        let (b, answer_b) = job_for(2.0, all_steps);
-        let (c, answer_c) = job_for(3.0, all_steps);
+        let (a, answer_a) = job_for(1.0, confident.clone());
+        let (b, answer_b) = job_for(2.0, all_steps.clone());
+        let (c, answer_c) = job_for(3.0, all_steps.clone());
         for j in [a, b] {
             s.stats.enqueued();
             s.admit(j);
@@ -1316,7 +1311,7 @@ mod tests {
         assert_eq!(s.slots.len(), 2);
         assert_eq!(s.slots[0].request.frames.frame(0, FRAME_LEN, &None)[0], 3.0, "c moved to row 0");
         assert_eq!(s.slots[0].prediction.timesteps(), 1);
-        let (d, answer_d) = job_for(4.0, all_steps);
+        let (d, answer_d) = job_for(4.0, all_steps.clone());
         s.stats.enqueued();
         s.admit(d);
         for _ in 0..8 {
@@ -1329,10 +1324,10 @@ mod tests {
         assert!(s.slots.is_empty());
         assert_eq!(&s.members[0].batches[..3], [2, 3, 3], "c joined a and b; d joined the two left");
         let batched = [
-            (received(answer_a).expect("a"), alone(1.0, confident)),
-            (received(answer_b).expect("b"), alone(2.0, all_steps)),
-            (received(answer_c).expect("c"), alone(3.0, all_steps)),
-            (received(answer_d).expect("d"), alone(4.0, all_steps)),
+            (received(answer_a).expect("a"), alone(1.0, confident.clone())),
+            (received(answer_b).expect("b"), alone(2.0, all_steps.clone())),
+            (received(answer_c).expect("c"), alone(3.0, all_steps.clone())),
+            (received(answer_d).expect("d"), alone(4.0, all_steps.clone())),
         ];
         for (together, solo) in &batched {
             assert_eq!(

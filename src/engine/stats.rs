@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use serde::Serialize;
 
 use super::admission::Priority;
+use super::exit_policy::PolicyKind;
 use super::policy::ExitReason;
 use super::request::AnytimeAnswer;
 use crate::metrics::{ModelMetrics, Outcome};
@@ -20,7 +21,9 @@ pub struct EngineStats {
     largest_batch: AtomicUsize,
     refused: AtomicU64,
     failed: AtomicU64,
-    exits: [AtomicU64; 4],
+    exits: [AtomicU64; 5],
+    /// Exits by policy (see [`PolicyKind::index`]) and reason (see [`index`]).
+    exits_by_policy: [[AtomicU64; 5]; 3],
     queue_ns: AtomicU64,
     compute_ns: AtomicU64,
     step_ns: AtomicU64,
@@ -62,6 +65,28 @@ pub struct ExitCounts {
     pub max_timesteps: u64,
     pub deadline: u64,
     pub cancelled: u64,
+    /// Stopped by an exit policy other than the plain cutoff.
+    pub policy: u64,
+    /// Answers (and cancellations) by the policy that ran, then by exit reason.
+    pub by_policy: PolicyExitCounts,
+}
+
+/// Exits of each exit policy, by reason.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PolicyExitCounts {
+    pub cutoff: ReasonCounts,
+    pub schedule: ReasonCounts,
+    pub learned: ReasonCounts,
+}
+
+/// Exits by reason.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReasonCounts {
+    pub confident: u64,
+    pub max_timesteps: u64,
+    pub deadline: u64,
+    pub cancelled: u64,
+    pub policy: u64,
 }
 
 fn index(reason: ExitReason) -> usize {
@@ -70,13 +95,14 @@ fn index(reason: ExitReason) -> usize {
         ExitReason::MaxTimesteps => 1,
         ExitReason::Deadline => 2,
         ExitReason::Cancelled => 3,
+        ExitReason::Policy => 4,
     }
 }
 
 impl StatsSnapshot {
     /// Requests answered (every exit but `cancelled`).
     pub fn answered(&self) -> u64 {
-        self.exits.confident + self.exits.max_timesteps + self.exits.deadline
+        self.exits.confident + self.exits.max_timesteps + self.exits.deadline + self.exits.policy
     }
 }
 
@@ -167,8 +193,9 @@ impl EngineStats {
         self.largest_batch.fetch_max(batch, Ordering::Relaxed);
     }
 
-    pub(super) fn exited(&self, reason: ExitReason) {
+    pub(super) fn exited(&self, reason: ExitReason, policy: PolicyKind) {
         self.exits[index(reason)].fetch_add(1, Ordering::Relaxed);
+        self.exits_by_policy[policy.index()][index(reason)].fetch_add(1, Ordering::Relaxed);
         if reason == ExitReason::Cancelled {
             if let Some(m) = &self.metrics {
                 m.cancelled();
@@ -182,6 +209,7 @@ impl EngineStats {
             let reason = index(answer.exit_reason);
             m.answered(
                 reason,
+                answer.policy.index(),
                 answer.timesteps,
                 queue,
                 queue + compute,
@@ -217,6 +245,24 @@ impl EngineStats {
                 max_timesteps: exit(ExitReason::MaxTimesteps),
                 deadline: exit(ExitReason::Deadline),
                 cancelled: exit(ExitReason::Cancelled),
+                policy: exit(ExitReason::Policy),
+                by_policy: {
+                    let counts = |kind: PolicyKind| {
+                        let by = |r| self.exits_by_policy[kind.index()][index(r)].load(Ordering::Relaxed);
+                        ReasonCounts {
+                            confident: by(ExitReason::Confident),
+                            max_timesteps: by(ExitReason::MaxTimesteps),
+                            deadline: by(ExitReason::Deadline),
+                            cancelled: by(ExitReason::Cancelled),
+                            policy: by(ExitReason::Policy),
+                        }
+                    };
+                    PolicyExitCounts {
+                        cutoff: counts(PolicyKind::Cutoff),
+                        schedule: counts(PolicyKind::Schedule),
+                        learned: counts(PolicyKind::Learned),
+                    }
+                },
             },
             queue_ns: self.queue_ns.load(Ordering::Relaxed),
             compute_ns: self.compute_ns.load(Ordering::Relaxed),

@@ -31,6 +31,8 @@ pub enum LoadError {
     Engine(#[from] crate::engine::StartError),
     #[error("ensemble {path}: {reason}")]
     Ensemble { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Policies { path: String, source: super::exit_policies::PolicyFileError },
 }
 
 /// `ensemble.json`: the members of an ensemble, stepped in lockstep on the same input.
@@ -73,6 +75,8 @@ pub struct LoadedModel {
     pub path: PathBuf,
     pub contract: Arc<ModelContract>,
     pub engine: Engine,
+    /// The exit policies the directory ships (`exit-policies.json`), checked against the contract.
+    pub exit_policies: Option<Arc<super::exit_policies::ExitPolicies>>,
     /// 1 when first loaded, one more with every reload that took over.
     pub version: u64,
 }
@@ -140,6 +144,9 @@ pub fn load(
         let session = open_checked(runtime, &path, options.intra_threads, options.device)?;
         (session.contract().clone(), vec![session])
     };
+    let exit_policies = super::exit_policies::ExitPolicies::load(dir, &contract)
+        .map_err(|source| LoadError::Policies { path: dir.display().to_string(), source })?
+        .map(Arc::new);
     let contract = Arc::new(contract);
     let engine = Engine::start(name, sessions, options.engine)?;
     tracing::info!(
@@ -151,9 +158,10 @@ pub fn load(
         input_kind = ?contract.input_kind,
         frame_shape = ?contract.frame_shape,
         states = contract.states.len(),
+        exit_policies = exit_policies.as_ref().map_or(0, |p| p.policies.len()),
         "model loaded"
     );
-    Ok(LoadedModel { name: name.to_owned(), path, contract, engine, version })
+    Ok(LoadedModel { name: name.to_owned(), path, contract, engine, exit_policies, version })
 }
 
 /// An ensemble's members, opened and checked to agree, and its contract.

@@ -2,6 +2,7 @@
 //! repository that changes it while the server runs. The top of the serving layers: it puts
 //! together the backend's sessions and the engine.
 
+pub mod exit_policies;
 pub mod loader;
 pub mod registry;
 pub mod repository;
@@ -11,5 +12,6 @@ pub use crate::contract;
 pub use crate::contract::{
     CalibratedThreshold, ContractError, InputKind, ModelContract, ModelSignature, TensorSpec,
 };
+pub use exit_policies::{ExitPolicies, PolicyAsk, PolicyFileError, PolicyRow};
 pub use registry::{LoadedModel, ModelRegistry, RefusedModel};
 pub use repository::{Repository, RepositoryError};

@@ -42,6 +42,12 @@ pub struct InferArgs {
     /// model's calibrated threshold for it.
     #[arg(long, conflicts_with = "threshold")]
     pub max_accuracy_drop: Option<f64>,
+    /// The exit policy: cutoff, schedule or learned (the model's choice when absent).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// With --max-accuracy-drop: the probability (e.g. 0.9) with which the budget must hold.
+    #[arg(long, requires = "max_accuracy_drop")]
+    pub guarantee: Option<f64>,
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +77,8 @@ pub async fn run(args: InferArgs) -> anyhow::Result<()> {
             max_variance: None,
             priority: args.priority,
             max_accuracy_drop: args.max_accuracy_drop,
+            policy: args.policy.clone(),
+            guarantee: args.guarantee,
         }),
         return_confidences: false,
     };

@@ -143,7 +143,7 @@ pub fn payloads(inputs: &Path, model: &str, threshold: Option<f64>) -> anyhow::R
                     shape: tensor.shape.iter().map(|&d| d as u64).collect(),
                     values: tensor.data,
                 })),
-                policy: Some(policy),
+                policy: Some(policy.clone()),
                 ..Default::default()
             };
             out.push(Payload { body: Arc::new(serde_json::to_vec(&body)?), grpc, kserve });
@@ -165,7 +165,7 @@ pub fn payloads(inputs: &Path, model: &str, threshold: Option<f64>) -> anyhow::R
             let grpc = pb::InferRequest {
                 model: model.to_owned(),
                 input: Some(pb::infer_request::Input::Events(pb::Events::from(events.as_slice()))),
-                policy: Some(policy),
+                policy: Some(policy.clone()),
                 ..Default::default()
             };
             out.push(Payload { body: Arc::new(serde_json::to_vec(&body)?), grpc, kserve });

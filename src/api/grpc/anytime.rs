@@ -356,6 +356,8 @@ fn policy_params(policy: Option<pb::Policy>, metadata: &MetadataMap) -> PolicyPa
         max_variance: policy.max_variance,
         priority: policy.priority.map(u64::from),
         max_accuracy_drop: policy.max_accuracy_drop,
+        policy: policy.policy,
+        guarantee: policy.guarantee,
     }
 }
 
@@ -408,6 +410,7 @@ pub fn exit_reason(reason: ExitReason) -> pb::ExitReason {
         ExitReason::MaxTimesteps => pb::ExitReason::MaxTimesteps,
         ExitReason::Deadline => pb::ExitReason::Deadline,
         ExitReason::Cancelled => pb::ExitReason::Cancelled,
+        ExitReason::Policy => pb::ExitReason::Policy,
     }
 }
 
@@ -434,6 +437,8 @@ fn final_response(
         queue_ms: answer.queue_time.as_secs_f64() * 1e3,
         threshold: answer.threshold,
         max_accuracy_drop: answer.max_accuracy_drop,
+        policy: answer.policy.as_str().to_owned(),
+        guarantee: answer.guarantee,
     }
 }
 
@@ -461,5 +466,10 @@ fn model_info(model: &LoadedModel) -> pb::ModelInfo {
                 threshold: row.threshold,
             })
             .collect(),
+        exit_policies_json: model
+            .exit_policies
+            .as_ref()
+            .and_then(|p| serde_json::to_string(&p.summary).ok())
+            .unwrap_or_default(),
     }
 }

@@ -472,14 +472,20 @@ fn response(
     model: &LoadedModel,
     id: &str,
     outputs: Vec<OutputTensor>,
-    answer_parameters: &[(&str, f64)],
+    answer_parameters: &[(&str, Parameter)],
     final_response: Option<bool>,
 ) -> pb::ModelInferResponse {
     let raw_output_contents = outputs.iter().map(OutputTensor::to_bytes).collect();
     let mut parameters: HashMap<String, pb::InferParameter> = answer_parameters
         .iter()
         .map(|(name, value)| {
-            let choice = pb::infer_parameter::ParameterChoice::DoubleParam(*value);
+            use pb::infer_parameter::ParameterChoice;
+            let choice = match value {
+                Parameter::Bool(v) => ParameterChoice::BoolParam(*v),
+                Parameter::Int(v) => ParameterChoice::Int64Param(*v),
+                Parameter::Float(v) => ParameterChoice::DoubleParam(*v),
+                Parameter::Text(v) => ParameterChoice::StringParam(v.clone()),
+            };
             ((*name).to_owned(), pb::InferParameter { parameter_choice: Some(choice) })
         })
         .collect();

@@ -540,7 +540,7 @@ fn response(
     model: &LoadedModel,
     id: &str,
     outputs: Vec<OutputTensor>,
-    answer_parameters: &[(&str, f64)],
+    answer_parameters: &[(&str, Parameter)],
     binary_for: impl Fn(&OutputTensor) -> bool,
 ) -> Response {
     let mut binary = Vec::new();
@@ -563,7 +563,7 @@ fn response(
         })
         .collect();
     let parameters: serde_json::Map<String, Value> =
-        answer_parameters.iter().map(|(name, value)| ((*name).to_owned(), json!(value))).collect();
+        answer_parameters.iter().map(|(name, value)| ((*name).to_owned(), value.to_json())).collect();
     let body = json!({
         "model_name": model.name,
         "model_version": model.version.to_string(),

@@ -87,6 +87,15 @@ impl Parameter {
             _ => None,
         }
     }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Bool(v) => serde_json::json!(v),
+            Self::Int(v) => serde_json::json!(v),
+            Self::Float(v) => serde_json::json!(v),
+            Self::Text(v) => serde_json::json!(v),
+        }
+    }
 }
 
 /// Bytes per element of a datatype, for binary data; `None` for BYTES and unknown types.
@@ -279,6 +288,16 @@ fn policy_params(parameters: &BTreeMap<String, Parameter>) -> Result<PolicyParam
         max_variance: number("max_variance")?,
         priority: count("priority")?.map(|p| p as u64),
         max_accuracy_drop: number("max_accuracy_drop")?,
+        policy: match parameters.get("policy") {
+            None => None,
+            Some(Parameter::Text(name)) => Some(name.clone()),
+            Some(other) => {
+                return Err(ApiError::InvalidField(format!(
+                    "parameters.policy: must be a string (cutoff, schedule or learned), found {other:?}"
+                )))
+            }
+        },
+        guarantee: number("guarantee")?,
     })
 }
 
@@ -336,12 +355,18 @@ pub fn answer_outputs(model: &LoadedModel, answer: &AnytimeAnswer) -> Vec<Output
     outputs
 }
 
-/// The answer's response-level parameters: the threshold the request ran with and, when it gave a
-/// budget, the calibration row's `max_accuracy_drop`.
-pub fn answer_parameters(answer: &AnytimeAnswer) -> Vec<(&'static str, f64)> {
-    let mut parameters = vec![("threshold", answer.threshold)];
+/// The answer's response-level parameters: the threshold the request ran with, the exit policy
+/// and, when it gave a budget, the calibration row's `max_accuracy_drop` (and `guarantee` level).
+pub fn answer_parameters(answer: &AnytimeAnswer) -> Vec<(&'static str, Parameter)> {
+    let mut parameters = vec![
+        ("threshold", Parameter::Float(answer.threshold)),
+        ("policy", Parameter::Text(answer.policy.as_str().to_owned())),
+    ];
     if let Some(budget) = answer.max_accuracy_drop {
-        parameters.push(("max_accuracy_drop", budget));
+        parameters.push(("max_accuracy_drop", Parameter::Float(budget)));
+    }
+    if let Some(level) = answer.guarantee {
+        parameters.push(("guarantee", Parameter::Float(level)));
     }
     parameters
 }

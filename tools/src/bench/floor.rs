@@ -41,13 +41,8 @@ pub(super) fn floor(args: &BenchArgs) -> anyhow::Result<Report> {
     if frames.is_empty() {
         bail!("no inputs the model takes in {}", args.inputs.display());
     }
-    let policy = CutoffPolicy {
-        threshold: args.threshold.unwrap_or(contract.default_threshold),
-        min_timesteps: 1,
-        max_timesteps: contract.timesteps,
-        max_variance: None,
-        calibrated_for: None,
-    };
+    let policy =
+        CutoffPolicy::cutoff(args.threshold.unwrap_or(contract.default_threshold), 1, contract.timesteps);
     let frame_len = contract.frame_len();
     let mut run_one = |input: &FloorInput| -> anyhow::Result<(u64, &'static str)> {
         let binned;

@@ -99,8 +99,11 @@ pub fn session_messages(
     timesteps: usize,
 ) -> Vec<pb::SessionRequest> {
     use pb::session_request::Message;
-    let start =
-        pb::SessionStart { model: request.model.clone(), policy: request.policy, ..Default::default() };
+    let start = pb::SessionStart {
+        model: request.model.clone(),
+        policy: request.policy.clone(),
+        ..Default::default()
+    };
     let mut messages = vec![Message::Start(start)];
     match &request.input {
         Some(pb::infer_request::Input::Tensor(tensor)) => {
