@@ -201,7 +201,7 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
         r,
         404,
         "model_not_found",
-        "\"nope\" is not loaded; loaded models: digits, digits-str, digits-tet, event-digits",
+        "\"nope\" is not loaded; loaded models: digits, digits-snntorch, digits-str, digits-tet, event-digits",
     )
     .await;
     let r = client.get(server.url("/v1/models/nope")).send().await.expect("sent");
