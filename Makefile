@@ -18,7 +18,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate train-nir-example train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate calibrate-policies train-nir-example train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "Set-up (the two commands):"
@@ -51,6 +51,7 @@ help:
 	@echo "  make train-nir-example   models/digits-snntorch: trained in snnTorch, imported from NIR (spikeserve-import)"
 	@echo "  make study               the STR study on mnist-events (hours): report, and the shipped models/mnist-events"
 	@echo "  make calibrate           re-calibrate the shipped digits and event-digits models (budget -> threshold)"
+	@echo "  make calibrate-policies  fit and calibrate every shipped model's exit policies (exit-policies.json)"
 	@echo "  make clean               remove the build and the venv"
 
 # --no-cache-dir: a CI machine's disk is small, and a cached copy of torch's CUDA wheels would double
@@ -183,6 +184,13 @@ study: venv
 # Re-calibrates the shipped single models (budget -> threshold, default = the 0.5 pt threshold) without retraining.
 calibrate: venv
 	cd training && ../$(PY) -m spiketrain.calibrate --model ../models/digits ../models/event-digits
+	$(MAKE) calibrate-policies
+
+# Fits and calibrates every shipped model's exit policies (exit-policies.json, the card's "Exit policies"
+# section, eval.json's exit_policies and exit-policies.png); minutes, mostly stepping the split's samples.
+POLICY_MODELS := digits digits-tet digits-str event-digits event-digits-tet event-digits-str mnist-events
+calibrate-policies: venv
+	cd training && ../$(PY) -m spiketrain.policy_calibration --model $(addprefix ../models/,$(POLICY_MODELS))
 
 # The worked NIR example: a spiking MLP trained in snnTorch on digits (about a minute), exported to NIR,
 # imported with spikeserve-import and calibrated on its held-out split (models/digits-snntorch; docs/import.md).

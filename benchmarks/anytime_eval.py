@@ -73,8 +73,8 @@ if str(REPO / "training") not in sys.path:
 import spikeserve_process  # noqa: E402
 from spiketrain import anytime, data, event_digits  # noqa: E402
 from spiketrain import exit_policies as ep  # noqa: E402
-from spiketrain.exit_features import oracle_exits, trajectories  # noqa: E402
 from spiketrain.events import EventBinning, bin_events  # noqa: E402
+from spiketrain.exit_features import oracle_exits, trajectories  # noqa: E402
 from spiketrain.export import METADATA_PREFIX, onnx_logits, open_session  # noqa: E402
 
 DEFAULT_MODELS = (
@@ -784,8 +784,8 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         "the speedup over the ceiling T / (mean oracle exit), the oracle exit being the first t from which the "
         "answer equals the answer at T at every later step.",
         "",
-        "| model | ceiling | variant | T | samples | setting | accuracy % | avg timesteps | speedup (x) | of the ceiling "
-        "| drop vs T (pp) | mean uncertainty | exits: confident / policy / max_timesteps |",
+        "| model | ceiling | variant | T | samples | setting | accuracy % | avg timesteps | speedup (x) "
+        "| of the ceiling | drop vs T (pp) | mean uncertainty | exits: confident / policy / max_timesteps |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["models"].items():

@@ -3,6 +3,8 @@
 //! not exceed it. Checked on every door against the same requests sent with that threshold (same
 //! server, same graph: exits must be identical), with the answer naming the threshold and budget,
 //! the table shown where models are described, and every wrong budget refused naming the field.
+//! This is the path of a model that ships no `exit-policies.json` (the tests serve copies of the
+//! shipped models without it); `tests/exit_policies.rs` covers the models' exit policies.
 
 mod common;
 
@@ -18,6 +20,31 @@ use spikeserve::api::grpc::inference_pb::grpc_inference_service_client::GrpcInfe
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+
+/// The shipped `digits` and `digits-tet`, each file linked except `exit-policies.json`: models whose
+/// budgets run the calibration table of their metadata.
+fn without_exit_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for model in ["digits", "digits-tet"] {
+        link_tree(&shipped_models().join(model), &dir.path().join(model));
+    }
+    dir
+}
+
+fn link_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let name = entry.file_name();
+        if name == "exit-policies.json" {
+            continue;
+        }
+        if entry.path().is_dir() {
+            link_tree(&entry.path(), &to.join(&name));
+        } else {
+            std::os::unix::fs::symlink(entry.path(), to.join(&name)).expect("symlink");
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 struct Row {
@@ -125,7 +152,8 @@ async fn sse_final(http: &reqwest::Client, server: &Server, body: &Value) -> Ans
 
 #[tokio::test]
 async fn a_budget_runs_its_calibrated_threshold_on_every_door() {
-    let server = Server::start(&shipped_models(), &[]);
+    let models = without_exit_policies();
+    let server = Server::start(models.path(), &[]);
     let http = reqwest::Client::new();
     let rows = table(&http, &server).await;
     assert!(rows.len() >= 5, "the shipped digits model has a calibration table: {rows:?}");
@@ -259,7 +287,8 @@ async fn a_budget_runs_its_calibrated_threshold_on_every_door() {
 
 #[tokio::test]
 async fn the_table_is_shown_where_models_are_described() {
-    let server = Server::start(&shipped_models(), &[]);
+    let models = without_exit_policies();
+    let server = Server::start(models.path(), &[]);
     let http = reqwest::Client::new();
     let rows = table(&http, &server).await;
     let mut grpc = AnytimeClient::connect(server.grpc.clone()).await.expect("gRPC");
@@ -283,7 +312,8 @@ async fn the_table_is_shown_where_models_are_described() {
 
 #[tokio::test]
 async fn wrong_budgets_are_refused_naming_the_field_the_model_and_its_budgets() {
-    let server = Server::start(&shipped_models(), &[]);
+    let models = without_exit_policies();
+    let server = Server::start(models.path(), &[]);
     let http = reqwest::Client::new();
     let (inputs, _) = heldout_digits();
     let input = &inputs[0];

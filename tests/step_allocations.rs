@@ -126,3 +126,63 @@ fn a_batch_beyond_the_reserved_slots_is_an_error_not_a_crash() {
     assert!(session.frame_mut(2).is_err());
     assert!(session.step(0, 0).is_err());
 }
+
+/// Every exit policy's decision after a timestep (the cutoff, a threshold per timestep, the learned
+/// stop score) reads the row's running prediction and allocates nothing, for a single model and an
+/// ensemble, whatever the row's history.
+#[test]
+fn every_exit_policy_decides_without_allocating() {
+    use spikeserve::engine::{CutoffPolicy, EnsemblePrediction};
+    use spikeserve::model::ExitPolicies;
+
+    for (model, members, classes, timesteps) in [("digits", 1, 10, 8), ("mnist-events", 3, 10, 10)] {
+        let text =
+            std::fs::read_to_string(shipped_models().join(model).join("exit-policies.json")).expect("file");
+        let contract = ModelContract {
+            contract_version: "1".into(),
+            timesteps,
+            num_classes: classes,
+            labels: (0..classes).map(|c| c.to_string()).collect(),
+            input_kind: spikeserve::model::InputKind::Static,
+            frame_shape: vec![1],
+            default_threshold: 0.9,
+            accuracy_per_timestep: vec![0.5; timesteps],
+            input_description: None,
+            training: serde_json::Value::Null,
+            states: Vec::new(),
+            events: None,
+            reports_synaptic_ops: false,
+            members,
+            default_max_variance: None,
+            calibration: Vec::new(),
+        };
+        let policies = ExitPolicies::parse(&text, &contract).expect("the shipped file");
+        let mut decided = 0;
+        for policy in &policies.policies {
+            for row in policy.point.iter().chain(&policy.guarantee) {
+                let rule = CutoffPolicy {
+                    rule: row.rule.clone(),
+                    policy: policy.kind,
+                    ..CutoffPolicy::cutoff(row.threshold, 1, timesteps)
+                };
+                let mut prediction = EnsemblePrediction::new(members, classes);
+                let logits: Vec<Vec<f32>> = (0..timesteps)
+                    .map(|t| (0..classes).map(|c| ((c * 7 + t * 3) % 11) as f32 * 0.4 - 1.0).collect())
+                    .collect();
+                let before = allocations();
+                for step in &logits {
+                    for member in 0..members {
+                        prediction.add(member, step);
+                    }
+                    prediction.combine();
+                    if rule.decide_row(&prediction).is_some() {
+                        decided += 1;
+                        break;
+                    }
+                }
+                assert_eq!(allocations() - before, 0, "{model}: the {:?} policy allocated", policy.kind);
+            }
+        }
+        assert!(decided > 0, "{model}: the rows decided");
+    }
+}

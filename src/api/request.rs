@@ -183,51 +183,63 @@ pub fn cutoff_policy(
             ));
         }
     }
-    let (threshold, calibrated_for, rule, kind, guarantee) = match (
-        params.threshold,
-        params.max_accuracy_drop,
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "threshold and max_accuracy_drop: give one or the other, not both (a budget picks its \
+    let (threshold, calibrated_for, rule, kind, guarantee) =
+        match (params.threshold, params.max_accuracy_drop) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "threshold and max_accuracy_drop: give one or the other, not both (a budget picks its \
                  calibrated threshold)"
-                    .into(),
-            ))
-        }
-        (Some(_), None) if named.is_some_and(|kind| kind != PolicyKind::Cutoff) => {
-            return Err(invalid(format!(
-                "threshold: only the cutoff policy takes a threshold; the {} policy is calibrated: give \
+                        .into(),
+                ))
+            }
+            (Some(_), None) if named.is_some_and(|kind| kind != PolicyKind::Cutoff) => {
+                return Err(invalid(format!(
+                    "threshold: only the cutoff policy takes a threshold; the {} policy is calibrated: give \
                  max_accuracy_drop instead",
-                named.map_or("", PolicyKind::as_str)
-            )))
-        }
-        (None, budget) if budget.is_some() || named.is_some_and(|kind| kind != PolicyKind::Cutoff) => {
-            let budget = budget.unwrap_or(DEFAULT_POLICY_BUDGET);
-            check_budget(budget)?;
-            match policies {
-                Some(policies) => {
-                    let ask = PolicyAsk { policy: named, budget, guarantee: params.guarantee };
-                    let row = policies.select(name, ask).map_err(invalid)?;
-                    (row.threshold, Some(row.max_accuracy_drop), row.rule.clone(), row.rule.kind(), row.level)
-                }
-                None if params.guarantee.is_some() => return Err(invalid(format!(
+                    named.map_or("", PolicyKind::as_str)
+                )))
+            }
+            (None, budget) if budget.is_some() || named.is_some_and(|kind| kind != PolicyKind::Cutoff) => {
+                let budget = budget.unwrap_or(DEFAULT_POLICY_BUDGET);
+                check_budget(budget)?;
+                match policies {
+                    Some(policies) => {
+                        let ask = PolicyAsk { policy: named, budget, guarantee: params.guarantee };
+                        let row = policies.select(name, ask).map_err(invalid)?;
+                        (
+                            row.threshold,
+                            Some(row.max_accuracy_drop),
+                            row.rule.clone(),
+                            row.rule.kind(),
+                            row.level,
+                        )
+                    }
+                    None if params.guarantee.is_some() => {
+                        return Err(invalid(format!(
                     "guarantee: model \"{name}\" ships no exit policies (exit-policies.json), so it has no \
                          guaranteed calibration; ask without a guarantee"
-                ))),
-                None => {
-                    let row = calibrated_threshold(name, contract, budget)?;
-                    (row.threshold, Some(row.max_accuracy_drop), ExitRule::Cutoff, PolicyKind::Cutoff, None)
+                )))
+                    }
+                    None => {
+                        let row = calibrated_threshold(name, contract, budget)?;
+                        (
+                            row.threshold,
+                            Some(row.max_accuracy_drop),
+                            ExitRule::Cutoff,
+                            PolicyKind::Cutoff,
+                            None,
+                        )
+                    }
                 }
             }
-        }
-        (threshold, _) => (
-            threshold.unwrap_or(contract.default_threshold),
-            None,
-            ExitRule::Cutoff,
-            PolicyKind::Cutoff,
-            None,
-        ),
-    };
+            (threshold, _) => (
+                threshold.unwrap_or(contract.default_threshold),
+                None,
+                ExitRule::Cutoff,
+                PolicyKind::Cutoff,
+                None,
+            ),
+        };
     check_threshold(threshold).map_err(|reason| ApiError::InvalidField(format!("threshold: {reason}")))?;
     let max_timesteps = params.max_timesteps.unwrap_or(contract.timesteps);
     if max_timesteps == 0 || max_timesteps > contract.timesteps {

@@ -9,6 +9,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::engine::{AnytimeAnswer, EngineConfig, ExitReason, Partial, PolicyKind, StatsSnapshot};
 use crate::input::JsonEvents;
+use crate::model::exit_policies::PoliciesSummary;
 use crate::model::{LoadedModel, ModelContract, RefusedModel};
 
 /// `POST /v1/models/{name}/infer`.
@@ -185,11 +186,20 @@ pub struct ModelInfo {
     pub version: u64,
     #[serde(flatten)]
     pub contract: ModelContract,
+    /// The exit policies the model ships (`exit-policies.json`): what `policy`, `max_accuracy_drop`
+    /// and `guarantee` can ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_policies: Option<PoliciesSummary>,
 }
 
 impl From<&LoadedModel> for ModelInfo {
     fn from(model: &LoadedModel) -> Self {
-        Self { name: model.name.clone(), version: model.version, contract: (*model.contract).clone() }
+        Self {
+            name: model.name.clone(),
+            version: model.version,
+            contract: (*model.contract).clone(),
+            exit_policies: model.exit_policies.as_ref().map(|p| p.summary.clone()),
+        }
     }
 }
 

@@ -480,3 +480,183 @@ fn checked_score(spec: &ScoreSpec, timesteps: usize, at: &str) -> Result<StopSco
         timesteps,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::InputKind;
+
+    fn contract(timesteps: usize, classes: usize, members: usize) -> ModelContract {
+        ModelContract {
+            contract_version: "1".into(),
+            timesteps,
+            num_classes: classes,
+            labels: (0..classes).map(|c| c.to_string()).collect(),
+            input_kind: InputKind::Static,
+            frame_shape: vec![1, 8, 8],
+            default_threshold: 0.9,
+            accuracy_per_timestep: vec![0.5; timesteps],
+            input_description: None,
+            training: Value::Null,
+            states: Vec::new(),
+            events: None,
+            reports_synaptic_ops: false,
+            members,
+            default_max_variance: None,
+            calibration: Vec::new(),
+        }
+    }
+
+    /// A small valid file for a model of 3 timesteps and 2 classes.
+    fn file() -> Value {
+        json!({
+            "format": FORMAT, "version": 1, "written_by": "test", "timesteps": 3, "classes": 2, "members": 1,
+            "serving_policy": "schedule", "serving_policy_guarantee": "learned",
+            "policies": {
+                "cutoff": {"kind": "cutoff", "point": [{"max_accuracy_drop": 0.5, "threshold": 0.9}]},
+                "schedule": {"kind": "schedule",
+                    "point": [{"max_accuracy_drop": 1.0, "thresholds": [0.9, 0.8, 0.7], "slope": 0.2},
+                              {"max_accuracy_drop": 0.5, "thresholds": [0.95, 0.9, 0.85]}],
+                    "guarantee": [{"level": 0.9, "max_accuracy_drop": 0.5, "thresholds": [1.0, 0.99, 0.98]}]},
+                "learned": {"kind": "learned",
+                    "point": [{"max_accuracy_drop": 0.5, "threshold": 1.5}],
+                    "guarantee": [{"level": 0.9, "max_accuracy_drop": 0.5, "threshold": 2.0},
+                                  {"level": 0.95, "max_accuracy_drop": 0.5, "threshold": null},
+                                  {"level": 0.95, "max_accuracy_drop": 2.0, "threshold": 3.0}],
+                    "score": {"features": ["confidence", "step_2"], "input_mean": [0.5, 0.0],
+                              "input_scale": [0.5, 1.0],
+                              "layers": [{"weights": [[1.0, 0.5], [0.0, -1.0]], "bias": [0.0, 0.1]},
+                                         {"weights": [[2.0, 1.0]], "bias": [0.5]}]}}
+            }
+        })
+    }
+
+    fn refusal(edit: impl FnOnce(&mut Value)) -> String {
+        let mut document = file();
+        edit(&mut document);
+        ExitPolicies::parse(&document.to_string(), &contract(3, 2, 1)).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_valid_file_is_read_and_rows_are_chosen_as_documented() {
+        let policies = ExitPolicies::parse(&file().to_string(), &contract(3, 2, 1)).expect("valid");
+        assert_eq!(
+            (policies.serving, policies.serving_guarantee),
+            (PolicyKind::Schedule, PolicyKind::Learned)
+        );
+        let ask = |policy, budget, guarantee| PolicyAsk { policy, budget, guarantee };
+        // The serving policy, the largest budget not above the one asked.
+        let row = policies.select("m", ask(None, 0.7, None)).expect("row");
+        assert_eq!(row.max_accuracy_drop, 0.5);
+        assert_eq!(row.rule, ExitRule::Schedule(Arc::from(vec![0.95, 0.9, 0.85])));
+        // A guarantee: the serving guarantee policy, the smallest level at or above the one asked.
+        let row = policies.select("m", ask(None, 5.0, Some(0.92))).expect("row");
+        assert_eq!((row.level, row.max_accuracy_drop), (Some(0.95), 2.0));
+        let row = policies.select("m", ask(None, 0.5, Some(0.95))).expect("row");
+        assert!(matches!(row.rule, ExitRule::Learned { threshold: None, .. }), "a never-early row");
+        let row = policies.select("m", ask(Some(PolicyKind::Cutoff), 3.0, None)).expect("row");
+        assert_eq!((row.rule.clone(), row.threshold), (ExitRule::Cutoff, 0.9));
+        let missing =
+            policies.select("m", ask(Some(PolicyKind::Cutoff), 0.5, Some(0.9))).expect_err("no rows");
+        assert!(missing.contains("no calibration at level 0.9"), "{missing}");
+        let high = policies.select("m", ask(None, 0.5, Some(0.99))).expect_err("no level");
+        assert!(high.contains("levels: 0.9, 0.95"), "{high}");
+        let small = policies.select("m", ask(Some(PolicyKind::Schedule), 0.1, None)).expect_err("too small");
+        assert!(small.contains("budgets in percentage points: 0.5, 1"), "{small}");
+    }
+
+    #[test]
+    fn broken_files_are_refused_naming_the_field() {
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|d| d["format"] = json!("other")), "format: expected"),
+            (Box::new(|d| d["version"] = json!(2)), "version: this server reads version 1, found 2"),
+            (Box::new(|d| d["timesteps"] = json!(4)), "timesteps: written for 4, but the model has 3"),
+            (Box::new(|d| d["members"] = json!(3)), "members: written for 3, but the model has 1"),
+            (Box::new(|d| d["serving_policy"] = json!("oracle")), "serving_policy: \"oracle\" is not one of"),
+            (
+                Box::new(|d| d["policies"]["cutoff"]["point"][0]["threshold"] = json!(1.5)),
+                "policies.cutoff.point[0].threshold: must be in (0, 1]",
+            ),
+            (
+                Box::new(|d| d["policies"]["schedule"]["point"][1]["thresholds"] = json!([0.9])),
+                "policies.schedule.point[1].thresholds: has 1 entries for 3 timesteps",
+            ),
+            (
+                Box::new(|d| d["policies"]["schedule"]["point"][1]["thresholds"][2] = json!(0.0)),
+                "policies.schedule.point[1].thresholds[2]: must be in (0, 1]",
+            ),
+            (
+                Box::new(|d| d["policies"]["schedule"]["guarantee"][0]["level"] = json!(1.0)),
+                "policies.schedule.guarantee[0].level: must lie in (0, 1)",
+            ),
+            (
+                Box::new(|d| d["policies"]["learned"]["point"][0]["thresholds"] = json!([1, 2, 3])),
+                "policies.learned.point[0].thresholds: a learned policy's row has no thresholds",
+            ),
+            (
+                Box::new(|d| d["policies"]["learned"]["score"]["features"][1] = json!("step_3")),
+                "policies.learned.score.features[1]: unknown feature \"step_3\"",
+            ),
+            (
+                Box::new(|d| d["policies"]["learned"]["score"]["input_scale"][0] = json!(0.0)),
+                "policies.learned.score.input_scale[0]: must be positive",
+            ),
+            (
+                Box::new(|d| d["policies"]["learned"]["score"]["layers"][1]["weights"][0] = json!([1.0])),
+                "policies.learned.score.layers[1].weights[0]: has 1 entries for 2 inputs",
+            ),
+            (
+                Box::new(|d| d["policies"]["learned"]["score"]["layers"][1]["bias"] = json!([0.5, 0.5])),
+                "policies.learned.score.layers[1].weights: 1 rows for 2 biases",
+            ),
+            (
+                Box::new(|d| {
+                    d["policies"]["learned"]["score"].as_object_mut().map(|s| s.remove("layers"));
+                }),
+                "missing field `layers`",
+            ),
+            (
+                Box::new(|d| d["policies"]["cutoff"]["point"][0]["threshhold"] = json!(0.5)),
+                "unknown field `threshhold`",
+            ),
+            (
+                Box::new(|d| d["policies"]["delay"] = json!({"kind": "delay", "point": []})),
+                "policies.delay: unknown policy",
+            ),
+            (
+                Box::new(
+                    |d| d["policies"]["cutoff"]["point"] = json!([{"max_accuracy_drop": 0.5, "threshold": 0.9}, {"max_accuracy_drop": 0.5, "threshold": 0.8}]),
+                ),
+                "policies.cutoff.point: budget 0.5 appears twice",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let message = refusal(edit);
+            assert!(message.starts_with(POLICY_FILE), "{message}");
+            assert!(message.contains(expected), "{message:?} should say {expected:?}");
+        }
+        // JSON has no NaN: a file written with one is not JSON, and says where.
+        let text = file().to_string().replace("0.9}", "NaN}");
+        let error = ExitPolicies::parse(&text, &contract(3, 2, 1)).expect_err("not JSON").to_string();
+        assert!(error.contains("(document)") && error.contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn every_shipped_policy_file_is_valid() {
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut read = 0;
+        for entry in std::fs::read_dir(models).expect("models").flatten() {
+            let path = entry.path().join(POLICY_FILE);
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let document: Value = serde_json::from_str(&text).expect("JSON");
+            let shape = |k: &str| document[k].as_u64().expect("a count") as usize;
+            let model = contract(shape("timesteps"), shape("classes"), shape("members"));
+            ExitPolicies::parse(&text, &model).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            read += 1;
+        }
+        assert!(read >= 7, "the shipped models carry their policies ({read} read)");
+    }
+}

@@ -201,15 +201,17 @@ def exits_for(score: np.ndarray, lams: np.ndarray) -> np.ndarray:
     return out
 
 
-def candidates(score: np.ndarray) -> np.ndarray:
+def candidates(score: np.ndarray, positive: bool = False) -> np.ndarray:
     """Every distinct exit behaviour on this split, ascending: halfway below each distinct score
     before T (so that a score that rounds differently on another CPU does not move an exit here), then
-    ``inf`` (never stop early)."""
+    ``inf`` (never stop early). ``positive``: the score is a confidence (or one scaled by a positive
+    factor), whose thresholds must stay above 0: the lowest candidate is half the lowest score."""
     values = np.unique(score[:-1])
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return np.array([np.inf])
-    below = np.concatenate([[values[0] - max(1.0, abs(values[0]))], values[:-1]])
+    first = values[0] / 2 if positive else values[0] - max(1.0, abs(values[0]))
+    below = np.concatenate([[first], values[:-1]])
     return np.concatenate([(below + values) / 2, [np.inf]])
 
 

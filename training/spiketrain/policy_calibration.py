@@ -109,7 +109,7 @@ def point_rows(kind: str, split: Split, mlp: ep.Mlp | None, budgets: tuple[float
     best: dict[float, tuple[float, float, dict[str, Any]]] = {}
     for slope in _slopes(kind):
         family = _family_scores(kind, split.traj, slope, mlp)
-        p = ep.points(family, split.traj, split.targets, ep.candidates(family.score))
+        p = ep.points(family, split.traj, split.targets, ep.candidates(family.score, positive=kind != "learned"))
         for budget in budgets:
             i = ep.point_choice(p, budget)
             key = (float(p.mean_timesteps[i]), slope)
@@ -210,7 +210,7 @@ def sweep(kind: str, split: Split, row: dict[str, Any], mlp: ep.Mlp | None, poin
     """(mean timesteps, accuracy or agreement %) along the policy's family on ``split``, for the figure."""
     slope = float(row.get("slope", 0.0))
     family = _family_scores(kind, split.traj, slope, mlp)
-    lams = ep.candidates(family.score)
+    lams = ep.candidates(family.score, positive=kind != "learned")
     if len(lams) > points:
         lams = np.unique(np.concatenate([lams[np.linspace(0, len(lams) - 1, points).astype(int)], [np.inf]]))
     p = ep.points(family, split.traj, split.targets, lams)

@@ -100,9 +100,19 @@ def test_the_policy_arguments_reach_the_server(client: Client) -> None:
     assert (capped.timesteps, capped.exit_reason, capped.threshold) == (3, ExitReason.MAX_TIMESTEPS, 1.0)
     delayed = client.infer("digits", image(0), min_timesteps=5)
     assert delayed.timesteps == 5 and delayed.exit_reason == ExitReason.CONFIDENT
-    calibrated = client.infer("digits", image(0), max_accuracy_drop=1.0)
-    row = next(r for r in client.model("digits").calibration if r.max_accuracy_drop == 1.0)
-    assert (calibrated.max_accuracy_drop, calibrated.threshold) == (1.0, row.threshold)
+    calibrated = client.infer("digits", image(0), max_accuracy_drop=1.0, policy="cutoff")
+    policies = client.model("digits").exit_policies
+    assert policies is not None
+    file = json.loads((MODELS / "digits" / "exit-policies.json").read_text())
+    row = next(r for r in file["policies"]["cutoff"]["point"] if r["max_accuracy_drop"] == 1.0)
+    assert (calibrated.max_accuracy_drop, calibrated.threshold, calibrated.policy) == (1.0, row["threshold"], "cutoff")
+    # Without a policy the model's own choice runs; with a guarantee, a guaranteed row.
+    served = client.infer("digits", image(0), max_accuracy_drop=1.0)
+    assert served.policy == policies["serving_policy"] and served.guarantee is None
+    guaranteed = client.infer("digits", image(0), max_accuracy_drop=1.0, guarantee=0.9)
+    assert (guaranteed.policy, guaranteed.guarantee) == (policies["serving_policy_guarantee"], 0.9)
+    with pytest.raises(ValueError, match="guarantee needs max_accuracy_drop"):
+        client.infer("digits", image(0), guarantee=0.9)
     # A budget too small for one timestep is an error; a generous one changes nothing.
     with pytest.raises(SpikeserveError) as error:
         client.infer("digits", image(15), latency_budget_ms=1e-6)

@@ -19,6 +19,7 @@ _EXIT_REASONS = {
     pb.EXIT_REASON_MAX_TIMESTEPS: ExitReason.MAX_TIMESTEPS,
     pb.EXIT_REASON_DEADLINE: ExitReason.DEADLINE,
     pb.EXIT_REASON_CANCELLED: ExitReason.CANCELLED,
+    pb.EXIT_REASON_POLICY: ExitReason.POLICY,
 }
 
 
@@ -33,9 +34,13 @@ class Policy:
     max_accuracy_drop: float | None = None
     max_variance: float | None = None
     priority: int | None = None
+    #: The exit policy by name (``cutoff``, ``schedule``, ``learned``); the model's choice when absent.
+    policy: str | None = None
+    #: With ``max_accuracy_drop``: the probability (e.g. 0.9) with which the budget must hold.
+    guarantee: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "latency_budget_ms", "max_accuracy_drop", "max_variance"):
+        for name in ("threshold", "latency_budget_ms", "max_accuracy_drop", "max_variance", "guarantee"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise TypeError(f"{name} must be a number, not {type(value).__name__}")
@@ -51,6 +56,12 @@ class Policy:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.threshold is not None and self.max_accuracy_drop is not None:
             raise ValueError("give threshold or max_accuracy_drop, not both")
+        if self.policy is not None and not isinstance(self.policy, str):
+            raise TypeError(f"policy must be a string (cutoff, schedule or learned), not {type(self.policy).__name__}")
+        if self.guarantee is not None and not 0.0 < self.guarantee < 1.0:
+            raise ValueError(f"guarantee must lie strictly between 0 and 1, got {self.guarantee}")
+        if self.guarantee is not None and self.max_accuracy_drop is None:
+            raise ValueError("guarantee needs max_accuracy_drop, the budget it guarantees")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise ValueError(f"latency_budget_ms must be positive, got {self.latency_budget_ms}")
 
@@ -58,9 +69,9 @@ class Policy:
         fields = {name: value for name, value in self.to_json().items()}
         return pb.Policy(**fields)
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | str]:
         names = ("threshold", "min_timesteps", "max_timesteps", "latency_budget_ms")
-        names += ("max_accuracy_drop", "max_variance", "priority")
+        names += ("max_accuracy_drop", "max_variance", "priority", "policy", "guarantee")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -196,6 +207,8 @@ def result_from_proto(message: pb.InferResponse) -> Result:
         threshold=message.threshold,
         uncertainty=_optional(message, "uncertainty"),
         max_accuracy_drop=_optional(message, "max_accuracy_drop"),
+        policy=message.policy or None,
+        guarantee=_optional(message, "guarantee"),
         synaptic_ops=_optional(message, "synaptic_ops"),
         confidences=tuple(message.confidences),
         compute_ms=message.compute_ms,
@@ -228,6 +241,7 @@ def model_from_proto(message: pb.ModelInfo) -> ModelInfo:
         input_description=message.input_description or None,
         calibration=tuple(CalibratedThreshold(c.max_accuracy_drop, c.threshold) for c in message.calibration),
         contract=contract,
+        exit_policies=json.loads(message.exit_policies_json) if message.exit_policies_json else None,
     )
 
 
@@ -267,6 +281,8 @@ def result_from_json(data: Mapping[str, Any]) -> Result:
         threshold=float(data.get("threshold", 0.0)),
         uncertainty=_float_or_none(data.get("uncertainty")),
         max_accuracy_drop=_float_or_none(data.get("max_accuracy_drop")),
+        policy=data.get("policy"),
+        guarantee=_float_or_none(data.get("guarantee")),
         synaptic_ops=_float_or_none(data.get("synaptic_ops")),
         confidences=tuple(float(c) for c in data.get("confidences") or ()),
         compute_ms=float(data.get("compute_ms", 0.0)),
@@ -292,4 +308,5 @@ def model_from_json(data: Mapping[str, Any]) -> ModelInfo:
             for c in data.get("calibration") or ()
         ),
         contract=dict(data),
+        exit_policies=data.get("exit_policies"),
     )

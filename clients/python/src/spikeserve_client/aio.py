@@ -97,6 +97,8 @@ class AsyncClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -105,7 +107,15 @@ class AsyncClient:
     ) -> Result:
         """One request, one answer (see :meth:`spikeserve_client.Client.infer`)."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         request = _convert.infer_request(model, input, events, policy, request_id, return_confidences)
         deadline = check_timeout(timeout)
@@ -125,6 +135,8 @@ class AsyncClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -134,7 +146,15 @@ class AsyncClient:
         """As :meth:`infer`, streamed: ``async for`` a :class:`Partial` after every timestep, then the
         :class:`Result`. ``await stream.close()`` cancels the request."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         request = _convert.infer_request(model, input, events, policy, request_id, return_confidences)
         deadline = check_timeout(timeout)
@@ -151,6 +171,8 @@ class AsyncClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -160,7 +182,15 @@ class AsyncClient:
     ) -> AsyncSession:
         """A bidirectional session (see :meth:`spikeserve_client.Client.session`); its start is sent."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         start = pb.SessionStart(
             model=_convert.check_model(model),

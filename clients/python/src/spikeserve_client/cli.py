@@ -50,6 +50,8 @@ def _replay(arguments: argparse.Namespace, out: TextIO) -> int:
         policy: dict[str, Any] = {
             "threshold": arguments.threshold,
             "max_accuracy_drop": arguments.max_accuracy_drop,
+            "policy": arguments.policy,
+            "guarantee": arguments.guarantee,
             "min_timesteps": arguments.min_timesteps,
             "max_timesteps": arguments.max_timesteps,
             "latency_budget_ms": arguments.budget_ms,
@@ -94,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-ms", type=float, default=10.0, help="events sent per chunk, in recording time")
     run.add_argument("--threshold", type=float)
     run.add_argument("--max-accuracy-drop", type=float)
+    run.add_argument("--policy", help="the exit policy: cutoff, schedule or learned (default: the model's choice)")
+    run.add_argument("--guarantee", type=float, help="with --max-accuracy-drop: the probability it must hold with")
     run.add_argument("--min-timesteps", type=int)
     run.add_argument("--max-timesteps", type=int)
     run.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")

@@ -111,6 +111,8 @@ class Client:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -120,7 +122,15 @@ class Client:
         """One request, one answer. ``input``: the model's frame (or ``[n, *frame]`` frames) as a numpy
         array or nested lists; or ``events``: raw events ``[N, 4]`` (``x, y, t_us, p``) for event models."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         request = _convert.infer_request(model, input, events, policy, request_id, return_confidences)
         deadline = check_timeout(timeout)
@@ -138,6 +148,8 @@ class Client:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -148,7 +160,15 @@ class Client:
         :class:`Result`. Closing the stream (``close()``, or leaving its ``with`` block) cancels the
         request at its next timestep."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         request = _convert.infer_request(model, input, events, policy, request_id, return_confidences)
         deadline = check_timeout(timeout)
@@ -165,6 +185,8 @@ class Client:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -177,7 +199,15 @@ class Client:
         :meth:`Session.close_input` for the answer from the timesteps sent. The session first waits up to
         ``connect_timeout_s`` for a connection (nothing is sent before one is up)."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         start = pb.SessionStart(
             model=_convert.check_model(model),

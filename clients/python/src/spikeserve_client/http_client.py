@@ -198,13 +198,23 @@ class HttpClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
         return_confidences: bool = False,
     ) -> Result:
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         path, body = _infer_arguments(model, input, events, policy, return_confidences)
         return _convert.result_from_json(self._json("POST", path, body, request_id))
@@ -220,6 +230,8 @@ class HttpClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -227,7 +239,15 @@ class HttpClient:
     ) -> HttpStream:
         """Partials as Server-Sent Events, then the :class:`Result`; ``close()`` cancels the request."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         path, body = _infer_arguments(model, input, events, policy, return_confidences)
         headers = self._settings.headers(request_id)
@@ -359,13 +379,23 @@ class AsyncHttpClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
         return_confidences: bool = False,
     ) -> Result:
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         path, body = _infer_arguments(model, input, events, policy, return_confidences)
         return _convert.result_from_json(await self._json("POST", path, body, request_id))
@@ -381,6 +411,8 @@ class AsyncHttpClient:
         max_timesteps: int | None = None,
         latency_budget_ms: float | None = None,
         max_accuracy_drop: float | None = None,
+        policy: str | None = None,
+        guarantee: float | None = None,
         max_variance: float | None = None,
         priority: int | None = None,
         request_id: str | None = None,
@@ -388,7 +420,15 @@ class AsyncHttpClient:
     ) -> AsyncHttpStream:
         """Partials as Server-Sent Events, then the :class:`Result`; ``await close()`` cancels it."""
         policy = Policy(
-            threshold, min_timesteps, max_timesteps, latency_budget_ms, max_accuracy_drop, max_variance, priority
+            threshold,
+            min_timesteps,
+            max_timesteps,
+            latency_budget_ms,
+            max_accuracy_drop,
+            max_variance,
+            priority,
+            policy,
+            guarantee,
         )
         path, body = _infer_arguments(model, input, events, policy, return_confidences)
         headers = self._settings.headers(request_id)

@@ -18,6 +18,8 @@ class ExitReason(enum.StrEnum):
     DEADLINE = "deadline"
     #: The client went away (counted by the server, never sent).
     CANCELLED = "cancelled"
+    #: An exit policy other than the plain cutoff (per-timestep thresholds, a learned stop score) said stop.
+    POLICY = "policy"
     #: A reason this client does not know (a newer server).
     UNSPECIFIED = "unspecified"
 
@@ -54,6 +56,10 @@ class Result:
     uncertainty: float | None = None
     #: The calibration budget (percentage points) whose threshold was used, when asked for one.
     max_accuracy_drop: float | None = None
+    #: The exit policy that ran (``cutoff``, ``schedule`` or ``learned``).
+    policy: str | None = None
+    #: The guarantee level of the calibration row that served it, when it was a guaranteed one.
+    guarantee: float | None = None
     synaptic_ops: float | None = None
     #: The confidence after every timestep, when asked for (``return_confidences=True``).
     confidences: tuple[float, ...] = ()
@@ -89,6 +95,8 @@ class ModelInfo:
     calibration: tuple[CalibratedThreshold, ...]
     #: The whole contract as the server shows it (``GET /v1/models/{name}``), binning of events included.
     contract: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: The model's exit policies (serving policy, each policy's budgets and guarantee levels), if it ships any.
+    exit_policies: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def events(self) -> dict[str, int] | None:

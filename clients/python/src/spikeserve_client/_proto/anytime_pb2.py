@@ -24,43 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61nytime/v1/anytime.proto\x12\x15spikeserve.anytime.v1\"\'\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x04\x12\x0e\n\x06values\x18\x02 \x03(\x02\"7\n\x06\x45vents\x12\t\n\x01x\x18\x01 \x03(\x03\x12\t\n\x01y\x18\x02 \x03(\x03\x12\x0c\n\x04t_us\x18\x03 \x03(\x03\x12\t\n\x01p\x18\x04 \x03(\x03\"\xc6\x02\n\x06Policy\x12\x16\n\tthreshold\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rmin_timesteps\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rmax_timesteps\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1e\n\x11latency_budget_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0cmax_variance\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x15\n\x08priority\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x1e\n\x11max_accuracy_drop\x18\x07 \x01(\x01H\x06\x88\x01\x01\x42\x0c\n\n_thresholdB\x10\n\x0e_min_timestepsB\x10\n\x0e_max_timestepsB\x14\n\x12_latency_budget_msB\x0f\n\r_max_varianceB\x0b\n\t_priorityB\x14\n\x12_max_accuracy_drop\"\xe7\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12/\n\x06tensor\x18\x03 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.TensorH\x00\x12/\n\x06\x65vents\x18\x04 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.EventsH\x00\x12-\n\x06policy\x18\x05 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.Policy\x12\x1a\n\x12return_confidences\x18\x06 \x01(\x08\x42\x07\n\x05input\"\x94\x01\n\x07Partial\x12\x10\n\x08timestep\x18\x01 \x01(\r\x12\x13\n\x0b\x63lass_index\x18\x02 \x01(\r\x12\r\n\x05label\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x18\n\x0buncertainty\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rprobabilities\x18\x06 \x03(\x01\x42\x0e\n\x0c_uncertainty\"\xbd\x03\n\rInferResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\x12\r\n\x05label\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x18\n\x0buncertainty\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rprobabilities\x18\x07 \x03(\x01\x12\x11\n\ttimesteps\x18\x08 \x01(\r\x12\x15\n\rmax_timesteps\x18\t \x01(\r\x12\x36\n\x0b\x65xit_reason\x18\n \x01(\x0e\x32!.spikeserve.anytime.v1.ExitReason\x12\x19\n\x0csynaptic_ops\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x63onfidences\x18\x0c \x03(\x01\x12\x12\n\ncompute_ms\x18\r \x01(\x01\x12\x10\n\x08queue_ms\x18\x0e \x01(\x01\x12\x11\n\tthreshold\x18\x0f \x01(\x01\x12\x1e\n\x11max_accuracy_drop\x18\x10 \x01(\x01H\x02\x88\x01\x01\x42\x0e\n\x0c_uncertaintyB\x0f\n\r_synaptic_opsB\x14\n\x12_max_accuracy_drop\"\x8a\x01\n\x13InferStreamResponse\x12\x31\n\x07partial\x18\x01 \x01(\x0b\x32\x1e.spikeserve.anytime.v1.PartialH\x00\x12\x35\n\x05\x66inal\x18\x02 \x01(\x0b\x32$.spikeserve.anytime.v1.InferResponseH\x00\x42\t\n\x07message\"|\n\x0cSessionStart\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12-\n\x06policy\x18\x03 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.Policy\x12\x1a\n\x12return_confidences\x18\x04 \x01(\x08\"\xb2\x01\n\x0eSessionRequest\x12\x34\n\x05start\x18\x01 \x01(\x0b\x32#.spikeserve.anytime.v1.SessionStartH\x00\x12.\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.TensorH\x00\x12/\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.EventsH\x00\x42\t\n\x07message\"\x13\n\x11ListModelsRequest\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .spikeserve.anytime.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xc9\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttimesteps\x18\x02 \x01(\r\x12\x13\n\x0bnum_classes\x18\x03 \x01(\r\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\ninput_kind\x18\x05 \x01(\t\x12\x13\n\x0b\x66rame_shape\x18\x06 \x03(\x04\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x07 \x01(\x01\x12\x1d\n\x15\x61\x63\x63uracy_per_timestep\x18\x08 \x03(\x01\x12\x0f\n\x07members\x18\t \x01(\r\x12\x19\n\x11input_description\x18\n \x01(\t\x12\x15\n\rcontract_json\x18\x0b \x01(\t\x12\x0f\n\x07version\x18\x0c \x01(\x04\x12?\n\x0b\x63\x61libration\x18\r \x03(\x0b\x32*.spikeserve.anytime.v1.CalibratedThreshold\"C\n\x13\x43\x61libratedThreshold\x12\x19\n\x11max_accuracy_drop\x18\x01 \x01(\x01\x12\x11\n\tthreshold\x18\x02 \x01(\x01*\x98\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_CONFIDENT\x10\x01\x12\x1d\n\x19\x45XIT_REASON_MAX_TIMESTEPS\x10\x02\x12\x18\n\x14\x45XIT_REASON_DEADLINE\x10\x03\x12\x19\n\x15\x45XIT_REASON_CANCELLED\x10\x04\x32\xda\x03\n\x07\x41nytime\x12R\n\x05Infer\x12#.spikeserve.anytime.v1.InferRequest\x1a$.spikeserve.anytime.v1.InferResponse\x12`\n\x0bInferStream\x12#.spikeserve.anytime.v1.InferRequest\x1a*.spikeserve.anytime.v1.InferStreamResponse0\x01\x12`\n\x07Session\x12%.spikeserve.anytime.v1.SessionRequest\x1a*.spikeserve.anytime.v1.InferStreamResponse(\x01\x30\x01\x12\x61\n\nListModels\x12(.spikeserve.anytime.v1.ListModelsRequest\x1a).spikeserve.anytime.v1.ListModelsResponse\x12T\n\x08GetModel\x12&.spikeserve.anytime.v1.GetModelRequest\x1a .spikeserve.anytime.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61nytime/v1/anytime.proto\x12\x15spikeserve.anytime.v1\"\'\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x04\x12\x0e\n\x06values\x18\x02 \x03(\x02\"7\n\x06\x45vents\x12\t\n\x01x\x18\x01 \x03(\x03\x12\t\n\x01y\x18\x02 \x03(\x03\x12\x0c\n\x04t_us\x18\x03 \x03(\x03\x12\t\n\x01p\x18\x04 \x03(\x03\"\x8c\x03\n\x06Policy\x12\x16\n\tthreshold\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rmin_timesteps\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rmax_timesteps\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1e\n\x11latency_budget_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0cmax_variance\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x15\n\x08priority\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x1e\n\x11max_accuracy_drop\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x13\n\x06policy\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x16\n\tguarantee\x18\t \x01(\x01H\x08\x88\x01\x01\x42\x0c\n\n_thresholdB\x10\n\x0e_min_timestepsB\x10\n\x0e_max_timestepsB\x14\n\x12_latency_budget_msB\x0f\n\r_max_varianceB\x0b\n\t_priorityB\x14\n\x12_max_accuracy_dropB\t\n\x07_policyB\x0c\n\n_guarantee\"\xe7\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12/\n\x06tensor\x18\x03 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.TensorH\x00\x12/\n\x06\x65vents\x18\x04 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.EventsH\x00\x12-\n\x06policy\x18\x05 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.Policy\x12\x1a\n\x12return_confidences\x18\x06 \x01(\x08\x42\x07\n\x05input\"\x94\x01\n\x07Partial\x12\x10\n\x08timestep\x18\x01 \x01(\r\x12\x13\n\x0b\x63lass_index\x18\x02 \x01(\r\x12\r\n\x05label\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x18\n\x0buncertainty\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rprobabilities\x18\x06 \x03(\x01\x42\x0e\n\x0c_uncertainty\"\xf3\x03\n\rInferResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\x12\r\n\x05label\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x18\n\x0buncertainty\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rprobabilities\x18\x07 \x03(\x01\x12\x11\n\ttimesteps\x18\x08 \x01(\r\x12\x15\n\rmax_timesteps\x18\t \x01(\r\x12\x36\n\x0b\x65xit_reason\x18\n \x01(\x0e\x32!.spikeserve.anytime.v1.ExitReason\x12\x19\n\x0csynaptic_ops\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x63onfidences\x18\x0c \x03(\x01\x12\x12\n\ncompute_ms\x18\r \x01(\x01\x12\x10\n\x08queue_ms\x18\x0e \x01(\x01\x12\x11\n\tthreshold\x18\x0f \x01(\x01\x12\x1e\n\x11max_accuracy_drop\x18\x10 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x06policy\x18\x11 \x01(\t\x12\x16\n\tguarantee\x18\x12 \x01(\x01H\x03\x88\x01\x01\x42\x0e\n\x0c_uncertaintyB\x0f\n\r_synaptic_opsB\x14\n\x12_max_accuracy_dropB\x0c\n\n_guarantee\"\x8a\x01\n\x13InferStreamResponse\x12\x31\n\x07partial\x18\x01 \x01(\x0b\x32\x1e.spikeserve.anytime.v1.PartialH\x00\x12\x35\n\x05\x66inal\x18\x02 \x01(\x0b\x32$.spikeserve.anytime.v1.InferResponseH\x00\x42\t\n\x07message\"|\n\x0cSessionStart\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12-\n\x06policy\x18\x03 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.Policy\x12\x1a\n\x12return_confidences\x18\x04 \x01(\x08\"\xb2\x01\n\x0eSessionRequest\x12\x34\n\x05start\x18\x01 \x01(\x0b\x32#.spikeserve.anytime.v1.SessionStartH\x00\x12.\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.TensorH\x00\x12/\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x1d.spikeserve.anytime.v1.EventsH\x00\x42\t\n\x07message\"\x13\n\x11ListModelsRequest\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .spikeserve.anytime.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xe5\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttimesteps\x18\x02 \x01(\r\x12\x13\n\x0bnum_classes\x18\x03 \x01(\r\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\ninput_kind\x18\x05 \x01(\t\x12\x13\n\x0b\x66rame_shape\x18\x06 \x03(\x04\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x07 \x01(\x01\x12\x1d\n\x15\x61\x63\x63uracy_per_timestep\x18\x08 \x03(\x01\x12\x0f\n\x07members\x18\t \x01(\r\x12\x19\n\x11input_description\x18\n \x01(\t\x12\x15\n\rcontract_json\x18\x0b \x01(\t\x12\x0f\n\x07version\x18\x0c \x01(\x04\x12?\n\x0b\x63\x61libration\x18\r \x03(\x0b\x32*.spikeserve.anytime.v1.CalibratedThreshold\x12\x1a\n\x12\x65xit_policies_json\x18\x0e \x01(\t\"C\n\x13\x43\x61libratedThreshold\x12\x19\n\x11max_accuracy_drop\x18\x01 \x01(\x01\x12\x11\n\tthreshold\x18\x02 \x01(\x01*\xb0\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_CONFIDENT\x10\x01\x12\x1d\n\x19\x45XIT_REASON_MAX_TIMESTEPS\x10\x02\x12\x18\n\x14\x45XIT_REASON_DEADLINE\x10\x03\x12\x19\n\x15\x45XIT_REASON_CANCELLED\x10\x04\x12\x16\n\x12\x45XIT_REASON_POLICY\x10\x05\x32\xda\x03\n\x07\x41nytime\x12R\n\x05Infer\x12#.spikeserve.anytime.v1.InferRequest\x1a$.spikeserve.anytime.v1.InferResponse\x12`\n\x0bInferStream\x12#.spikeserve.anytime.v1.InferRequest\x1a*.spikeserve.anytime.v1.InferStreamResponse0\x01\x12`\n\x07Session\x12%.spikeserve.anytime.v1.SessionRequest\x1a*.spikeserve.anytime.v1.InferStreamResponse(\x01\x30\x01\x12\x61\n\nListModels\x12(.spikeserve.anytime.v1.ListModelsRequest\x1a).spikeserve.anytime.v1.ListModelsResponse\x12T\n\x08GetModel\x12&.spikeserve.anytime.v1.GetModelRequest\x1a .spikeserve.anytime.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'anytime.v1.anytime_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXITREASON']._serialized_start=2288
-  _globals['_EXITREASON']._serialized_end=2440
+  _globals['_EXITREASON']._serialized_start=2440
+  _globals['_EXITREASON']._serialized_end=2616
   _globals['_TENSOR']._serialized_start=51
   _globals['_TENSOR']._serialized_end=90
   _globals['_EVENTS']._serialized_start=92
   _globals['_EVENTS']._serialized_end=147
   _globals['_POLICY']._serialized_start=150
-  _globals['_POLICY']._serialized_end=476
-  _globals['_INFERREQUEST']._serialized_start=479
-  _globals['_INFERREQUEST']._serialized_end=710
-  _globals['_PARTIAL']._serialized_start=713
-  _globals['_PARTIAL']._serialized_end=861
-  _globals['_INFERRESPONSE']._serialized_start=864
-  _globals['_INFERRESPONSE']._serialized_end=1309
-  _globals['_INFERSTREAMRESPONSE']._serialized_start=1312
-  _globals['_INFERSTREAMRESPONSE']._serialized_end=1450
-  _globals['_SESSIONSTART']._serialized_start=1452
-  _globals['_SESSIONSTART']._serialized_end=1576
-  _globals['_SESSIONREQUEST']._serialized_start=1579
-  _globals['_SESSIONREQUEST']._serialized_end=1757
-  _globals['_LISTMODELSREQUEST']._serialized_start=1759
-  _globals['_LISTMODELSREQUEST']._serialized_end=1778
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1780
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1850
-  _globals['_GETMODELREQUEST']._serialized_start=1852
-  _globals['_GETMODELREQUEST']._serialized_end=1884
-  _globals['_MODELINFO']._serialized_start=1887
-  _globals['_MODELINFO']._serialized_end=2216
-  _globals['_CALIBRATEDTHRESHOLD']._serialized_start=2218
-  _globals['_CALIBRATEDTHRESHOLD']._serialized_end=2285
-  _globals['_ANYTIME']._serialized_start=2443
-  _globals['_ANYTIME']._serialized_end=2917
+  _globals['_POLICY']._serialized_end=546
+  _globals['_INFERREQUEST']._serialized_start=549
+  _globals['_INFERREQUEST']._serialized_end=780
+  _globals['_PARTIAL']._serialized_start=783
+  _globals['_PARTIAL']._serialized_end=931
+  _globals['_INFERRESPONSE']._serialized_start=934
+  _globals['_INFERRESPONSE']._serialized_end=1433
+  _globals['_INFERSTREAMRESPONSE']._serialized_start=1436
+  _globals['_INFERSTREAMRESPONSE']._serialized_end=1574
+  _globals['_SESSIONSTART']._serialized_start=1576
+  _globals['_SESSIONSTART']._serialized_end=1700
+  _globals['_SESSIONREQUEST']._serialized_start=1703
+  _globals['_SESSIONREQUEST']._serialized_end=1881
+  _globals['_LISTMODELSREQUEST']._serialized_start=1883
+  _globals['_LISTMODELSREQUEST']._serialized_end=1902
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1904
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1974
+  _globals['_GETMODELREQUEST']._serialized_start=1976
+  _globals['_GETMODELREQUEST']._serialized_end=2008
+  _globals['_MODELINFO']._serialized_start=2011
+  _globals['_MODELINFO']._serialized_end=2368
+  _globals['_CALIBRATEDTHRESHOLD']._serialized_start=2370
+  _globals['_CALIBRATEDTHRESHOLD']._serialized_end=2437
+  _globals['_ANYTIME']._serialized_start=2619
+  _globals['_ANYTIME']._serialized_end=3093
 # @@protoc_insertion_point(module_scope)

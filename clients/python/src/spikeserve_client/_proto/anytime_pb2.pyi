@@ -14,11 +14,13 @@ class ExitReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXIT_REASON_MAX_TIMESTEPS: _ClassVar[ExitReason]
     EXIT_REASON_DEADLINE: _ClassVar[ExitReason]
     EXIT_REASON_CANCELLED: _ClassVar[ExitReason]
+    EXIT_REASON_POLICY: _ClassVar[ExitReason]
 EXIT_REASON_UNSPECIFIED: ExitReason
 EXIT_REASON_CONFIDENT: ExitReason
 EXIT_REASON_MAX_TIMESTEPS: ExitReason
 EXIT_REASON_DEADLINE: ExitReason
 EXIT_REASON_CANCELLED: ExitReason
+EXIT_REASON_POLICY: ExitReason
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "values")
@@ -41,7 +43,7 @@ class Events(_message.Message):
     def __init__(self, x: _Optional[_Iterable[int]] = ..., y: _Optional[_Iterable[int]] = ..., t_us: _Optional[_Iterable[int]] = ..., p: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("threshold", "min_timesteps", "max_timesteps", "latency_budget_ms", "max_variance", "priority", "max_accuracy_drop")
+    __slots__ = ("threshold", "min_timesteps", "max_timesteps", "latency_budget_ms", "max_variance", "priority", "max_accuracy_drop", "policy", "guarantee")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MIN_TIMESTEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_TIMESTEPS_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +51,8 @@ class Policy(_message.Message):
     MAX_VARIANCE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
     threshold: float
     min_timesteps: int
     max_timesteps: int
@@ -56,7 +60,9 @@ class Policy(_message.Message):
     max_variance: float
     priority: int
     max_accuracy_drop: float
-    def __init__(self, threshold: _Optional[float] = ..., min_timesteps: _Optional[int] = ..., max_timesteps: _Optional[int] = ..., latency_budget_ms: _Optional[float] = ..., max_variance: _Optional[float] = ..., priority: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ...) -> None: ...
+    policy: str
+    guarantee: float
+    def __init__(self, threshold: _Optional[float] = ..., min_timesteps: _Optional[int] = ..., max_timesteps: _Optional[int] = ..., latency_budget_ms: _Optional[float] = ..., max_variance: _Optional[float] = ..., priority: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., policy: _Optional[str] = ..., guarantee: _Optional[float] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("model", "request_id", "tensor", "events", "policy", "return_confidences")
@@ -91,7 +97,7 @@ class Partial(_message.Message):
     def __init__(self, timestep: _Optional[int] = ..., class_index: _Optional[int] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., uncertainty: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class InferResponse(_message.Message):
-    __slots__ = ("model", "request_id", "class_index", "label", "confidence", "uncertainty", "probabilities", "timesteps", "max_timesteps", "exit_reason", "synaptic_ops", "confidences", "compute_ms", "queue_ms", "threshold", "max_accuracy_drop")
+    __slots__ = ("model", "request_id", "class_index", "label", "confidence", "uncertainty", "probabilities", "timesteps", "max_timesteps", "exit_reason", "synaptic_ops", "confidences", "compute_ms", "queue_ms", "threshold", "max_accuracy_drop", "policy", "guarantee")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +114,8 @@ class InferResponse(_message.Message):
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
     model: str
     request_id: str
     class_index: int
@@ -124,7 +132,9 @@ class InferResponse(_message.Message):
     queue_ms: float
     threshold: float
     max_accuracy_drop: float
-    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., class_index: _Optional[int] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., uncertainty: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., timesteps: _Optional[int] = ..., max_timesteps: _Optional[int] = ..., exit_reason: _Optional[_Union[ExitReason, str]] = ..., synaptic_ops: _Optional[float] = ..., confidences: _Optional[_Iterable[float]] = ..., compute_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., threshold: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ...) -> None: ...
+    policy: str
+    guarantee: float
+    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., class_index: _Optional[int] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., uncertainty: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., timesteps: _Optional[int] = ..., max_timesteps: _Optional[int] = ..., exit_reason: _Optional[_Union[ExitReason, str]] = ..., synaptic_ops: _Optional[float] = ..., confidences: _Optional[_Iterable[float]] = ..., compute_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., threshold: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., policy: _Optional[str] = ..., guarantee: _Optional[float] = ...) -> None: ...
 
 class InferStreamResponse(_message.Message):
     __slots__ = ("partial", "final")
@@ -173,7 +183,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "timesteps", "num_classes", "labels", "input_kind", "frame_shape", "default_threshold", "accuracy_per_timestep", "members", "input_description", "contract_json", "version", "calibration")
+    __slots__ = ("name", "timesteps", "num_classes", "labels", "input_kind", "frame_shape", "default_threshold", "accuracy_per_timestep", "members", "input_description", "contract_json", "version", "calibration", "exit_policies_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMESTEPS_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +197,7 @@ class ModelInfo(_message.Message):
     CONTRACT_JSON_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    EXIT_POLICIES_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     timesteps: int
     num_classes: int
@@ -200,7 +211,8 @@ class ModelInfo(_message.Message):
     contract_json: str
     version: int
     calibration: _containers.RepeatedCompositeFieldContainer[CalibratedThreshold]
-    def __init__(self, name: _Optional[str] = ..., timesteps: _Optional[int] = ..., num_classes: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., input_kind: _Optional[str] = ..., frame_shape: _Optional[_Iterable[int]] = ..., default_threshold: _Optional[float] = ..., accuracy_per_timestep: _Optional[_Iterable[float]] = ..., members: _Optional[int] = ..., input_description: _Optional[str] = ..., contract_json: _Optional[str] = ..., version: _Optional[int] = ..., calibration: _Optional[_Iterable[_Union[CalibratedThreshold, _Mapping]]] = ...) -> None: ...
+    exit_policies_json: str
+    def __init__(self, name: _Optional[str] = ..., timesteps: _Optional[int] = ..., num_classes: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., input_kind: _Optional[str] = ..., frame_shape: _Optional[_Iterable[int]] = ..., default_threshold: _Optional[float] = ..., accuracy_per_timestep: _Optional[_Iterable[float]] = ..., members: _Optional[int] = ..., input_description: _Optional[str] = ..., contract_json: _Optional[str] = ..., version: _Optional[int] = ..., calibration: _Optional[_Iterable[_Union[CalibratedThreshold, _Mapping]]] = ..., exit_policies_json: _Optional[str] = ...) -> None: ...
 
 class CalibratedThreshold(_message.Message):
     __slots__ = ("max_accuracy_drop", "threshold")
