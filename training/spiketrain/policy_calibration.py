@@ -222,6 +222,12 @@ def sweep(kind: str, split: Split, row: dict[str, Any], mlp: ep.Mlp | None, poin
     return [[float(m), float(q)] for m, q in zip(p.mean_timesteps, quality, strict=True)]
 
 
+def _default_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row that chooses between policies: the default budget's, else the largest below it, else the first."""
+    below = [r for r in rows if r["max_accuracy_drop"] <= ep.DEFAULT_BUDGET_PT]
+    return max(below, key=lambda r: r["max_accuracy_drop"]) if below else rows[0]
+
+
 def calibrate(
     calibration_logits: np.ndarray,
     calibration_targets: np.ndarray | None,
@@ -278,11 +284,8 @@ def calibrate(
         score_of = (
             (lambda split: ep.learned_family(split.traj, mlp).score) if kind == "learned" else (lambda split: None)
         )
-        default_row = next(r for r in point if r["max_accuracy_drop"] == ep.DEFAULT_BUDGET_PT)
-        default_guaranteed = next(
-            (r for r in guaranteed if r["max_accuracy_drop"] == ep.DEFAULT_BUDGET_PT and r["level"] == levels[0]),
-            None,
-        )
+        default_row = _default_row(point)
+        default_guaranteed = _default_row([r for r in guaranteed if r["level"] == levels[0]]) if levels else None
         if default_guaranteed is not None:
             fit_split = Split(fit, None, "fit")
             fit_score = ep.learned_family(fit, mlp).score if kind == "learned" else None
