@@ -21,8 +21,8 @@ def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mappi
         "",
         "## Training",
         "",
-        f"Convolutional LIF network (decay 0.5, threshold 1, hard reset, triangle surrogate), TET loss "
-        f"(lambda = {training['tet_lambda']}), regulariser `{training['regulariser']}`, "
+        f"Convolutional LIF network (decay 0.5, threshold 1, hard reset, triangle surrogate), {_loss(training)}, "
+        f"regulariser `{training['regulariser']}`, "
         f"{training['epochs']} epochs, batch {training['batch_size']}, lr {training['lr']}, seed {training['seed']}, "
         f"{training['train_samples']} training samples; trained in {report['train_seconds']:.0f} s on the CPU.",
         "",
@@ -59,3 +59,12 @@ def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mappi
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _loss(training: Mapping[str, Any]) -> str:
+    """TET (the recipe of every model before the running-mean losses), or the loss and its options."""
+    options = training.get("loss_options")
+    if options is None:
+        return f"TET loss (lambda = {training['tet_lambda']})"
+    shown = ", ".join(f"{key} {value}" for key, value in options.items())
+    return f"loss `{training['loss']}` ({shown}; TET lambda = {training['tet_lambda']})"

@@ -35,7 +35,7 @@ from .cards import write_card
 from .data import BUNDLED_DATASETS, DATASETS, Dataset, load_dataset, to_frames
 from .distributed import World, init_world, shutdown
 from .export import export_step_model, onnx_logits, open_session, parity, update_metadata
-from .losses import TET_LAMBDA, tet_loss
+from .losses import DEFAULT_DISTILL_TEMPERATURE, DEFAULT_SCHEDULE, SCHEDULES, TET_LAMBDA, LossOptions, training_loss
 from .models import ARCHS, StepModel, build_model, resolve_arch
 from .real_data import DatasetError
 from .regularisers import MASKS, SPREADS, RegulariserOptions, regulariser_loss
@@ -77,9 +77,24 @@ class TrainConfig:
     reg_skip_first: bool = False
     reg_spread: str = "minmax"
     save_logits: bool = False  # logits.npz beside the model (the STR study reads it)
+    # The loss (spiketrain.losses.LossOptions); the defaults are TET alone.
+    tet: bool = True
+    running_mean_weight: float = 0.0
+    running_mean_schedule: str = DEFAULT_SCHEDULE
+    distill_weight: float = 0.0
+    distill_temperature: float = DEFAULT_DISTILL_TEMPERATURE
 
     def regulariser_options(self) -> RegulariserOptions:
         return RegulariserOptions(mask=self.reg_mask, skip_first=self.reg_skip_first, spread=self.reg_spread)
+
+    def loss_options(self) -> LossOptions:
+        return LossOptions(
+            tet=self.tet,
+            running_mean_weight=self.running_mean_weight,
+            schedule=self.running_mean_schedule,
+            distill_weight=self.distill_weight,
+            distill_temperature=self.distill_temperature,
+        )
 
 
 def train_model(
@@ -109,7 +124,8 @@ def train_model(
     first_epoch = 0
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=False)
-        if saved["config"] != asdict(config):
+        # A field added after the checkpoint was written had its default value then.
+        if {**asdict(TrainConfig()), **saved["config"]} != asdict(config):
             raise ValueError(f"{checkpoint} was written by another configuration: {saved['config']}")
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
@@ -122,6 +138,7 @@ def train_model(
     if augmentation is not None and (data.train.events is None or data.binning is None):
         raise ValueError(f"--augment {config.augment} needs an event data set, not {data.name}")
     options = config.regulariser_options()
+    loss_options = config.loss_options()
     for epoch in range(first_epoch, last_epoch):
         model.train()
         order = torch.randperm(len(targets), generator=generator)
@@ -143,7 +160,7 @@ def train_model(
                 batch = inputs[index.numpy()]
             frames = torch.from_numpy(np.ascontiguousarray(to_frames(batch, config.timesteps, data.input_kind)))
             logits, traces = net(frames, with_traces=True)
-            loss = tet_loss(logits, targets[index])
+            loss = training_loss(logits, targets[index], loss_options)
             if config.regulariser != "none":
                 penalty = regulariser_loss(config.regulariser, traces, logits, targets[index], options)
                 loss = loss + config.alpha * penalty
@@ -197,7 +214,7 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
         "dataset": config.dataset,
         "arch": resolve_arch(config.dataset, config.arch),
         "width_multiplier": config.width_multiplier,
-        "loss": "tet",
+        "loss": config.loss_options().name(),
         "tet_lambda": TET_LAMBDA,
         "regulariser": config.regulariser,
         "alpha": config.alpha,
@@ -210,6 +227,8 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
         "held_out_samples": len(data.held_out.targets),
         "augment": config.augment,
     }
+    if not config.loss_options().is_tet:
+        training_info["loss_options"] = asdict(config.loss_options())
     if config.regulariser != "none":
         training_info["regulariser_options"] = asdict(config.regulariser_options())
     metadata: dict[str, object] = {
@@ -396,6 +415,35 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         "--reg-spread", default=defaults.reg_spread, choices=list(SPREADS), help="STR spread (ablation)"
     )
     parser.add_argument(
+        "--no-tet",
+        action="store_true",
+        help="leave out the TET term (needs --running-mean-weight or --distill-weight)",
+    )
+    parser.add_argument(
+        "--running-mean-weight",
+        type=float,
+        default=defaults.running_mean_weight,
+        help="weight of the cross-entropy of the running mean of the logits at every t (0: off)",
+    )
+    parser.add_argument(
+        "--running-mean-schedule",
+        default=defaults.running_mean_schedule,
+        choices=list(SCHEDULES),
+        help="weights over t of the running-mean and distillation losses (linear: T + 1 - t)",
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=defaults.distill_weight,
+        help="weight of the self-distillation in time: KL(full-T || running mean at t) (0: off)",
+    )
+    parser.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=defaults.distill_temperature,
+        help="temperature of the self-distillation",
+    )
+    parser.add_argument(
         "--save-logits", action="store_true", help="also write logits.npz (calibration and test splits)"
     )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write, e.g. models/digits")
@@ -408,6 +456,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         parser.error("--width-multiplier must be positive")
     if args.width_multiplier != 1.0 and resolve_arch(args.dataset, args.arch) == "csnn":
         parser.error("--width-multiplier applies to vggsnn and resnet19, not csnn")
+    if args.running_mean_weight < 0 or args.distill_weight < 0:
+        parser.error("--running-mean-weight and --distill-weight must not be negative")
+    if args.distill_temperature <= 0:
+        parser.error("--distill-temperature must be positive")
+    if args.no_tet and args.running_mean_weight == 0 and args.distill_weight == 0:
+        parser.error("--no-tet needs --running-mean-weight or --distill-weight")
     if args.dataset not in BUNDLED_DATASETS and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} is read from local files: give --data-dir")
     config = TrainConfig(
@@ -431,6 +485,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         reg_skip_first=args.reg_skip_first,
         reg_spread=args.reg_spread,
         save_logits=args.save_logits,
+        tet=not args.no_tet,
+        running_mean_weight=args.running_mean_weight,
+        running_mean_schedule=args.running_mean_schedule,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
     )
     return config, args.out
 
