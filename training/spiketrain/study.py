@@ -16,6 +16,13 @@ Phases (every run: ``mnist-events``, T = 10, 30 epochs, event augmentation, one 
    the reading as STR's recipe and gets the paired seeds too (``alpha.json`` records the choice).
 4. **rcs**: RCS at the authors' alpha (``RCS_ALPHA``) as a third arm, seeds 0 and 1.
 
+**Early answers** (issue 30), a separate screen: ``early-screen`` trains TET and each arm of
+``EARLY_ARMS`` (losses on the running mean of the logits) on the screen's seeds, one arm at a time, and
+``early-report`` tabulates them on the calibration split only (accuracy at T and at t = 3, area under the
+curve, oracle mean exit, calibrated mean timesteps at 0.5 pt)::
+
+    python -m spiketrain.study early-screen --root .cache/study --jobs 1 --nice 19 --out ../models/x
+
 A run whose ``eval.json`` exists is not run again, so the command resumes after an interruption.
 Nothing here looks at the test split to choose anything; ``report`` only reads it.
 """
@@ -36,25 +43,25 @@ from pathlib import Path
 import numpy as np
 
 from . import calibration
+from .study_protocol import (
+    ABLATIONS,
+    DATASET,
+    EARLY_ARMS,
+    EPOCHS,
+    PAIRED_SEEDS,
+    RCS_ALPHA,
+    RCS_SEEDS,
+    SCREEN_ALPHAS,
+    SCREEN_SEEDS,
+    TIMESTEPS,
+    alpha_arm,
+    calibration_targets,
+    load_logits,
+    rcs_arm,
+)
+from .study_report import write_early_screen, write_report
 
 log = logging.getLogger("spiketrain")
-
-DATASET = "mnist-events"
-TIMESTEPS = 10
-EPOCHS = 30
-SCREEN_ALPHAS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
-SCREEN_SEEDS = (0, 1)
-PAIRED_SEEDS = tuple(range(8))
-#: RCS is the third arm, for reference: as many seeds as the screen, fewer than the paired TET / STR
-#: comparison (its interval is correspondingly wider, and the report shows it).
-RCS_SEEDS = (0, 1)
-#: The authors' default loss weight for RCS (``snncase.py`` in their toolkit).
-RCS_ALPHA = 0.002
-ABLATIONS = {
-    "mask-tail": ["--reg-mask", "tail"],
-    "skip-first": ["--reg-skip-first"],
-    "logvar": ["--reg-spread", "logvar"],
-}
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,6 @@ class Run:
 
     def directory(self, root: Path) -> Path:
         return root / self.arm / f"seed-{self.seed}"
-
-
-def alpha_arm(alpha: float) -> str:
-    return "tet" if alpha == 0 else f"str-a{alpha:g}"
 
 
 def str_args(alpha: float) -> list[str]:
@@ -105,10 +108,6 @@ def str_runs(best_alpha: float, seeds: Seeds) -> list[Run]:
 
 def rcs_runs(seeds: Seeds) -> list[Run]:
     return [Run(rcs_arm(), s, ["--reg", "rcs", "--alpha", f"{RCS_ALPHA:g}"]) for s in seeds.rcs]
-
-
-def rcs_arm() -> str:
-    return f"rcs-a{RCS_ALPHA:g}"
 
 
 def ablation_runs(best_alpha: float, seeds: Seeds) -> list[Run]:
@@ -147,6 +146,15 @@ def winner_runs(best_alpha: float, winner: str, seeds: Seeds) -> list[Run]:
     return [Run(winner, s, str_args(best_alpha) + extra) for s in seeds.paired]
 
 
+def early_runs(arms: Sequence[str], seeds: tuple[int, ...]) -> list[Run]:
+    """The early-answers screen: TET's seeds first (the reference), then arm by arm, so that an interrupted
+    screen has whole arms (both seeds) rather than every arm once."""
+    unknown = [arm for arm in arms if arm not in EARLY_ARMS]
+    if unknown:
+        raise ValueError(f"unknown early arms {unknown}; expected some of {list(EARLY_ARMS)}")
+    return [Run("tet", s) for s in seeds] + [Run(arm, s, EARLY_ARMS[arm]) for arm in arms for s in seeds]
+
+
 def _unique(runs: list[Run]) -> list[Run]:
     seen: set[tuple[str, int]] = set()
     kept = []
@@ -157,13 +165,13 @@ def _unique(runs: list[Run]) -> list[Run]:
     return kept
 
 
-def train_run(run: Run, root: Path) -> Path:
+def train_run(run: Run, root: Path, nice: int = 10) -> Path:
     out = run.directory(root)
     if (out / "eval.json").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     command = [
-        *(["nice", "-n", "10"] if sys.platform.startswith("linux") else []),
+        *(["nice", "-n", str(nice)] if sys.platform.startswith("linux") else []),
         sys.executable,
         "-m",
         "spiketrain.train",
@@ -191,23 +199,10 @@ def train_run(run: Run, root: Path) -> Path:
     return out
 
 
-def train_all(runs: Sequence[Run], root: Path, jobs: int) -> None:
+def train_all(runs: Sequence[Run], root: Path, jobs: int, nice: int = 10) -> None:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for finished in pool.map(lambda r: train_run(r, root), runs):
+        for finished in pool.map(lambda r: train_run(r, root, nice), runs):
             log.info("done: %s", finished)
-
-
-def load_logits(directory: Path) -> dict[str, np.ndarray]:
-    stored = np.load(directory / "logits.npz")
-    return {"calibration": stored["calibration"], "test": stored["test"]}
-
-
-def calibration_targets() -> tuple[np.ndarray, np.ndarray]:
-    from .mnist_events import load_mnist_digits, split_indices
-
-    _, labels = load_mnist_digits()
-    _, cal, test = split_indices(labels)
-    return labels[cal], labels[test]
 
 
 def choose_alpha(root: Path, screen_seeds: tuple[int, ...] = SCREEN_SEEDS) -> tuple[float, dict[float, float]]:
@@ -231,9 +226,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     parser = argparse.ArgumentParser(prog="python -m spiketrain.study", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["train", "report", "ship"])
+    parser.add_argument("command", choices=["train", "report", "ship", "early-screen", "early-report"])
     parser.add_argument("--root", type=Path, default=Path(".cache/study"), help="where the runs are written")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of every training run")
+    parser.add_argument(
+        "--early-arms",
+        nargs="+",
+        default=list(EARLY_ARMS),
+        choices=list(EARLY_ARMS),
+        help="early-screen / early-report: the arms screened against TET",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -255,6 +258,12 @@ def main(argv: list[str] | None = None) -> None:
         ablations=tuple(args.ablation_seeds),
         rcs=tuple(args.rcs_seeds),
     )
+    if args.command == "early-screen":
+        train_all(early_runs(args.early_arms, seeds.screen), args.root, args.jobs, args.nice)
+        args.command = "early-report"
+    if args.command == "early-report":
+        write_early_screen(args.root, args.out, ["tet", *args.early_arms])
+        return
     if args.command == "train":
         # Everything that does not depend on alpha* first (the screen, TET's paired seeds, the
         # robustness "before"), then what does, then the third arm.
@@ -273,8 +282,6 @@ def main(argv: list[str] | None = None) -> None:
         (args.root / "alpha.json").write_text(json.dumps(record, indent=1) + "\n")
         train_all(_unique(winner_runs(best, winner, seeds)), args.root, args.jobs)
         return
-    from .study_report import write_report
-
     summary = write_report(args.root, args.out)
     if args.command == "ship":
         ship(args.root, args.model, summary)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calibration
-from .study import (
+from . import anytime, calibration
+from .study_protocol import (
     ABLATIONS,
     SCREEN_ALPHAS,
     SCREEN_SEEDS,
@@ -289,3 +289,108 @@ def _plot(root: Path, figures: dict[str, dict[int, RunFigures]], path: Path, tar
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+#: Accuracy reported at this timestep by the early-answers screen (issue 30's target: 95% at t = 3).
+EARLY_T = 3
+
+
+@dataclass(frozen=True)
+class EarlyFigures:
+    """One run of the early-answers screen, on the calibration split only (nothing here reads the test split)."""
+
+    seed: int
+    accuracy_at_t: float
+    accuracy_at_early_t: float  # at EARLY_T
+    area: float  # normalised area under accuracy against mean timesteps
+    oracle_mean_exit: float  # mean of the first t after which the prediction never changes
+    calibrated_mean_timesteps: float  # at BUDGET, chosen and measured on the calibration split
+    accuracy_per_timestep: list[float]
+
+
+def early_figures(directory: Path, seed: int, cal_targets: np.ndarray) -> EarlyFigures:
+    logits = load_logits(directory)["calibration"]
+    per_step = anytime.accuracy_per_timestep(logits, cal_targets)
+    on_cal = calibration.curve(logits[None], cal_targets)
+    return EarlyFigures(
+        seed=seed,
+        accuracy_at_t=per_step[-1],
+        accuracy_at_early_t=per_step[EARLY_T - 1],
+        area=on_cal.area(),
+        oracle_mean_exit=float(anytime.oracle_exit_timesteps(logits).mean()),
+        calibrated_mean_timesteps=float(on_cal.mean_timesteps[calibration.choose(on_cal, BUDGET)]),
+        accuracy_per_timestep=per_step,
+    )
+
+
+def write_early_screen(root: Path, out: Path, arms: list[str], reference: str = "tet") -> dict[str, object]:
+    """The early-answers screen's table (``OUT.md``, ``OUT.json``): every finished run of ``arms`` on the
+    calibration split, mean ± sd over seeds, and the difference to ``reference`` seed by seed (over the
+    seeds both have). A screen, not a test: two seeds choose which arm goes on to the paired comparison."""
+    cal_targets, _ = calibration_targets()
+    figures = {arm: {s: early_figures(d, s, cal_targets) for s, d in _runs(root, arm).items()} for arm in arms}
+    figures = {arm: runs for arm, runs in figures.items() if runs}
+    lines = [
+        "| arm | seeds | accuracy at T % | accuracy at t = 3 % | area under the curve | oracle mean exit | "
+        "calibrated mean timesteps at 0.5 pt |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, runs in figures.items():
+        r = list(runs.values())
+        lines.append(
+            f"| {arm} | {', '.join(str(s) for s in runs)} | {_mean_sd([x.accuracy_at_t * 100 for x in r])} | "
+            f"{_mean_sd([x.accuracy_at_early_t * 100 for x in r])} | {_mean_sd([x.area for x in r], '.4f')} | "
+            f"{_mean_sd([x.oracle_mean_exit for x in r], '.3f')} | "
+            f"{_mean_sd([x.calibrated_mean_timesteps for x in r], '.3f')} |"
+        )
+    differences: dict[str, object] = {}
+    base = figures.get(reference, {})
+    diff_lines = []
+    for arm, runs in figures.items():
+        seeds = sorted(set(runs) & set(base))
+        if arm == reference or not seeds:
+            continue
+        per_seed = {
+            s: {
+                "accuracy at T (pt)": (runs[s].accuracy_at_t - base[s].accuracy_at_t) * 100,
+                "accuracy at t = 3 (pt)": (runs[s].accuracy_at_early_t - base[s].accuracy_at_early_t) * 100,
+                "area": runs[s].area - base[s].area,
+                "oracle mean exit": runs[s].oracle_mean_exit - base[s].oracle_mean_exit,
+                "calibrated mean timesteps": runs[s].calibrated_mean_timesteps - base[s].calibrated_mean_timesteps,
+            }
+            for s in seeds
+        }
+        differences[arm] = per_seed
+        for s, d in per_seed.items():
+            diff_lines.append(
+                f"| {arm} | {s} | "
+                + " | ".join(f"{v:+.4f}" if k == "area" else f"{v:+.2f}" for k, v in d.items())
+                + " |"
+            )
+    if diff_lines:
+        lines += [
+            "",
+            f"Seed by seed, arm minus `{reference}` (same seed: same initial weights, data order and augmentation):",
+            "",
+            "| arm | seed | accuracy at T (pt) | accuracy at t = 3 (pt) | area | oracle mean exit | "
+            "calibrated mean timesteps |",
+            "|---|---|---|---|---|---|---|",
+            *diff_lines,
+        ]
+    lines += ["", "Accuracy per timestep (running mean, calibration split, mean over seeds, %):", ""]
+    lines += ["| arm | " + " | ".join(f"t={t}" for t in range(1, TIMESTEPS + 1)) + " |"]
+    lines += ["|---|" + "---|" * TIMESTEPS]
+    for arm, runs in figures.items():
+        mean = np.mean([x.accuracy_per_timestep for x in runs.values()], axis=0) * 100
+        lines.append(f"| {arm} | " + " | ".join(f"{a:.1f}" for a in mean) + " |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    summary = {
+        "split": "calibration",
+        "arms": {arm: [vars(f) for f in runs.values()] for arm, runs in figures.items()},
+        "against_reference": differences,
+        "reference": reference,
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    print("\n".join(lines))
+    return summary

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spiketrain import study, study_report
+from spiketrain import study, study_protocol, study_report
 
 
 def _fake_run(directory: Path, seed: int, strength: float) -> None:
@@ -92,3 +92,57 @@ def test_an_ablation_replaces_the_documented_reading_only_when_its_area_is_large
 @pytest.mark.parametrize("alpha", [0.0, 0.003])
 def test_arm_names(alpha: float) -> None:
     assert study.alpha_arm(alpha) == ("tet" if alpha == 0 else "str-a0.003")
+
+
+def test_the_report_does_not_import_the_driver() -> None:
+    """study uses study_report; study_report (and the shared protocol) never import study."""
+    import subprocess
+    import sys
+
+    code = "import sys, spiketrain.study_report; print('spiketrain.study' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    assert study.TIMESTEPS == study_protocol.TIMESTEPS and study.load_logits is study_protocol.load_logits
+
+
+def test_the_early_screen_runs_tet_first_then_whole_arms() -> None:
+    runs = study.early_runs(["sd-w1-t2", "rm-w1"], (0, 1))
+    assert [(r.arm, r.seed) for r in runs] == [
+        ("tet", 0),
+        ("tet", 1),
+        ("sd-w1-t2", 0),
+        ("sd-w1-t2", 1),
+        ("rm-w1", 0),
+        ("rm-w1", 1),
+    ]
+    assert runs[0].args == [] and runs[-1].args == study_protocol.EARLY_ARMS["rm-w1"]
+    with pytest.raises(ValueError, match="unknown early arms"):
+        study.early_runs(["nope"], (0,))
+
+
+def test_oracle_exit_is_the_first_timestep_after_which_the_prediction_never_changes() -> None:
+    from spiketrain.anytime import oracle_exit_timesteps
+
+    # T = 4, three samples, two classes.
+    logits = np.zeros((4, 3, 2))
+    logits[:, 0, 0] = 1.0  # always class 0: exit at 1
+    logits[0, 1, 1], logits[1:, 1, 0] = 1.0, 3.0  # class 1 at t=1, then 0: exit at 2
+    logits[:3, 2, 0], logits[3, 2, 1] = 1.0, 9.0  # class 0 until t=3, class 1 at t=4: exit at 4
+    assert oracle_exit_timesteps(logits).tolist() == [1, 2, 4]
+
+
+def test_the_early_screen_report_reads_the_calibration_split_only(tmp_path: Path) -> None:
+    _fake_run(tmp_path / "tet" / "seed-0", seed=1, strength=1.0)
+    _fake_run(tmp_path / "tet" / "seed-1", seed=2, strength=1.0)
+    _fake_run(tmp_path / "rm-w1" / "seed-0", seed=3, strength=3.0)
+    summary = study_report.write_early_screen(tmp_path, tmp_path / "early", ["tet", "rm-w1", "sd-w1-t2"])
+    markdown = (tmp_path / "early.md").read_text()
+    assert "| tet | 0, 1 |" in markdown and "| rm-w1 | 0 |" in markdown and "sd-w1-t2" not in markdown
+    arms = summary["arms"]
+    assert isinstance(arms, dict)
+    (rm,) = arms["rm-w1"]
+    cal_targets, _ = study.calibration_targets()
+    expected = study_report.early_figures(tmp_path / "rm-w1" / "seed-0", 0, cal_targets)
+    assert rm["area"] == expected.area and 1.0 <= rm["oracle_mean_exit"] <= study.TIMESTEPS
+    difference = summary["against_reference"]["rm-w1"][0]  # type: ignore[index]
+    assert difference["area"] > 0  # stronger evidence: a larger area than TET's on the same seed
+    assert json.loads((tmp_path / "early.json").read_text())["split"] == "calibration"
