@@ -181,6 +181,12 @@ study: venv
 	cd training && ../$(PY) -m spiketrain.study train --root .cache/study --jobs 2
 	cd training && ../$(PY) -m spiketrain.study ship --root .cache/study
 
+# Issue 30's early-answers screen: TET and the losses on the running mean (EARLY_ARMS), 2 seeds, one run
+# at a time, tabulated on the calibration split only; resumable. Not part of `study` or CI.
+.PHONY: study-early
+study-early: venv
+	cd training && ../$(PY) -m spiketrain.study early-screen --root .cache/study --jobs 1 --nice 19 --out .cache/study/early-screen
+
 # Re-calibrates the shipped single models (budget -> threshold, default = the 0.5 pt threshold) without retraining.
 calibrate: venv
 	cd training && ../$(PY) -m spiketrain.calibrate --model ../models/digits ../models/event-digits
