@@ -18,7 +18,7 @@ CARGO_FLAGS := --locked
 # The library inside the pinned onnxruntime wheel; expanded when a recipe runs (after the venv exists).
 ORT_LIBRARY = $(shell $(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 
-.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate calibrate-policies train-nir-example train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
+.PHONY: help venv build run tools openapi errors-doc train-nmnist train-dvs-gesture soak fuzz bench-engine bench-policies bench-peers bench-overhead bench-anytime bench-deadlines triton-peer bench-triton test test-rust test-python lint bench study calibrate calibrate-policies train-nir-example train-digits train-event-digits train-digits-tet train-digits-str train-event-digits-tet train-event-digits-str compare train-all clean
 
 help:
 	@echo "Set-up (the two commands):"
@@ -34,9 +34,10 @@ help:
 	@echo "Benchmarks and load (minutes to hours; figures in BENCHMARKS.md / RELIABILITY.md):"
 	@echo "  make bench               bench-engine bench-peers bench-overhead bench-anytime"
 	@echo "  make bench-engine        the engine against a raw ONNX Runtime loop, 1..256 clients"
+	@echo "  make bench-policies      a step plus each exit policy's decisions, batch 1 and 64, against the cutoff"
 	@echo "  make bench-peers         the server against the alternatives (floors, the FastAPI peer)"
 	@echo "  make bench-overhead      one client's fixed cost per request, by model size"
-	@echo "  make bench-anytime       every held-out sample through the server, thresholds and budgets, against offline"
+	@echo "  make bench-anytime       every held-out sample through the server, thresholds, budgets and exit policies, against offline"
 	@echo "  make bench-deadlines     latency budgets under overload: deadline-aware admission against FIFO"
 	@echo "  make triton-peer         install the NVIDIA Triton peer (.venv-triton: tritonserver, its Python backend's imports)"
 	@echo "  make bench-triton        the server against Triton (dynamic batcher, iterative sequences), same KServe v2 requests"
@@ -116,7 +117,7 @@ errors-doc:
 
 # Regenerates docs/openapi.json from the running code (a test keeps the two in step).
 openapi: venv
-	UPDATE_OPENAPI=1 ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS) --test sse_openapi the_openapi_document
+	UPDATE_OPENAPI=1 ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo test --release $(CARGO_FLAGS) --workspace --test sse_openapi the_openapi_document
 
 # Every benchmark, results in BENCHMARKS.md and benchmarks/results/:
 #   the engine (raw ort loop, engine alone, 1..256 clients with batching on and off),
@@ -137,6 +138,10 @@ fuzz:
 
 bench-engine: venv
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo bench $(CARGO_FLAGS) --bench engine
+
+# One step plus every row's exit decision, by exit policy, at batch 1 and 64 (ratios against the cutoff).
+bench-policies: venv
+	ORT_DYLIB_PATH="$(ORT_LIBRARY)" cargo bench $(CARGO_FLAGS) --bench exit_policies
 
 bench-peers: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" $(PY) benchmarks/run_bench.py
@@ -166,7 +171,7 @@ bench-deadlines: venv build
 
 bench-anytime: venv build
 	ORT_DYLIB_PATH="$(ORT_LIBRARY)" PYTHONPATH=training $(PY) benchmarks/anytime_eval.py --start \
-		--budgets 0.1 0.25 0.5 1 2 \
+		--budgets 0.1 0.25 0.5 1 2 --policies --levels 0.9 0.95 \
 		--json benchmarks/results/anytime_eval.json --markdown benchmarks/results/anytime_eval.md \
 		--plot benchmarks/results/anytime_eval.png
 

@@ -49,6 +49,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "spikeserve_request_outcomes_total": ("counter", frozenset({"model", "priority", "budget", "outcome"})),
     "spikeserve_queue_wait_by_priority_seconds": (_H, frozenset({"model", "priority"})),
     "spikeserve_warmup_seconds": ("gauge", frozenset({"model"})),
+    "spikeserve_policy_exits_total": ("counter", frozenset({"model", "policy", "exit_reason"})),
+    "spikeserve_policy_timesteps_total": ("counter", frozenset({"model", "policy"})),
     "nv_inference_request_success": ("counter", frozenset({"model", "version"})),
     "nv_inference_request_failure": ("counter", frozenset({"model", "version"})),
     "nv_inference_count": ("counter", frozenset({"model", "version"})),
@@ -544,6 +546,7 @@ def test_dashboard_structure() -> None:
         "synaptic ops",
         "goodput",
         "warm-up",
+        "by policy",
     ):
         assert topic in titles, topic
     assert any("histogram_quantile(0.99" in expr for _, expr in dashboard_queries())
