@@ -37,8 +37,11 @@ EARLY_ARMS = {
     "sd-w1-t2": ["--distill-weight", "1", "--distill-temperature", "2"],
     # The running-mean loss alone: the exit's reading supervised, no timestep's own logits.
     "rm-w1-no-tet": ["--no-tet", "--running-mean-weight", "1"],
-    # A lighter running-mean weight (the weight is swept).
+    # A lighter and a heavier running-mean weight (the weight is swept).
     "rm-w0.3": ["--running-mean-weight", "0.3"],
+    "rm-w3": ["--running-mean-weight", "3"],
+    # Both losses on the running mean, with TET: the label and the model's own final answer.
+    "rm-w1-sd-w1-t2": ["--running-mean-weight", "1", "--distill-weight", "1", "--distill-temperature", "2"],
 }
 
 
