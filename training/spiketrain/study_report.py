@@ -392,5 +392,31 @@ def write_early_screen(root: Path, out: Path, arms: list[str], reference: str = 
         "reference": reference,
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    _plot_early(figures, out.with_suffix(".png"))
     print("\n".join(lines))
     return summary
+
+
+def _plot_early(figures: dict[str, dict[int, EarlyFigures]], path: Path) -> None:
+    """Accuracy of the running mean against t per arm (calibration split; mean over seeds, each seed faint)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(1, TIMESTEPS + 1)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for arm, runs in figures.items():
+        curves = np.array([x.accuracy_per_timestep for x in runs.values()]) * 100
+        (line,) = axes.plot(t, curves.mean(axis=0), marker="o", markersize=3, label=f"{arm} ({len(curves)} seeds)")
+        for curve in curves:
+            axes.plot(t, curve, color=line.get_color(), alpha=0.25, linewidth=0.8)
+    axes.set_xlabel("timestep t (prediction: softmax of the running mean of the logits)")
+    axes.set_ylabel("calibration-split accuracy (%)")
+    axes.set_title("mnist-events early-answers screen: accuracy against t")
+    axes.set_xticks(t)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

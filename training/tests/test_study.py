@@ -146,3 +146,4 @@ def test_the_early_screen_report_reads_the_calibration_split_only(tmp_path: Path
     difference = summary["against_reference"]["rm-w1"][0]  # type: ignore[index]
     assert difference["area"] > 0  # stronger evidence: a larger area than TET's on the same seed
     assert json.loads((tmp_path / "early.json").read_text())["split"] == "calibration"
+    assert (tmp_path / "early.png").read_bytes()[:4] == b"\x89PNG"
