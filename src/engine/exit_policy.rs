@@ -132,36 +132,40 @@ pub struct StopScore {
     pub timesteps: usize,
 }
 
-impl StopScore {
-    /// The standardised input `i`, recomputed where needed (no buffer: nothing is allocated per step).
-    fn input(&self, i: usize, row: &EnsemblePrediction) -> f64 {
-        (self.features[i].value(row, self.timesteps) - self.input_mean[i]) / self.input_scale[i]
-    }
+/// The most features a stop score may read: its standardised inputs live in a buffer of this size on
+/// the stack, computed once per row and timestep (no allocation, each feature computed once).
+pub const MAX_FEATURES: usize = 64;
 
+impl StopScore {
     /// The score of a row after its latest timestep.
     pub fn score(&self, row: &EnsemblePrediction) -> f64 {
-        let n = self.features.len();
+        let n = self.features.len().min(MAX_FEATURES);
+        let mut inputs = [0.0f64; MAX_FEATURES];
+        for (i, input) in inputs.iter_mut().enumerate().take(n) {
+            *input = (self.features[i].value(row, self.timesteps) - self.input_mean[i]) / self.input_scale[i];
+        }
+        let inputs = &inputs[..n];
         match &self.hidden {
-            None => {
-                let mut acc = self.output.bias[0];
-                for i in 0..n {
-                    acc += self.output.weights[i] * self.input(i, row);
-                }
-                acc
-            }
+            None => dot(self.output.bias[0], &self.output.weights, inputs),
             Some(hidden) => {
                 let mut out = self.output.bias[0];
                 for j in 0..hidden.outputs() {
-                    let mut acc = hidden.bias[j];
-                    for i in 0..n {
-                        acc += hidden.weights[j * n + i] * self.input(i, row);
-                    }
-                    out += self.output.weights[j] * acc.tanh();
+                    let activation = dot(hidden.bias[j], &hidden.weights[j * n..(j + 1) * n], inputs).tanh();
+                    out += self.output.weights[j] * activation;
                 }
                 out
             }
         }
     }
+}
+
+/// `start + sum_i weights[i] * inputs[i]`, summed in order of `i` (as the offline evaluation does).
+fn dot(start: f64, weights: &[f64], inputs: &[f64]) -> f64 {
+    let mut acc = start;
+    for (w, x) in weights.iter().zip(inputs) {
+        acc += w * x;
+    }
+    acc
 }
 
 /// How a request decides to stop, besides its timestep bounds.

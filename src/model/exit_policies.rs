@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::contract::{check_threshold, ModelContract};
+use crate::engine::exit_policy::MAX_FEATURES;
 use crate::engine::{Dense, ExitRule, Feature, PolicyKind, StopScore};
 
 /// The file, beside `model.onnx` or `ensemble.json`.
@@ -408,8 +409,8 @@ fn checked_score(spec: &ScoreSpec, timesteps: usize, at: &str) -> Result<StopSco
         })
         .collect::<Result<Vec<_>, _>>()?;
     let n = features.len();
-    if n == 0 {
-        return Err(bad(field("features"), "empty"));
+    if n == 0 || n > MAX_FEATURES {
+        return Err(bad(field("features"), format!("{n} features: a stop score reads 1 to {MAX_FEATURES}")));
     }
     for (name, values) in [("input_mean", &spec.input_mean), ("input_scale", &spec.input_scale)] {
         if values.len() != n {
