@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, Server};
+use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, sse_final, Server};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spikeserve::api::grpc::anytime_pb as pb;
@@ -125,31 +125,6 @@ fn kserve_timesteps(response: &kpb::ModelInferResponse) -> i64 {
     i64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
 
-/// The final event of an SSE answer, parsed.
-async fn sse_final(http: &reqwest::Client, server: &Server, body: &Value) -> Answer {
-    let text = http
-        .post(server.url("/v1/models/digits/infer"))
-        .header("accept", "text/event-stream")
-        .json(body)
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("a stream");
-    let mut event = "";
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("event:") {
-            event = name.trim();
-        } else if let Some(data) = line.strip_prefix("data:") {
-            if event == "final" {
-                return serde_json::from_str(data.trim()).expect("a final answer");
-            }
-        }
-    }
-    panic!("no final event in {text:?}");
-}
-
 #[tokio::test]
 async fn a_budget_runs_its_calibrated_threshold_on_every_door() {
     let models = without_exit_policies();
@@ -195,8 +170,10 @@ async fn a_budget_runs_its_calibrated_threshold_on_every_door() {
             (expected.threshold, Some(expected.max_accuracy_drop))
         );
 
-        let streamed =
-            sse_final(&http, &server, &json!({ "input": input, "max_accuracy_drop": asked })).await;
+        let streamed = serde_json::from_value::<Answer>(
+            sse_final(&http, &server, "digits", &json!({ "input": input, "max_accuracy_drop": asked })).await,
+        )
+        .expect("an answer");
         assert_eq!((streamed.timesteps, streamed.threshold), (reference.timesteps, expected.threshold));
         assert_eq!(streamed.max_accuracy_drop, Some(expected.max_accuracy_drop));
 

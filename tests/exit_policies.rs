@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, Server};
+use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, sse_final, Server};
 use serde_json::{json, Value};
 use spikeserve::api::grpc::anytime_pb as pb;
 use spikeserve::api::grpc::anytime_pb::anytime_client::AnytimeClient;
@@ -269,30 +269,6 @@ fn event_sample(events: &Value) -> Sample {
         // The whole recording in one chunk; the half-close closes its last bins.
         session: vec![pb::session_request::Message::Events(columns)],
     }
-}
-
-async fn sse_final(http: &reqwest::Client, server: &Server, model: &str, body: &Value) -> Value {
-    let text = http
-        .post(server.url(&format!("/v1/models/{model}/infer")))
-        .header("accept", "text/event-stream")
-        .json(body)
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("a stream");
-    let mut event = "";
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("event:") {
-            event = name.trim();
-        } else if let Some(data) = line.strip_prefix("data:") {
-            if event == "final" {
-                return serde_json::from_str(data.trim()).expect("a final answer");
-            }
-        }
-    }
-    panic!("no final event in {text:?}");
 }
 
 async fn through_every_door(

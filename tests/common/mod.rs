@@ -249,3 +249,29 @@ pub const SHIPPED_MODELS: [&str; 8] = [
     "event-digits-tet",
     "mnist-events",
 ];
+
+/// Posts `body` to `/v1/models/{model}/infer` asking for Server-Sent Events, and returns the JSON of
+/// its `final` event.
+pub async fn sse_final(http: &reqwest::Client, server: &Server, model: &str, body: &Value) -> Value {
+    let text = http
+        .post(server.url(&format!("/v1/models/{model}/infer")))
+        .header("accept", "text/event-stream")
+        .json(body)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("a stream");
+    let mut event = "";
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("event:") {
+            event = name.trim();
+        } else if let Some(data) = line.strip_prefix("data:") {
+            if event == "final" {
+                return serde_json::from_str(data.trim()).expect("a final answer");
+            }
+        }
+    }
+    panic!("no final event in {text:?}");
+}

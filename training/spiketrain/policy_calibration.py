@@ -321,24 +321,30 @@ def calibrate(
         if test is not None:
             entry["test_sweep"] = sweep(kind, test, default_row, mlp if kind == "learned" else None)
         report["policies"][kind] = entry
-    serving = min(ep.KINDS, key=lambda kind: (choosing[kind], ep.KINDS.index(kind)))
+    enough = cal.traj.samples >= ep.MIN_SERVING_SAMPLES
+    serving = min(ep.KINDS, key=lambda kind: (choosing[kind], ep.KINDS.index(kind))) if enough else "cutoff"
     report["serving_policy"] = serving
-    report["serving_chosen_by"] = (
-        f"fewest mean timesteps at the {ep.DEFAULT_BUDGET_PT} pt point row on the calibration fold "
-        f"({fold.traj.samples} samples, which no policy was fit on): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in choosing.items())
-    )
-    serving_guarantee = (
-        min(ep.KINDS, key=lambda kind: (choosing_guarantee[kind], ep.KINDS.index(kind)))
-        if choosing_guarantee
-        else serving
-    )
+    if enough:
+        report["serving_chosen_by"] = (
+            f"fewest mean timesteps at the {ep.DEFAULT_BUDGET_PT} pt point row on the calibration fold "
+            f"({fold.traj.samples} samples, which no policy was fit on): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in choosing.items())
+        )
+    else:
+        report["serving_chosen_by"] = (
+            f"the cutoff: {cal.traj.samples} calibration samples are fewer than the {ep.MIN_SERVING_SAMPLES} the "
+            "richer policies need to be served by default (they are shipped, and can be asked for by name)"
+        )
+    serving_guarantee = serving
+    report["serving_guarantee_chosen_by"] = "the cutoff, as above"
+    if choosing_guarantee and enough:
+        serving_guarantee = min(ep.KINDS, key=lambda kind: (choosing_guarantee[kind], ep.KINDS.index(kind)))
+        report["serving_guarantee_chosen_by"] = (
+            f"fewest mean timesteps of the {ep.DEFAULT_BUDGET_PT} pt row at level {levels[0]} on the fit "
+            f"fold ({fit.samples} samples, on which no guarantee is tested): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in choosing_guarantee.items())
+        )
     report["serving_policy_guarantee"] = serving_guarantee
-    report["serving_guarantee_chosen_by"] = (
-        f"fewest mean timesteps of the {ep.DEFAULT_BUDGET_PT} pt row at level {levels[0] if levels else ''} on the fit "
-        f"fold ({fit.samples} samples, on which no guarantee is tested): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in choosing_guarantee.items())
-    )
     report["ceiling"] = {"calibration": ceiling(cal.traj)}
     if test is not None:
         report["ceiling"]["test"] = ceiling(test.traj)
