@@ -42,6 +42,8 @@ EARLY_ARMS = {
     "rm-w3": ["--running-mean-weight", "3"],
     # Both losses on the running mean, with TET: the label and the model's own final answer.
     "rm-w1-sd-w1-t2": ["--running-mean-weight", "1", "--distill-weight", "1", "--distill-temperature", "2"],
+    # The running-mean loss alone with every t weighted alike: is the early-leaning schedule what helps?
+    "rm-w1-uniform-no-tet": ["--no-tet", "--running-mean-weight", "1", "--running-mean-schedule", "uniform"],
 }
 
 
