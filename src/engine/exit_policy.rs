@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::policy::EnsemblePrediction;
+use super::prediction::EnsemblePrediction;
 
 /// The kinds of exit policy a model can ship (`exit-policies.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]

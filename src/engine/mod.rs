@@ -12,6 +12,7 @@ mod fake_stepper;
 pub mod frames;
 mod idle;
 pub mod policy;
+pub mod prediction;
 pub mod request;
 mod scheduler;
 pub mod stats;
@@ -28,7 +29,8 @@ pub use frames::{FrameSender, StreamError};
 // The frames are the input layer's; re-exported where the engine's callers have always found them.
 pub use crate::input::{FrameBuffer, RequestFrames};
 pub use exit_policy::{Dense, ExitRule, Feature, PolicyKind, StopScore};
-pub use policy::{CutoffPolicy, EnsemblePrediction, ExitReason, RunningPrediction};
+pub use policy::{CutoffPolicy, ExitReason};
+pub use prediction::{EnsemblePrediction, RunningPrediction};
 use request::{AnswerReceiver, Job, Message};
 pub use request::{
     AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Partial, StartError, TRACE_TARGET,

@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 
 use super::admission::{displace_first, Admission, Rank};
 use super::idle::IdlePoll;
-use super::policy::{EnsemblePrediction, ExitReason};
+use super::policy::ExitReason;
+use super::prediction::EnsemblePrediction;
 use super::request::{
     AnytimeAnswer, AnytimeRequest, EngineConfig, EngineError, Job, Message, Partial, TRACE_TARGET,
 };
