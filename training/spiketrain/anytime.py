@@ -118,12 +118,16 @@ def anytime_ensemble(
     )
 
 
-def oracle_exit_timesteps(logits: np.ndarray) -> np.ndarray:
-    """Per sample, the first t (1-based) after which the running-mean prediction never changes again: the
-    earliest exit that an oracle could take without changing the answer at T. ``logits [T, N, C]`` -> ``[N]``."""
-    predictions = running_probabilities(logits).argmax(axis=2)
-    differs = predictions != predictions[-1]  # [T, N]; never true at T
-    steps = logits.shape[0]
+def oracle_exits(predictions: np.ndarray) -> np.ndarray:
+    """Per sample, the first t (1-based) from which the prediction equals the one at T at every later step:
+    the earliest exit an oracle could take without changing the answer at T. ``predictions [T, N]`` -> ``[N]``."""
+    differs = predictions != predictions[-1][None]  # [T, N]; never true at T
+    steps = predictions.shape[0]
     # The last timestep that differs (0-based) + 2, or 1 when none does.
     last_differing = steps - 1 - differs[::-1].argmax(axis=0)
     return np.where(differs.any(axis=0), last_differing + 2, 1)
+
+
+def oracle_exit_timesteps(logits: np.ndarray) -> np.ndarray:
+    """:func:`oracle_exits` of a single model's running-mean predictions: ``logits [T, N, C]`` -> ``[N]``."""
+    return oracle_exits(running_probabilities(logits).argmax(axis=2))

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import anytime
+from .anytime import oracle_exits
+
+__all__ = ["FEATURES", "Trajectories", "feature_names", "features", "oracle_exits", "trajectories"]
 
 FEATURES = ("confidence", "margin", "entropy", "progress", "changed", "run_length", "agreement", "variance")
 STEP_PREFIX = "step_"
@@ -72,18 +75,6 @@ def trajectories(member_logits: np.ndarray) -> Trajectories:
     mean, variance = anytime.ensemble_probabilities(member_logits)
     members = np.stack([anytime.running_probabilities(logits).argmax(axis=2) for logits in member_logits])
     return Trajectories(mean=mean, variance=variance, prediction=mean.argmax(axis=2), member_predictions=members)
-
-
-def oracle_exits(prediction: np.ndarray) -> np.ndarray:
-    """1-based ``[N]``: the first t from which the prediction equals the one at T at every later step.
-
-    No exit rule that only ever answers the model's own final class can stop earlier; ``T / mean`` is
-    the ceiling on the speedup at zero drop against the model at T."""
-    steps = prediction.shape[0]
-    differs = prediction != prediction[-1][None]  # [T, N]
-    # The last timestep that differs from the final answer; the oracle exit is the one after it.
-    last_differing = np.where(differs.any(axis=0), steps - 1 - np.argmax(differs[::-1], axis=0), -1)
-    return last_differing + 2
 
 
 def features(traj: Trajectories) -> np.ndarray:
