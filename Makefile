@@ -192,6 +192,15 @@ study: venv
 study-early: venv
 	cd training && ../$(PY) -m spiketrain.study early-screen --root .cache/study --jobs 1 --nice 19 --out .cache/study/early-screen
 
+# Issue 30's paired stage: TET and the screen's candidates (EARLY_CANDIDATES) on 8 paired seeds, then the
+# test-split report (models/mnist-events-early-study.*) and the shipping decision; `study-early-ship` then
+# rebuilds models/mnist-events from the recipe that passes the gates (nothing when none does). Hours of CPU.
+.PHONY: study-early-paired study-early-ship
+study-early-paired: venv
+	cd training && ../$(PY) -m spiketrain.study early-paired --root .cache/study --jobs 2 --nice 19 --out ../models/mnist-events-early-study
+study-early-ship: study-early-paired
+	cd training && ../$(PY) -m spiketrain.study early-ship --root .cache/study --out ../models/mnist-events-early-study --model ../models/mnist-events
+
 # Re-calibrates the shipped single models (budget -> threshold, default = the 0.5 pt threshold) without retraining.
 calibrate: venv
 	cd training && ../$(PY) -m spiketrain.calibrate --model ../models/digits ../models/event-digits

@@ -47,12 +47,14 @@ from .study_protocol import (
     ABLATIONS,
     DATASET,
     EARLY_ARMS,
+    EARLY_CANDIDATES,
     EPOCHS,
     PAIRED_SEEDS,
     RCS_ALPHA,
     RCS_SEEDS,
     SCREEN_ALPHAS,
     SCREEN_SEEDS,
+    SHIPPED_SEEDS,
     TIMESTEPS,
     alpha_arm,
     calibration_targets,
@@ -155,6 +157,15 @@ def early_runs(arms: Sequence[str], seeds: tuple[int, ...]) -> list[Run]:
     return [Run("tet", s) for s in seeds] + [Run(arm, s, EARLY_ARMS[arm]) for arm in arms for s in seeds]
 
 
+def early_paired_runs(arms: Sequence[str], seeds: tuple[int, ...]) -> list[Run]:
+    """The paired stage: TET and the screen's candidates seed by seed, so that an interrupted stage leaves
+    whole pairs (and the first three seeds, the shipped ensemble's, come first)."""
+    unknown = [arm for arm in arms if arm not in EARLY_ARMS]
+    if unknown:
+        raise ValueError(f"unknown early arms {unknown}; expected some of {list(EARLY_ARMS)}")
+    return [run for s in seeds for run in (Run("tet", s), *(Run(arm, s, EARLY_ARMS[arm]) for arm in arms))]
+
+
 def _unique(runs: list[Run]) -> list[Run]:
     seen: set[tuple[str, int]] = set()
     kept = []
@@ -226,7 +237,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     parser = argparse.ArgumentParser(prog="python -m spiketrain.study", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["train", "report", "ship", "early-screen", "early-report"])
+    parser.add_argument(
+        "command",
+        choices=[
+            "train",
+            "report",
+            "ship",
+            "early-screen",
+            "early-report",
+            "early-paired",
+            "early-paired-report",
+            "early-ship",
+        ],
+    )
     parser.add_argument("--root", type=Path, default=Path(".cache/study"), help="where the runs are written")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
     parser.add_argument("--nice", type=int, default=10, help="niceness of every training run")
@@ -261,6 +284,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "early-screen":
         train_all(early_runs(args.early_arms, seeds.screen), args.root, args.jobs, args.nice)
         args.command = "early-report"
+    if args.command in ("early-paired", "early-paired-report", "early-ship"):
+        from . import study_early
+
+        candidates = args.early_arms if args.early_arms != list(EARLY_ARMS) else list(EARLY_CANDIDATES)
+        if args.command == "early-paired":
+            train_all(early_paired_runs(candidates, seeds.paired), args.root, args.jobs, args.nice)
+        summary = study_early.write_report(args.root, args.out, candidates)
+        if args.command == "early-ship":
+            if summary["ships"] is None:
+                raise SystemExit("study: no arm passes the shipping gates; mnist-events stays as it is")
+            ship_recipe(args.root, args.model, str(summary["ships"]), {"chosen_by": "spiketrain.study_early"})
+        return
     if args.command == "early-report":
         write_early_screen(args.root, args.out, ["tet", *args.early_arms])
         return
@@ -314,18 +349,10 @@ def _name_source_samples(heldout_file: Path) -> None:
     heldout_file.write_text(json.dumps(heldout, separators=(",", ":")) + "\n")
 
 
-#: Members of the shipped ensemble: the winning recipe's first seeds.
-SHIPPED_SEEDS = (0, 1, 2)
-
-
 def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
     """Builds ``models/mnist-events`` from the recipe with the largest mean area under the curve on the
     calibration split (TET, STR at alpha* in its winning reading, or RCS): an ensemble of its first three
     seeds, calibrated."""
-    import shutil
-
-    from . import calibrate, ensemble
-
     arms = summary["arms"]
     assert isinstance(arms, dict)
     chosen = json.loads((root / "alpha.json").read_text())
@@ -339,11 +366,21 @@ def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
     }
     winner = max(candidates, key=lambda arm: candidates[arm])
     log.info("calibration-split area under the curve by recipe: %s; shipping %s", candidates, winner)
+    ship_recipe(root, out, winner, {"calibration_area_by_recipe": candidates})
+
+
+def ship_recipe(root: Path, out: Path, recipe: str, chosen_by: dict[str, object]) -> None:
+    """Builds ``out`` from a recipe's runs: an ensemble of its first three seeds, calibrated (thresholds and
+    exit policies), with the data notice and a ``recipe.json`` that says how the recipe was chosen."""
+    import shutil
+
+    from . import calibrate, ensemble, policy_calibration
+
     if out.exists():
         shutil.rmtree(out)
     members = []
     for seed in SHIPPED_SEEDS:
-        source = Run(winner, seed).directory(root)
+        source = Run(recipe, seed).directory(root)
         target = out / f"seed-{seed}"
         target.mkdir(parents=True)
         for name in ("model.onnx", "card.md", "eval.json", "heldout.json"):
@@ -352,11 +389,12 @@ def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
     ensemble.build(out, members, threads=1)
     _name_source_samples(out / "heldout.json")
     calibrate.calibrate_model(out, threads=1)
+    policy_calibration.run_own(out, None, policy_calibration.ep.RESAMPLES)
     for member in members:  # the ensemble's own heldout.json is enough (a few MB each)
         (out / member / "heldout.json").unlink()
     (out / "NOTICE.md").write_text(MNIST_NOTICE)
-    recipe = {"winner": winner, "calibration_area_by_recipe": candidates, "seeds": SHIPPED_SEEDS}
-    (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    record = {"winner": recipe, "training_args": EARLY_ARMS.get(recipe, []), **chosen_by, "seeds": SHIPPED_SEEDS}
+    (out / "recipe.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ EPOCHS = 30
 SCREEN_ALPHAS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 SCREEN_SEEDS = (0, 1)
 PAIRED_SEEDS = tuple(range(8))
+#: Members of a shipped ensemble: the winning recipe's first seeds.
+SHIPPED_SEEDS = (0, 1, 2)
 #: RCS is the third arm, for reference: as many seeds as the screen, fewer than the paired TET / STR
 #: comparison (its interval is correspondingly wider, and the report shows it).
 RCS_SEEDS = (0, 1)
@@ -45,6 +47,10 @@ EARLY_ARMS = {
     # The running-mean loss alone with every t weighted alike: is the early-leaning schedule what helps?
     "rm-w1-uniform-no-tet": ["--no-tet", "--running-mean-weight", "1", "--running-mean-schedule", "uniform"],
 }
+
+#: The screen's candidates for the paired stage, named before any test-split figure was read: the largest
+#: calibration-split area (the study's criterion) and the fewest calibrated timesteps.
+EARLY_CANDIDATES = ("rm-w1-uniform-no-tet", "rm-w1-no-tet")
 
 
 def alpha_arm(alpha: float) -> str:
