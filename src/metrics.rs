@@ -35,6 +35,7 @@ pub const POLICY_EXITS: &str = "spikeserve_policy_exits_total";
 pub const POLICY_TIMESTEPS: &str = "spikeserve_policy_timesteps_total";
 pub const QUEUE_WAIT_BY_PRIORITY: &str = "spikeserve_queue_wait_by_priority_seconds";
 pub const WARMUP: &str = "spikeserve_warmup_seconds";
+pub const EVENTS_DROPPED: &str = "spikeserve_events_dropped_total";
 pub const NV_SUCCESS: &str = "nv_inference_request_success";
 pub const NV_FAILURE: &str = "nv_inference_request_failure";
 pub const NV_COUNT: &str = "nv_inference_count";
@@ -121,6 +122,11 @@ fn describe() {
          export_failed (it refused or did not answer); requests are never held up by tracing"
     );
     describe_counter!(TRACE_SPANS_EXPORTED, "Trace spans the OTLP collector accepted");
+    describe_counter!(
+        EVENTS_DROPPED,
+        "Raw events left out of a request because every bin was full, by model (count-binned models: events past \
+         bins x events_per_bin)"
+    );
     describe_counter!(
         OUTCOMES,
         "Requests the engine took or refused, by model, priority class, whether they had a latency budget \
@@ -402,6 +408,14 @@ pub fn failed(model: &str, code: &'static str) {
 /// or invalid).
 pub fn unauthenticated(door: &'static str, reason: &'static str) {
     metrics::counter!(UNAUTHENTICATED, "door" => door, "reason" => reason).increment(1);
+}
+
+/// Counts raw events a count-binned model had no bin left for (never an error: a live camera keeps
+/// sending after the model's last timestep).
+pub fn events_dropped(model: &str, dropped: usize) {
+    if dropped > 0 {
+        metrics::counter!(EVENTS_DROPPED, "model" => model.to_owned()).increment(dropped as u64);
+    }
 }
 
 /// Brings the dropped log lines' counter up to `total` (read from the log writer when scraped).

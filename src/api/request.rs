@@ -361,8 +361,12 @@ fn request_frames(
         RequestInput::Tensor(tensor) => Ok(into_frames(tensor, contract)?),
         RequestInput::Events(events) => {
             let binning = binning_of(name, contract)?;
-            let data = binning.bin(&events)?;
-            Ok(RequestFrames::Sequence { data, count: binning.bins })
+            let binned = binning.bin_counted(&events)?;
+            if binned.dropped > 0 {
+                tracing::debug!(dropped = binned.dropped, "events past the last count bin left out");
+                crate::metrics::events_dropped(name, binned.dropped);
+            }
+            Ok(RequestFrames::Sequence { data: binned.frames, count: binning.bins })
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 pub mod binning;
 
-pub use binning::{Event, EventBinning, EventError};
+pub use binning::{Binned, BinningMode, Event, EventBinning, EventError};
 
 /// Contract versions this server understands.
 pub const CONTRACT_VERSION: &str = "1";
@@ -329,8 +329,10 @@ impl ModelContract {
         }
         let events = match input_kind {
             InputKind::Events => {
-                let binning: EventBinning =
-                    meta.json("events", "a JSON object {width, height, polarities, window_us, bins}")?;
+                let binning: EventBinning = meta.json(
+                    "events",
+                    "a JSON object {width, height, polarities, window_us, bins[, mode, events_per_bin]}",
+                )?;
                 binning.check().map_err(|reason| invalid("events", reason))?;
                 if binning.frame_shape()[..] != frame_shape[..] {
                     return Err(invalid(
@@ -649,5 +651,41 @@ mod tests {
         s.metadata
             .insert("spikeserve.events".into(), binning.replace("\"window_us\": 1000", "\"window_us\": 0"));
         assert!(error_of(&s).contains("every parameter must be positive"));
+    }
+
+    #[test]
+    fn events_models_may_bin_by_event_count() {
+        let mut s = valid();
+        s.inputs[0] = TensorSpec::f32("x", &[-1, 2, 8, 8]);
+        s.metadata.insert("spikeserve.input_kind".into(), "events".into());
+        let time = r#"{"width": 8, "height": 8, "polarities": 2, "window_us": 1000, "bins": 4"#;
+        let with = |rest: &str| format!("{time}{rest}}}");
+        s.metadata.insert("spikeserve.events".into(), with(r#", "mode": "count", "events_per_bin": 50"#));
+        let binning = ModelContract::from_signature(&s).expect("valid count model").events.expect("events");
+        assert_eq!((binning.mode, binning.events_per_bin), (BinningMode::Count, Some(50)));
+        // Written back (model info, KServe parameters) as it was read; a time binning as it always was.
+        let json = serde_json::to_value(binning).expect("json");
+        assert_eq!(
+            (&json["mode"], &json["events_per_bin"]),
+            (&serde_json::json!("count"), &serde_json::json!(50))
+        );
+        s.metadata.insert("spikeserve.events".into(), with(r#", "mode": "time""#));
+        let binning = ModelContract::from_signature(&s).expect("valid time model").events.expect("events");
+        assert_eq!(binning, EventBinning::by_time(8, 8, 2, 1000, 4));
+        assert!(serde_json::to_value(binning).expect("json").get("mode").is_none());
+        for (rest, message) in [
+            (r#", "mode": "count""#, "events_per_bin: count binning needs a positive number"),
+            (
+                r#", "mode": "count", "events_per_bin": 0"#,
+                "events_per_bin: count binning needs a positive number",
+            ),
+            (r#", "events_per_bin": 5"#, "events_per_bin: only count binning"),
+            (r#", "mode": "frames""#, r#"mode: "frames" is not a binning mode ("time" or "count")"#),
+            (r#", "mode": "count", "events_per_bin": -1"#, "events_per_bin"),
+        ] {
+            s.metadata.insert("spikeserve.events".into(), with(rest));
+            let error = error_of(&s);
+            assert!(error.contains("spikeserve.events") && error.contains(message), "{rest}: {error}");
+        }
     }
 }

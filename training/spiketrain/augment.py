@@ -35,15 +35,18 @@ AUGMENTATIONS = {"none": None, "events": EventAugmentation()}
 
 
 def bin_batch(events: Sequence[np.ndarray], binning: EventBinning) -> np.ndarray:
-    """Frames ``[B, bins, polarities, height, width]`` (float32) for already valid events, one array per sample."""
+    """Frames ``[B, bins, polarities, height, width]`` (float32) for already valid events (in time order),
+    one array per sample: :func:`spiketrain.events.bin_events` for a batch, without its checks."""
     frame = binning.polarities * binning.height * binning.width
     per_sample = binning.bins * frame
     flat = []
     for b, e in enumerate(events):
         e = np.asarray(e, dtype=np.int64).reshape(-1, 4)
         x, y, t, p = e.T
-        time_bin = (t * binning.bins) // binning.window_us
-        flat.append(b * per_sample + time_bin * frame + (p * binning.height + y) * binning.width + x)
+        index = binning.event_bins(t)  # the one rule (spiketrain.events), either mode
+        kept = index < binning.bins  # count mode: events past bins * K are dropped
+        x, y, p, index = x[kept], y[kept], p[kept], index[kept]
+        flat.append(b * per_sample + index * frame + (p * binning.height + y) * binning.width + x)
     index = np.concatenate(flat) if flat else np.zeros(0, np.int64)
     counts = np.bincount(index, minlength=len(events) * per_sample).astype(np.float32)
     return counts.reshape(len(events), binning.bins, *binning.frame_shape())
@@ -71,7 +74,9 @@ def augment(
         e[:, 2] = np.clip(e[:, 2] + jitter, 0, binning.window_us - 1)
     flip = rng.random(len(e)) < settings.polarity_flip
     e[flip, 3] = binning.polarities - 1 - e[flip, 3]
-    return e
+    # Jitter can reorder events; count binning reads their order, so they go back in time order (after
+    # every draw: the random stream, and time-binned frames, are what they were before count binning).
+    return e[np.argsort(e[:, 2], kind="stable")]
 
 
 def augmented_frames(

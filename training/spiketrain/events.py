@@ -2,30 +2,44 @@
 
 An event is ``(x, y, t, p)``: a pixel column and row on the sensor, a timestamp in microseconds
 from the start of the sample, and a polarity (0 = OFF, darker; 1 = ON, brighter). A sample's
-events are binned into ``bins`` frames of shape ``[polarities, height, width]``:
+events are binned into ``bins`` frames of shape ``[polarities, height, width]``, by one of two rules
+(the binning's ``mode``):
 
-* the window ``[0, window_us)`` is cut into ``bins`` equal parts; event ``(x, y, t, p)`` falls in
-  bin ``(t * bins) // window_us`` (integer arithmetic, so every implementation agrees exactly);
-* each frame pixel counts the events of its polarity at that pixel in that bin (float32 counts).
+* ``time`` (the default, and every model's before ``mode`` existed): the window ``[0, window_us)`` is
+  cut into ``bins`` equal parts; event ``(x, y, t, p)`` falls in bin ``(t * bins) // window_us``
+  (integer arithmetic, so every implementation agrees exactly);
+* ``count`` (equal-event-count bins, ``events_per_bin`` = K > 0): event number ``i`` (0-based, in the
+  sample's time order) falls in bin ``i // K``, so every bin but the last non-empty one holds exactly K
+  events and the first timestep sees as much evidence as a later one. A bin also closes at the
+  window's end: bins after the last event stay empty. Events past ``bins * K`` are dropped (a live
+  camera keeps sending; the model has no timestep left for them); :func:`dropped_events` counts them.
+
+Each frame pixel counts the events of its polarity at that pixel in that bin (float32 counts).
 
 Events must lie on the sensor (``0 <= x < width``, ``0 <= y < height``), have a known polarity
 (``0 <= p < polarities``), fall inside the window (``0 <= t < window_us``), and come in
-non-decreasing time order. The model's ``metadata_props`` carry these parameters
-(``spikeserve.events``) so that the server bins raw events exactly as training did;
-``tests/vectors/event_binning.json`` holds shared test vectors that both sides check.
+non-decreasing time order, in both modes (dropped events too: a refusal never depends on the mode).
+The model's ``metadata_props`` carry these parameters (``spikeserve.events``; ``mode`` and
+``events_per_bin`` only for ``count``, so that a time-binned model's metadata is what it always was)
+so that the server bins raw events exactly as training did; ``tests/vectors/event_binning.json``
+holds shared test vectors that both sides check.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 #: Columns of an event array: x, y, t (microseconds), p.
 EVENT_FIELDS = ("x", "y", "t", "p")
+#: The binning rules (``EventBinning.mode``): equal-time bins and equal-event-count bins.
+TIME = "time"
+COUNT = "count"
+BINNING_MODES = (TIME, COUNT)
 
 
 @dataclass(frozen=True)
@@ -35,12 +49,40 @@ class EventBinning:
     polarities: int
     window_us: int
     bins: int
+    mode: str = TIME
+    #: K, the events of one bin (``count`` mode only).
+    events_per_bin: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in BINNING_MODES:
+            raise ValueError(f"mode: {self.mode!r} is not a binning mode ({' or '.join(map(repr, BINNING_MODES))})")
+        if self.mode == COUNT and (self.events_per_bin is None or self.events_per_bin < 1):
+            raise ValueError(f"events_per_bin: count binning needs a positive number, found {self.events_per_bin}")
+        if self.mode == TIME and self.events_per_bin is not None:
+            raise ValueError("events_per_bin: only count binning has one")
 
     def frame_shape(self) -> tuple[int, int, int]:
         return (self.polarities, self.height, self.width)
 
-    def to_metadata(self) -> dict[str, int]:
-        return asdict(self)
+    def by_count(self, events_per_bin: int) -> EventBinning:
+        """The same sensor, window and bins, with equal-event-count bins of ``events_per_bin`` events."""
+        return replace(self, mode=COUNT, events_per_bin=events_per_bin)
+
+    def event_bins(self, t: np.ndarray) -> np.ndarray:
+        """The bin of each event of one sample (valid events, ``t`` their timestamps in order): the rule.
+        In ``count`` mode an index ``>= bins`` means the event is dropped."""
+        t = np.asarray(t, dtype=np.int64)
+        if self.mode == COUNT:
+            assert self.events_per_bin is not None
+            return np.arange(len(t), dtype=np.int64) // self.events_per_bin
+        return (t * self.bins) // self.window_us
+
+    def to_metadata(self) -> dict[str, int | str]:
+        """The ``spikeserve.events`` JSON object; a time binning's is the five numbers it always was."""
+        fields: dict[str, int | str | None] = asdict(self)
+        if self.mode == TIME:
+            del fields["mode"], fields["events_per_bin"]
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 class EventError(ValueError):
@@ -75,9 +117,19 @@ def bin_events(events: np.ndarray, binning: EventBinning) -> np.ndarray:
     validate(events, binning)
     frames = np.zeros((binning.bins, *binning.frame_shape()), dtype=np.float32)
     x, y, t, p = events.T
-    index = (t * binning.bins) // binning.window_us
-    np.add.at(frames, (index, p, y, x), 1.0)
+    index = binning.event_bins(t)
+    kept = index < binning.bins  # count mode: events past bins * K are dropped
+    np.add.at(frames, (index[kept], p[kept], y[kept], x[kept]), 1.0)
     return frames
+
+
+def dropped_events(count: int, binning: EventBinning) -> int:
+    """How many of a sample's ``count`` (valid) events the binning drops: those past ``bins * K`` in
+    ``count`` mode, none in ``time`` mode."""
+    if binning.mode != COUNT:
+        return 0
+    assert binning.events_per_bin is not None
+    return max(0, count - binning.bins * binning.events_per_bin)
 
 
 def _vector_cases() -> list[dict[str, object]]:
@@ -96,8 +148,19 @@ def _vector_cases() -> list[dict[str, object]]:
     edges = np.array([[0, 0, 0, 0], [33, 33, 29_999, 1], [5, 6, 30_000, 1], [5, 6, 30_000, 1], [1, 2, 299_999, 0]])
     small = EventBinning(width=4, height=3, polarities=2, window_us=1000, bins=3)
     uneven = np.array([[0, 0, 332, 1], [0, 0, 333, 1], [3, 2, 334, 0], [3, 2, 666, 0], [3, 2, 667, 0], [1, 1, 999, 1]])
+    # Count mode: 500 events into 10 bins of 37 (130 dropped); 6 into 3 bins of 4 (the last bin empty);
+    # 6 into 3 bins of 2 (exactly full, equal timestamps split across bins).
+    same_t = np.array([[0, 0, 5, 0], [1, 0, 5, 1], [2, 0, 5, 0], [3, 1, 5, 1], [0, 2, 900, 0], [0, 2, 999, 0]])
+    binned = (
+        ("random", binning, random_events),
+        ("edges", binning, edges),
+        ("uneven", small, uneven),
+        ("count random", binning.by_count(37), random_events),
+        ("count short", small.by_count(4), uneven),
+        ("count full", small.by_count(2), same_t),
+    )
     cases: list[dict[str, object]] = []
-    for name, b, ev in (("random", binning, random_events), ("edges", binning, edges), ("uneven", small, uneven)):
+    for name, b, ev in binned:
         frames = bin_events(ev, b)
         nonzero = np.argwhere(frames)
         cases.append(
@@ -107,6 +170,7 @@ def _vector_cases() -> list[dict[str, object]]:
                 "events": ev.tolist(),
                 # Sparse expected frames: [bin, polarity, y, x, count] for every non-zero pixel.
                 "expected_nonzero": [[*map(int, idx), float(frames[tuple(idx)])] for idx in nonzero],
+                "dropped": dropped_events(len(ev), b),
             }
         )
     errors = [
@@ -118,6 +182,19 @@ def _vector_cases() -> list[dict[str, object]]:
     ]
     for name, ev, message in errors:
         cases.append({"name": name, "binning": binning.to_metadata(), "events": ev, "error": message})
+    # Count mode refuses exactly what time mode refuses, dropped events included.
+    by_count = small.by_count(1).to_metadata()
+    count_errors = [
+        ("count out of order", [[0, 0, 50, 0], [0, 0, 40, 1]], "events[1]: t = 40 is earlier than the event before it"),
+        ("count t after window", [[0, 0, 1, 0], [0, 0, 1000, 0]], "events[1]: t = 1000 is outside the 1000 us window"),
+        (
+            "count dropped event off the sensor",
+            [[0, 0, 1, 0], [0, 0, 2, 0], [0, 0, 3, 0], [4, 0, 4, 0]],
+            "events[3]: x = 4 is outside the sensor's 4 columns",
+        ),
+    ]
+    for name, ev, message in count_errors:
+        cases.append({"name": name, "binning": by_count, "events": ev, "error": message})
     return cases
 
 

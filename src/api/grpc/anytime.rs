@@ -277,7 +277,10 @@ async fn feed(
                     event_binning(model)?;
                     return Ok(());
                 };
-                binner.push(&events_from_pb(chunk)?)?
+                let dropped = binner.dropped();
+                let frames = binner.push(&events_from_pb(chunk)?)?;
+                crate::metrics::events_dropped(&model.name, binner.dropped() - dropped);
+                frames
             }
             Some(Message::Start(_)) => {
                 return Err(ApiError::InvalidField("session: `start` may only be the first message".into()))
