@@ -24,7 +24,13 @@ def write_card(path: Path, name: str, metadata: Mapping[str, Any], report: Mappi
         f"Convolutional LIF network (decay 0.5, threshold 1, hard reset, triangle surrogate), {_loss(training)}, "
         f"regulariser `{training['regulariser']}`, "
         f"{training['epochs']} epochs, batch {training['batch_size']}, lr {training['lr']}, seed {training['seed']}, "
-        f"{training['train_samples']} training samples; trained in {report['train_seconds']:.0f} s on the CPU.",
+        f"{training['train_samples']} training samples; trained in {report['train_seconds']:.0f} s on the CPU."
+        + (
+            f" Frames are binned by event count: {training['events_per_bin']} events a bin "
+            f"({training['events_per_bin_chosen']})."
+            if training.get("binning") == "count"
+            else ""
+        ),
         "",
         "Retrain with `make train-digits` (see the README).",
         "",

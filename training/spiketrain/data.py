@@ -9,6 +9,8 @@ trained on it, and the server's tests, see the same held-out set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,14 @@ from sklearn.model_selection import train_test_split
 
 from . import event_digits
 from .data_types import SPLIT_SEED, Dataset, Split
-from .events import bin_events
+from .events import COUNT, TIME, bin_events
 
 __all__ = ["DATASETS", "SPLIT_SEED", "Dataset", "Split", "load_dataset", "to_frames"]
+
+#: ``--binning`` choices (:mod:`spiketrain.events`): equal-time bins, equal-event-count bins.
+BINNINGS = (TIME, COUNT)
+#: Data sets whose every split holds its raw events in memory, so they can be binned by count.
+COUNT_BINNABLE = ("event-digits", "mnist-events")
 
 HELD_OUT_FRACTION = 0.2
 
@@ -90,7 +97,57 @@ DATASETS = ("digits", "event-digits", "mnist-events", "mnist", "nmnist", "dvs-ge
 BUNDLED_DATASETS = ("digits", "event-digits", "mnist-events", "mnist")
 
 
-def load_dataset(name: str, limit: int | None = None, timesteps: int = 8, data_dir: Path | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    limit: int | None = None,
+    timesteps: int = 8,
+    data_dir: Path | None = None,
+    binning: str = TIME,
+    events_per_bin: int | None = None,
+) -> Dataset:
+    """The data set; ``binning="count"`` bins an event data set's frames by event count instead
+    (:func:`by_count`)."""
+    data = _load(name, limit, timesteps, data_dir)
+    if binning == TIME:
+        return data
+    if binning != COUNT or name not in COUNT_BINNABLE:
+        raise ValueError(f"binning {binning!r} is for {' and '.join(COUNT_BINNABLE)}, not {name}")
+    return by_count(data, events_per_bin)
+
+
+def default_events_per_bin(train_events: Sequence[np.ndarray], bins: int) -> int:
+    """K such that ``bins * K`` covers the typical training sample: the median event count of the
+    training split divided by ``bins``, rounded half up, at least 1. The first timestep then sees a
+    ``1 / bins`` share of a typical sample's events, and half the samples fill every bin."""
+    median = float(np.median([len(e) for e in train_events])) if len(train_events) else 0.0
+    return max(1, int(np.floor(median / bins + 0.5)))
+
+
+def by_count(data: Dataset, events_per_bin: int | None = None) -> Dataset:
+    """``data`` with every split's frames binned from the same raw events by event count
+    (:meth:`spiketrain.events.EventBinning.by_count`); K defaults to :func:`default_events_per_bin`."""
+    if data.binning is None or data.train.events is None:
+        raise ValueError(f"{data.name} has no raw events to bin by count")
+    k = default_events_per_bin(data.train.events, data.binning.bins) if events_per_bin is None else events_per_bin
+    binning = data.binning.by_count(k)
+
+    def rebin(split: Split) -> Split:
+        if split.events is None:
+            raise ValueError(f"{data.name}: a split without raw events cannot be binned by count")
+        frames = (
+            np.stack([bin_events(e, binning) for e in split.events])
+            if len(split.events)
+            else np.zeros((0, binning.bins, *binning.frame_shape()), np.float32)
+        )
+        return replace(split, inputs=frames)
+
+    calibration = None if data.calibration is None else rebin(data.calibration)
+    return replace(
+        data, train=rebin(data.train), held_out=rebin(data.held_out), calibration=calibration, binning=binning
+    )
+
+
+def _load(name: str, limit: int | None, timesteps: int, data_dir: Path | None) -> Dataset:
     if name == "digits":
         return load_digits_dataset(limit)
     if name == "event-digits":

@@ -46,6 +46,17 @@ EARLY_ARMS = {
     "rm-w1-sd-w1-t2": ["--running-mean-weight", "1", "--distill-weight", "1", "--distill-temperature", "2"],
     # The running-mean loss alone with every t weighted alike: is the early-leaning schedule what helps?
     "rm-w1-uniform-no-tet": ["--no-tet", "--running-mean-weight", "1", "--running-mean-schedule", "uniform"],
+    # The same loss on equal-event-count frames (K: the median training sample's events / T): the first
+    # timestep sees as many events as a later one, instead of the first 1/T of the window.
+    "rm-w1-uniform-no-tet-count": [
+        "--no-tet",
+        "--running-mean-weight",
+        "1",
+        "--running-mean-schedule",
+        "uniform",
+        "--binning",
+        "count",
+    ],
 }
 
 #: The screen's candidates for the paired stage, named before any test-split figure was read: the largest

@@ -32,7 +32,7 @@ from . import anytime, calibration
 from .augment import AUGMENTATIONS, NOISIER_EXTRA_EVENTS, SHIFTS, augmented_frames, bin_batch, shift_events, with_noise
 from .calibrate import calibration_section, write_calibration_card
 from .cards import write_card
-from .data import BUNDLED_DATASETS, DATASETS, Dataset, load_dataset, to_frames
+from .data import BINNINGS, BUNDLED_DATASETS, COUNT_BINNABLE, DATASETS, Dataset, load_dataset, to_frames
 from .distributed import World, init_world, shutdown
 from .export import export_step_model, onnx_logits, open_session, parity, update_metadata
 from .losses import DEFAULT_DISTILL_TEMPERATURE, DEFAULT_SCHEDULE, SCHEDULES, TET_LAMBDA, LossOptions, training_loss
@@ -83,6 +83,10 @@ class TrainConfig:
     running_mean_schedule: str = DEFAULT_SCHEDULE
     distill_weight: float = 0.0
     distill_temperature: float = DEFAULT_DISTILL_TEMPERATURE
+    # How events become frames (spiketrain.events): time (equal-time bins) or count (equal-event-count bins
+    # of events_per_bin events; None: the median training sample's event count / T, rounded).
+    binning: str = "time"
+    events_per_bin: int | None = None
 
     def regulariser_options(self) -> RegulariserOptions:
         return RegulariserOptions(mask=self.reg_mask, skip_first=self.reg_skip_first, spread=self.reg_spread)
@@ -201,7 +205,14 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
     world = world or World()
     torch.set_num_threads(config.threads)
     data_dir = None if config.data_dir is None else Path(config.data_dir)
-    data = load_dataset(config.dataset, config.limit, config.timesteps, data_dir)
+    data = load_dataset(
+        config.dataset,
+        config.limit,
+        config.timesteps,
+        data_dir,
+        binning=config.binning,
+        events_per_bin=config.events_per_bin,
+    )
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model = train_model(config, data, out / CHECKPOINT_FILE, world=world)
@@ -229,6 +240,15 @@ def run(config: TrainConfig, out: Path, world: World | None = None) -> dict[str,
     }
     if not config.loss_options().is_tet:
         training_info["loss_options"] = asdict(config.loss_options())
+    if data.binning is not None and data.binning.mode != "time":
+        # The binning itself is in the events metadata; this records how K was chosen.
+        training_info["binning"] = data.binning.mode
+        training_info["events_per_bin"] = data.binning.events_per_bin
+        training_info["events_per_bin_chosen"] = (
+            "given (--events-per-bin)"
+            if config.events_per_bin is not None
+            else "median event count of the training split / T, rounded"
+        )
     if config.regulariser != "none":
         training_info["regulariser_options"] = asdict(config.regulariser_options())
     metadata: dict[str, object] = {
@@ -446,6 +466,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
     parser.add_argument(
         "--save-logits", action="store_true", help="also write logits.npz (calibration and test splits)"
     )
+    parser.add_argument(
+        "--binning",
+        default=defaults.binning,
+        choices=list(BINNINGS),
+        help="how events become frames: time (equal-time bins) or count (equal-event-count bins; "
+        f"{', '.join(COUNT_BINNABLE)})",
+    )
+    parser.add_argument(
+        "--events-per-bin",
+        type=int,
+        default=None,
+        help="events of one count bin (default: the training split's median event count / T, rounded)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write, e.g. models/digits")
     args = parser.parse_args(argv)
     if args.timesteps < 1:
@@ -462,6 +495,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         parser.error("--distill-temperature must be positive")
     if args.no_tet and args.running_mean_weight == 0 and args.distill_weight == 0:
         parser.error("--no-tet needs --running-mean-weight or --distill-weight")
+    if args.binning == "count" and args.dataset not in COUNT_BINNABLE:
+        parser.error(f"--binning count is for {' and '.join(COUNT_BINNABLE)}, not {args.dataset}")
+    if args.events_per_bin is not None and (args.binning != "count" or args.events_per_bin < 1):
+        parser.error("--events-per-bin takes a positive number, with --binning count")
     if args.dataset not in BUNDLED_DATASETS and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} is read from local files: give --data-dir")
     config = TrainConfig(
@@ -490,6 +527,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path]:
         running_mean_schedule=args.running_mean_schedule,
         distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,
+        binning=args.binning,
+        events_per_bin=args.events_per_bin,
     )
     return config, args.out
 

@@ -57,3 +57,31 @@ def test_noise_adds_events_in_time_order():
     assert len(noisy) > len(events)
     assert np.all(np.diff(noisy[:, 2]) >= 0)
     np.testing.assert_array_equal(noisy, augment.with_noise(events, 50.0, binning, seed=3))
+
+
+def test_augmented_events_stay_in_time_order_and_bin_by_count_like_the_contract():
+    """Augment events, then bin: jitter may reorder events, and count binning reads their order."""
+    time_binning = event_digits.binning(10)
+    binning = time_binning.by_count(150)
+    samples = [_events(i) for i in range(3)]
+    settings = augment.EventAugmentation(jitter_us=20_000.0)
+    moved = [augment.augment(e, binning, np.random.default_rng([5, i]), settings) for i, e in enumerate(samples)]
+    for events in moved:
+        assert np.all(np.diff(events[:, 2]) >= 0)
+    frames = augment.augmented_frames(samples, binning, np.random.default_rng(9), settings)
+    again = [augment.augment(e, binning, rng, settings) for rng in [np.random.default_rng(9)] for e in samples]
+    for i, events in enumerate(again):
+        np.testing.assert_array_equal(frames[i], bin_events(events, binning))
+        assert frames[i].sum() == min(len(events), 10 * 150)
+    # The same draws bin by time as before (the sort draws nothing; order within a time bin never mattered).
+    time_frames = augment.augmented_frames(samples, time_binning, np.random.default_rng(9), settings)
+    np.testing.assert_array_equal(time_frames, augment.bin_batch(again, time_binning))
+
+
+def test_the_default_events_per_bin_covers_the_median_training_sample():
+    from spiketrain.data import default_events_per_bin
+
+    samples = [np.zeros((n, 4), np.int64) for n in (100, 205, 300, 1000)]
+    assert default_events_per_bin(samples, 10) == 25  # median 252.5 / 10 = 25.25
+    assert default_events_per_bin(samples[:3], 10) == 21  # 205 / 10 = 20.5, half up
+    assert default_events_per_bin([np.zeros((3, 4))], 10) == 1  # never 0
