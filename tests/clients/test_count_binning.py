@@ -1,7 +1,7 @@
 """A model that bins events by count (``events.mode = "count"``), served by the release binary, answers
-every timestep as the offline evaluation does for the same raw events: through ``/v1`` (JSON), gRPC
-``InferStream`` (event columns) and a gRPC ``Session`` fed the events in chunks (whose frames are stepped
-as each bin's K-th event arrives).
+every timestep as the offline evaluation does for the same raw events: through ``/v1`` (JSON), KServe v2
+(HTTP, the answer after T), gRPC ``InferStream`` (event columns) and a gRPC ``Session`` fed the events in
+chunks (whose frames are stepped as each bin's K-th event arrives).
 
 The model is trained here (``spiketrain.train``, one epoch on a few event-digits samples: its accuracy
 does not matter, only that server and offline evaluation agree). The offline side bins with
@@ -131,6 +131,14 @@ def test_v1_and_grpc_streams_answer_every_timestep_as_offline(
         assert np.allclose(answer["probabilities"], final, rtol=0.0, atol=TOLERANCE), f"/v1: sample {sample}"
         if np.diff(np.sort(final)[-2:])[0] > TOLERANCE:
             assert answer["class_index"] == int(np.argmax(final)), f"/v1: sample {sample}"
+        body = {
+            "inputs": [{"name": "events", "datatype": "INT64", "shape": [len(rows), 4], "data": rows.ravel().tolist()}],
+            "parameters": {"threshold": 1.0},
+        }
+        kserve = requests.post(f"http://{server.http_addr}/v2/models/{MODEL}/infer", json=body, timeout=30).json()
+        outputs = {output["name"]: output["data"] for output in kserve["outputs"]}
+        assert outputs["timesteps"] == [TIMESTEPS], kserve
+        assert np.allclose(outputs["probabilities"], final, rtol=0.0, atol=TOLERANCE), f"KServe: sample {sample}"
         request = messages.InferRequest(
             model=MODEL, events=columns(messages, rows), policy=messages.Policy(threshold=1.0)
         )
