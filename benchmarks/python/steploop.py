@@ -43,6 +43,9 @@ class EventBinning:
     polarities: int
     window_us: int
     bins: int
+    #: ``time`` (equal-time bins) or ``count`` (bins of ``events_per_bin`` events; the contract's rule).
+    mode: str = "time"
+    events_per_bin: int | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,13 @@ class StepModel:
             index, what = min(problems)
             raise RequestError("invalid_events", f"events[{index}]: {what}")
         frames = np.zeros((binning.bins, binning.polarities, binning.height, binning.width), dtype=np.float32)
-        np.add.at(frames, ((t * binning.bins) // binning.window_us, p, y, x), 1.0)
+        if binning.mode == "count" and binning.events_per_bin:
+            # Event i lands in bin i // K; events past bins * K are dropped.
+            index = np.arange(len(t), dtype=np.int64) // binning.events_per_bin
+        else:
+            index = (t * binning.bins) // binning.window_us
+        kept = index < binning.bins
+        np.add.at(frames, (index[kept], p[kept], y[kept], x[kept]), 1.0)
         return frames
 
     def run(

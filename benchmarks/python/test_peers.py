@@ -294,3 +294,20 @@ def test_event_digits_raw_events_and_binned_frames(tmp_path: Path) -> None:
         status, answer = request(f"{url}/v1/models/event-digits/infer", {"events": late})
         assert status == 400
         assert answer["error"] == {"code": "invalid_events", "message": "events[1]: t is before the previous event's"}
+
+
+def test_the_peer_bins_events_as_the_shared_vectors_say() -> None:
+    """The peers' own binning (steploop, copied into the Triton backend) follows the contract's rule in both
+    modes, equal-time and equal-event-count bins: every binned case of tests/vectors/event_binning.json."""
+    from types import SimpleNamespace
+
+    import steploop
+
+    cases = json.loads((REPO / "tests" / "vectors" / "event_binning.json").read_text())["cases"]
+    binned = [case for case in cases if "error" not in case]
+    assert {case["binning"].get("mode", "time") for case in binned} == {"time", "count"}
+    for case in binned:
+        spec = SimpleNamespace(events=steploop.EventBinning(**case["binning"]), name="m", input_kind="events")
+        frames = steploop.StepModel.bin_events(SimpleNamespace(spec=spec), case["events"])
+        expected = events.bin_events(np.asarray(case["events"]), events.EventBinning(**case["binning"]))
+        assert np.array_equal(frames, expected), case["name"]
