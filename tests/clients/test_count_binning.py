@@ -121,6 +121,7 @@ def test_v1_and_grpc_streams_answer_every_timestep_as_offline(
     server: Server, offline: Offline, stub: Any, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     messages = pb[0]
+    dropped = 0
     for sample, rows in enumerate(offline.events):
         body = {"events": rows.tolist(), "threshold": 1.0, "return_confidences": True}
         answer = requests.post(f"http://{server.http_addr}/v1/models/{MODEL}/infer", json=body, timeout=30).json()
@@ -139,12 +140,17 @@ def test_v1_and_grpc_streams_answer_every_timestep_as_offline(
         outputs = {output["name"]: output["data"] for output in kserve["outputs"]}
         assert outputs["timesteps"] == [TIMESTEPS], kserve
         assert np.allclose(outputs["probabilities"], final, rtol=0.0, atol=TOLERANCE), f"KServe: sample {sample}"
+        dropped += max(0, len(rows) - TIMESTEPS * (offline.binning.events_per_bin or 0)) * 3  # three requests
         request = messages.InferRequest(
             model=MODEL, events=columns(messages, rows), policy=messages.Policy(threshold=1.0)
         )
         partials = [m.partial for m in stub.InferStream(request, timeout=30) if m.WhichOneof("message") == "partial"]
         assert [p.timestep for p in partials] == list(range(1, TIMESTEPS + 1))
         offline.check(sample, [(p.class_index, list(p.probabilities)) for p in partials], "InferStream")
+    # Events past bins * K were dropped, not refused, and counted (no session has run yet in this module).
+    metrics = requests.get(f"http://{server.http_addr}/metrics", timeout=30).text
+    counted = [line for line in metrics.splitlines() if line.startswith("spikeserve_events_dropped_total{")]
+    assert dropped > 0 and counted and float(counted[0].split()[-1]) == dropped, counted
 
 
 def test_a_session_steps_each_count_bin_as_offline(
