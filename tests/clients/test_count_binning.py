@@ -175,3 +175,26 @@ def test_a_session_steps_each_count_bin_as_offline(
         stepped = min(TIMESTEPS, -(-len(rows) // k))
         assert [p.timestep for p in partials] == list(range(1, stepped + 1)), f"sample {sample}"
         offline.check(sample, [(p.class_index, list(p.probabilities)) for p in partials], "Session")
+
+
+def test_bad_events_are_refused_as_for_time_binning(
+    server: Server, offline: Offline, stub: Any, pb: tuple[ModuleType, ModuleType]
+) -> None:
+    """The checks do not depend on the mode: an event the model would drop is still checked."""
+    capacity = TIMESTEPS * (offline.binning.events_per_bin or 0)
+    # capacity + 1 events at t = 7 (the last one dropped), then one earlier than them.
+    late = np.repeat([[1, 1, 7, 0]], capacity + 2, axis=0)
+    late[-1, 2] = 3
+    cases = [
+        (np.array([[0, 0, 5, 2]]), "events[0]: p = 2 is not one of the 2 polarities"),
+        (late, f"events[{capacity + 1}]: t = 3 is earlier than the event before it"),
+    ]
+    for rows, message in cases:
+        answer = requests.post(
+            f"http://{server.http_addr}/v1/models/{MODEL}/infer", json={"events": rows.tolist()}, timeout=30
+        )
+        assert answer.status_code == 400 and message in answer.json()["error"]["message"], answer.text
+        request = pb[0].InferRequest(model=MODEL, events=columns(pb[0], rows))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Infer(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in refused.value.details()
