@@ -22,7 +22,7 @@ import onnx
 
 from . import anytime, calibration, ensemble
 from .cards import write_card
-from .data import Dataset, load_dataset, to_frames
+from .data import Dataset, load_dataset, model_binning, to_frames
 from .export import METADATA_PREFIX, onnx_logits, onnx_logits_and_synaptic_ops, open_session, update_metadata
 
 log = logging.getLogger("spiketrain")
@@ -95,7 +95,7 @@ def calibrate_model(directory: Path, threads: int = 1, data_dir: Path | None = N
     meta = _metadata(member_files[0])
     timesteps = int(meta["timesteps"])
     dataset = json.loads(meta["training"])["dataset"]
-    data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir)
+    data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir, **model_binning(meta))
     sessions = [open_session(f, threads) for f in member_files]
     stepped = [
         onnx_logits_and_synaptic_ops(s, to_frames(data.held_out.inputs, timesteps, data.input_kind), 1)

@@ -9,7 +9,8 @@ trained on it, and the server's tests, see the same held-out set.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,19 @@ def load_dataset(
     if binning != COUNT or name not in COUNT_BINNABLE:
         raise ValueError(f"binning {binning!r} is for {' and '.join(COUNT_BINNABLE)}, not {name}")
     return by_count(data, events_per_bin)
+
+
+def model_binning(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`load_dataset`'s binning arguments for a trained model, from its ``spikeserve.*`` metadata
+    (keys without the prefix): the tools that re-evaluate a model (calibration, ensembles, exit policies)
+    must bin its data set as the model was trained, which its ``events`` binning says."""
+    events = metadata.get("events")
+    if events is None:
+        return {}
+    binning = json.loads(events)
+    if binning.get("mode", TIME) == TIME:
+        return {}
+    return {"binning": binning["mode"], "events_per_bin": int(binning["events_per_bin"])}
 
 
 def default_events_per_bin(train_events: Sequence[np.ndarray], bins: int) -> int:

@@ -20,7 +20,7 @@ import onnx
 from sklearn.metrics import roc_auc_score
 
 from . import anytime
-from .data import load_dataset, to_frames
+from .data import load_dataset, model_binning, to_frames
 from .export import METADATA_PREFIX, onnx_logits, open_session
 
 log = logging.getLogger("spiketrain")
@@ -39,11 +39,12 @@ def build(out: Path, members: list[str], threads: int = 1, data_dir: Path | None
     timesteps = int(metadata[0]["timesteps"])
     threshold = float(metadata[0]["default_threshold"])
     for name, meta in zip(members, metadata, strict=True):
-        for key in ("timesteps", "labels", "input_kind"):
-            if meta[key] != metadata[0][key]:
+        # The binning too: members binned differently would each need their own frames.
+        for key in ("timesteps", "labels", "input_kind", "events"):
+            if meta.get(key) != metadata[0].get(key):
                 raise ValueError(f"member {name} differs from {members[0]} in {key}")
     dataset = json.loads(metadata[0]["training"])["dataset"]
-    data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir)
+    data = load_dataset(dataset, timesteps=timesteps, data_dir=data_dir, **model_binning(metadata[0]))
     targets = data.held_out.targets
     frames = to_frames(data.held_out.inputs, timesteps, data.input_kind)
     member_logits = np.stack([onnx_logits(open_session(f, threads), frames, batch_size=1) for f in member_files])

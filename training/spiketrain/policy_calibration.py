@@ -438,10 +438,10 @@ def own_splits(files: ModelFiles, cache: Path | None) -> tuple[np.ndarray, np.nd
     """(calibration logits, targets, test logits, targets, how): the data set's calibration and test
     splits, or one stratified half of its held-out set each where it has no calibration split."""
     from .calibration import halves
-    from .data import load_dataset, to_frames
+    from .data import load_dataset, model_binning, to_frames
 
     dataset = json.loads(files.metadata["training"])["dataset"]
-    data = load_dataset(dataset, timesteps=files.timesteps)
+    data = load_dataset(dataset, timesteps=files.timesteps, **model_binning(files.metadata))
     held_out = member_logits(
         files, to_frames(data.held_out.inputs, files.timesteps, data.input_kind), f"{dataset}/held_out", cache
     )

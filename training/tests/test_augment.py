@@ -85,3 +85,20 @@ def test_the_default_events_per_bin_covers_the_median_training_sample():
     assert default_events_per_bin(samples, 10) == 25  # median 252.5 / 10 = 25.25
     assert default_events_per_bin(samples[:3], 10) == 21  # 205 / 10 = 20.5, half up
     assert default_events_per_bin([np.zeros((3, 4))], 10) == 1  # never 0
+
+
+def test_tools_that_re_evaluate_a_model_bin_as_it_was_trained() -> None:
+    """calibrate, ensemble and policy_calibration load a model's data set with its own binning."""
+    import json
+
+    from spiketrain.data import load_dataset, model_binning
+
+    binning = event_digits.binning(4)
+    assert model_binning({"timesteps": "4"}) == {}
+    assert model_binning({"events": json.dumps(binning.to_metadata())}) == {}
+    count = {"events": json.dumps(binning.by_count(100).to_metadata())}
+    assert model_binning(count) == {"binning": "count", "events_per_bin": 100}
+    data = load_dataset("event-digits", limit=4, timesteps=4, **model_binning(count))
+    assert data.binning == binning.by_count(100)
+    assert data.train.events is not None
+    np.testing.assert_array_equal(data.train.inputs[0], bin_events(data.train.events[0], data.binning))
