@@ -15,9 +15,12 @@ Three kinds, each a family with one calibrated parameter ``lam`` (larger: later 
 
 Every timestep t < T may stop; at T every row stops. Two calibrations, neither on the test split:
 
-* **point** (:func:`point_row`): for each budget the ``lam`` with the fewest mean timesteps whose drop
-  + ``CALIBRATION_Z`` paired SE fits the budget (with labels); without labels the *disagreement* (answer
-  at exit differs from the answer at T), which bounds the drop, takes the drop's place.
+* **point** (:func:`point_row`): for each budget the ``lam`` with the fewest mean timesteps whose drop,
+  floored at zero, + ``CALIBRATION_Z`` paired SE fits the budget (with labels); without labels the
+  *disagreement* (answer at exit differs from the answer at T), which bounds the drop, takes the drop's
+  place. The floor: an estimated *gain* from stopping early (more answers fixed than broken on the
+  calibration data) must not pay for the margin, because it is largest exactly where the estimate is
+  noisiest (many answers flipping both ways) and the fewest-timesteps choice favours such noise.
 * **guarantee** (:func:`guaranteed_row`): Learn-then-Test (Angelopoulos et al. 2021) on the disagreement
   loss: for each ``lam`` of a grid fixed before looking at the data, the null "disagreement risk >
   alpha" has the exact binomial p-value ``P(Binomial(n, alpha) <= k)``; the grid is tested from the
@@ -46,6 +49,10 @@ DEFAULT_BUDGET_PT = 0.5
 GUARANTEE_LEVELS = (0.9, 0.95)
 #: Standard errors of margin in the point rule (as :mod:`spiketrain.calibration`).
 CALIBRATION_Z = 1.0
+#: The point rule in words (policy files, reports, and the key of cached choices).
+POINT_RULE = f"fewest mean timesteps with max(drop, 0) + {CALIBRATION_Z} x paired SE <= budget"
+#: The rule before the floor (the early-answers study registered it; nothing ships with it).
+UNFLOORED_POINT_RULE = f"fewest mean timesteps with drop + {CALIBRATION_Z} x paired SE <= budget"
 #: The schedule's slopes: 0 is the plain cutoff; 0.9 lets the last threshold fall to a tenth.
 SLOPES = tuple(round(0.05 * i, 2) for i in range(19))
 #: Hidden units of the learned stop score.
@@ -231,11 +238,13 @@ class Points:
     n01: np.ndarray | None
     samples: int
 
-    def upper(self, z: float = CALIBRATION_Z) -> np.ndarray:
-        """The point rule's upper bound on the drop (fraction): with labels the paired drop + z SE,
-        without them the disagreement + z SE."""
+    def upper(self, z: float = CALIBRATION_Z, floor: bool = True) -> np.ndarray:
+        """The point rule's upper bound on the drop (fraction): with labels the paired drop floored at
+        zero (``floor``; unfloored: the rule before 2026-12-06, kept for the study that registered it)
+        + z SE, without them the disagreement + z SE."""
         if self.n10 is not None and self.n01 is not None:
-            return (self.n10 - self.n01 + z * np.sqrt(self.n10 + self.n01)) / self.samples
+            drop = self.n10 - self.n01
+            return ((np.maximum(drop, 0) if floor else drop) + z * np.sqrt(self.n10 + self.n01)) / self.samples
         return (self.disagree + z * np.sqrt(self.disagree)) / self.samples
 
 
@@ -259,9 +268,9 @@ def points(family: Family, traj: Trajectories, targets: np.ndarray | None, lams:
     )
 
 
-def point_choice(p: Points, budget_pt: float) -> int:
+def point_choice(p: Points, budget_pt: float, floor: bool = True) -> int:
     """Index of the fewest mean timesteps whose upper bound fits the budget (ties: the larger lam)."""
-    feasible = np.flatnonzero(p.upper() <= budget_pt / 100 + 1e-12)
+    feasible = np.flatnonzero(p.upper(floor=floor) <= budget_pt / 100 + 1e-12)
     order = np.lexsort((-p.lams[feasible], p.mean_timesteps[feasible]))
     return int(feasible[order[0]])
 

@@ -103,7 +103,9 @@ def _slopes(kind: str) -> tuple[float, ...]:
     return ep.SLOPES if kind == "schedule" else (0.0,)
 
 
-def point_rows(kind: str, split: Split, mlp: ep.Mlp | None, budgets: tuple[float, ...]) -> list[dict[str, Any]]:
+def point_rows(
+    kind: str, split: Split, mlp: ep.Mlp | None, budgets: tuple[float, ...], floor: bool = True
+) -> list[dict[str, Any]]:
     """Per budget, the row with the fewest mean timesteps on ``split`` whose drop (or, without labels,
     disagreement) + z SE fits the budget; the schedule searches its slopes as well."""
     best: dict[float, tuple[float, float, dict[str, Any]]] = {}
@@ -111,7 +113,7 @@ def point_rows(kind: str, split: Split, mlp: ep.Mlp | None, budgets: tuple[float
         family = _family_scores(kind, split.traj, slope, mlp)
         p = ep.points(family, split.traj, split.targets, ep.candidates(family.score, positive=kind != "learned"))
         for budget in budgets:
-            i = ep.point_choice(p, budget)
+            i = ep.point_choice(p, budget, floor)
             key = (float(p.mean_timesteps[i]), slope)
             if budget not in best or key < best[budget][:2]:
                 best[budget] = (*key, family.row(float(p.lams[i])))
@@ -238,10 +240,13 @@ def calibrate(
     levels: tuple[float, ...] = ep.GUARANTEE_LEVELS,
     resamples: int = ep.RESAMPLES,
     data: dict[str, str] | None = None,
+    floor: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the policy file the server loads, the report for ``eval.json`` and the card).
 
-    ``*_logits``: ``[K, T, N, C]``; targets may be ``None`` (consistency only)."""
+    ``*_logits``: ``[K, T, N, C]``; targets may be ``None`` (consistency only). ``floor``: the point rule
+    floors the estimated drop at zero (:meth:`exit_policies.Points.upper`); off only to reproduce a study
+    that registered the older rule."""
     members = calibration_logits.shape[0]
     cal = Split(trajectories(calibration_logits), calibration_targets, "calibration")
     steps = cal.traj.timesteps
@@ -259,7 +264,7 @@ def calibrate(
     choosing_guarantee: dict[str, float] = {}
     for kind in ep.KINDS:
         on = fold if kind == "learned" else cal
-        point = point_rows(kind, on, mlp if kind == "learned" else None, budgets)
+        point = point_rows(kind, on, mlp if kind == "learned" else None, budgets, floor)
         # The guarantee: Learn-then-Test on the calibration fold, data that chose nothing else about the
         # rule: the learned score was fit on the fit fold, the schedule's slope is chosen there (under the
         # same test), and so is the policy that serves guaranteed requests.
@@ -352,7 +357,7 @@ def calibrate(
             preds = test.traj.prediction
             report["test_accuracy_per_timestep"] = [float((preds[t] == test.targets).mean()) for t in range(steps)]
     report["rules"] = {
-        "point": f"fewest mean timesteps with drop + {ep.CALIBRATION_Z} x paired SE <= budget"
+        "point": (ep.POINT_RULE if floor else ep.UNFLOORED_POINT_RULE)
         + ("" if calibration_targets is not None else " (no labels: disagreement with the answer at T as the drop)"),
         "guarantee": "Learn-then-Test on the disagreement with the answer at T (exact binomial p-values, "
         "fixed-sequence from the most conservative threshold, on the calibration fold; "

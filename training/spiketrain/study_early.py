@@ -23,6 +23,7 @@ What was fixed before any test-split figure was read (the screen chose it on the
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,12 @@ POLICIES = ("cutoff", "schedule", "learned", "served")
 MAX_LOSS_AT_T_PT = 0.3
 MAX_SHIFT_GAP_PT = 1.0
 SHIFT = "shifted ±2 px"
-#: Cached per run: the rules chosen on its calibration split (recomputed when the logits change).
-RULES_FILE = "early-rules.json"
+#: Cached per run and point rule: the rules chosen on its calibration split (recomputed when the logits or
+#: the rule change).
+
+
+def rules_file(floor: bool) -> str:
+    return "early-rules.json" if floor else "early-rules-registered.json"
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,9 @@ class Outcome:
     robustness: dict[str, float]  # clean / shifted accuracy at T (%), from the run's eval.json; {} for ensembles
 
 
-def _rules(calibration_logits: np.ndarray, cal_targets: np.ndarray) -> dict[str, Any]:
+def _rules(calibration_logits: np.ndarray, cal_targets: np.ndarray, floor: bool) -> dict[str, Any]:
     document, report = pc.calibrate(
-        calibration_logits, cal_targets, None, None, budgets=(BUDGET,), levels=(), resamples=0
+        calibration_logits, cal_targets, None, None, budgets=(BUDGET,), levels=(), resamples=0, floor=floor
     )
     rows = {kind: spec["point"][0] for kind, spec in document["policies"].items()}
     served = report["serving_policy"]
@@ -88,17 +93,21 @@ def outcome(
     seed: int,
     cache: Path | None = None,
     robustness: dict[str, float] | None = None,
+    floor: bool = True,
 ) -> Outcome:
-    """``*_logits``: ``[K, T, N, C]``. The rules are chosen on the calibration logits only."""
+    """``*_logits``: ``[K, T, N, C]``. The rules are chosen on the calibration logits only; ``floor``: the
+    point rule floors the estimated drop at zero (the shipped rule) or not (the registered one)."""
+    rule = ep.POINT_RULE if floor else ep.UNFLOORED_POINT_RULE
     rules = None
     if cache is not None and cache.is_file():
         rules = json.loads(cache.read_text())
-        if rules.get("calibration_sum") != float(cal_logits.sum(dtype=np.float64)):
+        if rules.get("calibration_sum") != float(cal_logits.sum(dtype=np.float64)) or rules.get("rule") != rule:
             rules = None
     if rules is None:
-        rules = _rules(cal_logits, cal_targets)
+        rules = _rules(cal_logits, cal_targets, floor)
         if cache is not None:
-            cache.write_text(json.dumps({**rules, "calibration_sum": float(cal_logits.sum(dtype=np.float64))}) + "\n")
+            key = {"calibration_sum": float(cal_logits.sum(dtype=np.float64)), "rule": rule}
+            cache.write_text(json.dumps({**rules, **key}) + "\n")
     test = trajectories(test_logits)
     score = ep.learned_family(test, ep.Mlp.from_json(rules["score"])).score
     exits, right_at_exit = {}, {}
@@ -146,7 +155,9 @@ def robustness_gap(o: Outcome) -> float | None:
     return o.robustness["clean"] - o.robustness[SHIFT]
 
 
-def _run_outcome(root: Path, arm: str, seed: int, targets: tuple[np.ndarray, np.ndarray]) -> Outcome | None:
+def _run_outcome(
+    root: Path, arm: str, seed: int, targets: tuple[np.ndarray, np.ndarray], floor: bool = True
+) -> Outcome | None:
     directory = root / arm / f"seed-{seed}"
     if not (directory / "logits.npz").is_file():
         return None
@@ -154,11 +165,19 @@ def _run_outcome(root: Path, arm: str, seed: int, targets: tuple[np.ndarray, np.
     evaluation = json.loads((directory / "eval.json").read_text())
     robustness = {k: v["accuracy_at_t"] * 100 for k, v in evaluation["robustness"].items() if isinstance(v, dict)}
     return outcome(
-        logits["calibration"][None], logits["test"][None], *targets, seed, directory / RULES_FILE, robustness
+        logits["calibration"][None],
+        logits["test"][None],
+        *targets,
+        seed,
+        directory / rules_file(floor),
+        robustness,
+        floor,
     )
 
 
-def ensemble_outcome(root: Path, arm: str, targets: tuple[np.ndarray, np.ndarray]) -> Outcome | None:
+def ensemble_outcome(
+    root: Path, arm: str, targets: tuple[np.ndarray, np.ndarray], floor: bool = True
+) -> Outcome | None:
     """The arm's ``SHIPPED_SEEDS`` as an ensemble (what shipping it would serve)."""
     dirs = [root / arm / f"seed-{s}" for s in SHIPPED_SEEDS]
     if not all((d / "logits.npz").is_file() for d in dirs):
@@ -166,7 +185,7 @@ def ensemble_outcome(root: Path, arm: str, targets: tuple[np.ndarray, np.ndarray
     stacked = [load_logits(d) for d in dirs]
     cal = np.stack([x["calibration"] for x in stacked])
     test = np.stack([x["test"] for x in stacked])
-    return outcome(cal, test, *targets, -1, root / arm / f"ensemble-{RULES_FILE}")
+    return outcome(cal, test, *targets, -1, root / arm / f"ensemble-{rules_file(floor)}", floor=floor)
 
 
 def paired(
@@ -233,41 +252,42 @@ def _interval(m: float, lo: float, hi: float) -> str:
     return f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def write_report(
-    root: Path, out: Path, arms: Sequence[str] = EARLY_CANDIDATES, reference: str = "tet"
-) -> dict[str, Any]:
-    cal_targets, test_targets = calibration_targets()
-    targets = (cal_targets, test_targets)
-    names = [reference, *arms]
+@dataclass(frozen=True)
+class Results:
+    """Every run and ensemble under one point rule."""
+
+    runs: dict[str, dict[int, Outcome]]
+    ensembles: dict[str, Outcome]
+    comparisons: dict[str, dict[str, tuple[float, float, float]]]
+
+
+def results(
+    root: Path, names: Sequence[str], reference: str, targets: tuple[np.ndarray, np.ndarray], floor: bool
+) -> Results:
     runs: dict[str, dict[int, Outcome]] = {}
     for arm in names:
         found = {}
         for directory in sorted((root / arm).glob("seed-*")):
             seed = int(directory.name.removeprefix("seed-"))
-            o = _run_outcome(root, arm, seed, targets)
+            o = _run_outcome(root, arm, seed, targets, floor)
             if o is not None:
                 found[seed] = o
         runs[arm] = found
-    ensembles = {arm: o for arm in names if (o := ensemble_outcome(root, arm, targets)) is not None}
-    comparisons = {arm: paired(runs[arm], runs[reference]) for arm in arms}
-    chosen, failed = decide(runs, ensembles, comparisons)
+    ensembles = {arm: o for arm in names if (o := ensemble_outcome(root, arm, targets, floor)) is not None}
+    comparisons = {arm: paired(runs[arm], runs[reference]) for arm in names if arm != reference}
+    return Results(runs, ensembles, comparisons)
 
-    keys = list(metrics(next(iter(runs[reference].values()))))
+
+def _tables(r: Results, reference: str, level: str) -> list[str]:
+    """Per arm, paired differences, ensembles and accuracy per t, under one rule."""
+    keys = list(metrics(next(iter(r.runs[reference].values()))))
     lines = [
-        "# Early answers on `mnist-events`: the paired comparison against TET (issue 30)",
-        "",
-        f"Reproduce: `make study-early-paired` (trains what is missing, then writes this report). Every run: "
-        f"`mnist-events` (train 3,000 / calibration 1,000 / test 1,000, the study's fixed split), T = {TIMESTEPS}, "
-        "30 epochs, event augmentation, one thread. The arms were chosen by the screen on the calibration split "
-        "(`mnist-events-early-screen.md`); every rule below was chosen on each run's calibration split and "
-        "applied unchanged to its test split (the rules: `spiketrain/study_early.py`).",
-        "",
-        "## Per arm (test split, mean ± sd over seeds)",
+        f"{level} Per arm (test split, mean ± sd over seeds)",
         "",
         "| arm | seeds | " + " | ".join(keys) + " | ±2 px gap (pt) |",
         "|---|---|" + "---|" * (len(keys) + 1),
     ]
-    for arm, found in runs.items():
+    for arm, found in r.runs.items():
         if not found:
             continue
         m = [metrics(o) for o in found.values()]
@@ -277,36 +297,40 @@ def write_report(
             + " | ".join(_mean_sd([x[k] for x in m], ".3f" if "exit" in k else ".2f") for k in keys)
             + f" | {_mean_sd(gaps)} |"
         )
+    served = ", ".join(
+        f"{arm}: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(o.served for o in f.values()).items()))
+        for arm, f in r.runs.items()
+        if f
+    )
     lines += [
         "",
         "Policies: `cutoff` is the plain confidence cutoff; `schedule` and `learned` the exit policies; `served` "
         "the one the server would serve for `max_accuracy_drop: 0.5`, chosen per run on its calibration fold "
-        "("
-        + ", ".join(f"{arm}: " + ", ".join(sorted({o.served for o in f.values()})) for arm, f in runs.items() if f)
-        + "). Speedup: T over the mean timesteps; drop: accuracy at T minus accuracy at the exit.",
+        f"(runs serving each: {served}). Speedup: T over the mean timesteps; drop: accuracy at T minus accuracy "
+        "at the exit; ±2 px gap: centred minus shifted accuracy at T, from each run's own evaluation.",
         "",
-        f"## Paired differences against `{reference}` (same seeds)",
+        f"{level} Paired differences against `{reference}` (same seeds)",
         "",
         f"Mean over the shared seeds, 95% interval from {BOOTSTRAP} bootstrap draws over seeds and test samples "
-        "(the ±2 px gap: over seeds only, from each run's own evaluation).",
+        "(the ±2 px gap: over seeds only).",
         "",
         "| arm - TET | seeds | metric | difference [95% interval] |",
         "|---|---|---|---|",
     ]
-    for arm, c in comparisons.items():
-        shared = len(set(runs[arm]) & set(runs[reference]))
+    for arm, c in r.comparisons.items():
+        shared = len(set(r.runs[arm]) & set(r.runs[reference]))
         for k, v in c.items():
             lines.append(f"| {arm} | {shared} | {k} | {_interval(*v)} |")
     lines += [
         "",
-        f"## 3-seed ensembles (seeds {', '.join(map(str, SHIPPED_SEEDS))}: what shipping the recipe serves)",
+        f"{level} 3-seed ensembles (seeds {', '.join(map(str, SHIPPED_SEEDS))}: what shipping the recipe serves)",
         "",
         "| recipe | served policy | calibration: served mean timesteps at 0.5 pt | "
         + " | ".join(keys)
-        + " | compute (member-timesteps vs one member at T) |",
+        + " | compute (member-timesteps vs one member at T, served) |",
         "|---|---|---|" + "---|" * (len(keys) + 1),
     ]
-    for arm, o in ensembles.items():
+    for arm, o in r.ensembles.items():
         m = metrics(o)
         compute = TIMESTEPS / (o.members * float(o.exits["served"].mean()))
         lines.append(
@@ -314,15 +338,45 @@ def write_report(
             + " | ".join(f"{m[k]:.3f}" if "exit" in k else f"{m[k]:.2f}" for k in keys)
             + f" | {compute:.2f}x |"
         )
-    lines += ["", "Accuracy per timestep (running mean, test split, mean over seeds, %):", ""]
-    lines += ["| arm | " + " | ".join(f"t={t}" for t in range(1, TIMESTEPS + 1)) + " |", "|---|" + "---|" * TIMESTEPS]
-    for arm, found in runs.items():
+    return lines
+
+
+def write_report(
+    root: Path, out: Path, arms: Sequence[str] = EARLY_CANDIDATES, reference: str = "tet"
+) -> dict[str, Any]:
+    """``OUT.md``, ``OUT.json`` and ``OUT.png``; the decision is taken under the registered (unfloored)
+    point rule, and the rule that ships (floored) is reported beside it."""
+    targets = calibration_targets()
+    names = [reference, *arms]
+    registered = results(root, names, reference, targets, floor=False)
+    shipped = results(root, names, reference, targets, floor=True)
+    chosen, failed = decide(registered.runs, registered.ensembles, registered.comparisons)
+
+    lines = [
+        "# Early answers on `mnist-events`: the paired comparison against TET (issue 30)",
+        "",
+        f"Reproduce: `make study-early-paired` (trains what is missing, then writes this report). Every run: "
+        f"`mnist-events` (train 3,000 / calibration 1,000 / test 1,000, the study's fixed split), T = {TIMESTEPS}, "
+        "30 epochs, event augmentation, one thread. The arms were chosen by the screen on the calibration split "
+        "(`mnist-events-early-screen.md`); every rule below was chosen on each run's calibration split and "
+        "applied unchanged to its test split (the rules: `spiketrain/study_early.py`).",
+        "",
+        f"## As registered (point rule: {ep.UNFLOORED_POINT_RULE})",
+        "",
+        *_tables(registered, reference, "###"),
+        "",
+        "### Accuracy per timestep (running mean, test split, mean over seeds, %)",
+        "",
+        "| arm | " + " | ".join(f"t={t}" for t in range(1, TIMESTEPS + 1)) + " |",
+        "|---|" + "---|" * TIMESTEPS,
+    ]
+    for arm, found in registered.runs.items():
         if found:
             curve = np.mean([o.right.mean(axis=1) for o in found.values()], axis=0) * 100
             lines.append(f"| {arm} | " + " | ".join(f"{a:.1f}" for a in curve) + " |")
-    for arm, o in ensembles.items():
+    for arm, o in registered.ensembles.items():
         lines.append(f"| {arm} (ensemble) | " + " | ".join(f"{a:.1f}" for a in o.right.mean(axis=1) * 100) + " |")
-    lines += ["", "## The shipping decision (the rule in `spiketrain/study_early.py`, fixed before these figures)", ""]
+    lines += ["", "### The shipping decision (the rule in `spiketrain/study_early.py`, fixed before these figures)", ""]
     for arm, reasons in failed.items():
         lines.append(f"* `{arm}`: " + ("passes every gate." if not reasons else "fails: " + "; ".join(reasons) + "."))
     lines.append(
@@ -330,23 +384,42 @@ def write_report(
         if chosen
         else f"* **Nothing ships**: `mnist-events` stays the `{reference}` ensemble."
     )
+    lines += [
+        "",
+        f"## Under the point rule that ships ({ep.POINT_RULE})",
+        "",
+        "The same runs, every rule re-chosen on each calibration split with the estimated drop floored at zero "
+        "(`spiketrain.exit_policies.Points.upper`; the reason, and when it was adopted, in "
+        "`mnist-events-early-study.md`'s notes).",
+        "",
+        *_tables(shipped, reference, "###"),
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+    def dump(r: Results) -> dict[str, Any]:
+        return {
+            "arms": {
+                arm: {str(s): metrics(o) | {"served": o.served} for s, o in f.items()} for arm, f in r.runs.items()
+            },
+            "robustness_gap_pt": {arm: {str(s): robustness_gap(o) for s, o in f.items()} for arm, f in r.runs.items()},
+            "paired_against_reference": {arm: {k: list(v) for k, v in c.items()} for arm, c in r.comparisons.items()},
+            "ensembles": {
+                arm: metrics(o) | {"served": o.served, "calibration_served_timesteps": o.calibration_served_timesteps}
+                for arm, o in r.ensembles.items()
+            },
+        }
+
     summary: dict[str, Any] = {
         "split": "test",
         "reference": reference,
-        "arms": {arm: {str(s): metrics(o) | {"served": o.served} for s, o in f.items()} for arm, f in runs.items()},
-        "robustness_gap_pt": {arm: {str(s): robustness_gap(o) for s, o in f.items()} for arm, f in runs.items()},
-        "paired_against_reference": {arm: {k: list(v) for k, v in c.items()} for arm, c in comparisons.items()},
-        "ensembles": {
-            arm: metrics(o) | {"served": o.served, "calibration_served_timesteps": o.calibration_served_timesteps}
-            for arm, o in ensembles.items()
-        },
+        "registered": {"point_rule": ep.UNFLOORED_POINT_RULE, **dump(registered)},
+        "shipped_rule": {"point_rule": ep.POINT_RULE, **dump(shipped)},
         "gates_failed": failed,
         "ships": chosen,
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
-    _plot(runs, ensembles, out.with_suffix(".png"))
+    _plot(registered.runs, registered.ensembles, out.with_suffix(".png"))
     print("\n".join(lines))
     return summary
 
