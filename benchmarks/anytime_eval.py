@@ -108,7 +108,7 @@ class ModelInfo:
     timesteps: int
     input_kind: str  # "static" or "events"
     dataset: str
-    variant: str  # "single", "TET ensemble" or "STR ensemble"
+    variant: str  # "single", "TET ensemble", "STR ensemble" or "running-mean ensemble"
     binning: EventBinning | None
 
     @property
@@ -137,7 +137,14 @@ def load_model(models_dir: Path, name: str) -> ModelInfo:
     meta = _metadata(members[0])
     training = json.loads(meta.get("training", "{}"))
     if spec_path.exists():
-        variant = "STR ensemble" if training.get("regulariser", "none") != "none" else "TET ensemble"
+        # The recipe as the training job recorded it: STR, the running-mean loss alone (issue 30), or TET.
+        options = training.get("loss_options", {})
+        if training.get("regulariser", "none") != "none":
+            variant = "STR ensemble"
+        elif options and not options.get("tet", True):
+            variant = "running-mean ensemble"
+        else:
+            variant = "TET ensemble"
     else:
         variant = "single"
     binning = EventBinning(**json.loads(meta["events"])) if "events" in meta else None
@@ -829,8 +836,8 @@ def write_plot(path: Path, report: dict[str, Any]) -> None:
 
     colours: dict[str, str] = {}
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
-    styles = {"single": ":", "TET ensemble": "--", "STR ensemble": "-"}
-    markers = {"single": "o", "TET ensemble": "s", "STR ensemble": "^"}
+    styles = {"single": ":", "TET ensemble": "--", "STR ensemble": "-", "running-mean ensemble": "-."}
+    markers = {"single": "o", "TET ensemble": "s", "STR ensemble": "^", "running-mean ensemble": "D"}
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for name, entry in report["models"].items():
         colour = colours.setdefault(entry["dataset"], palette[len(colours) % len(palette)])

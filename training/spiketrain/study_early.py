@@ -389,8 +389,8 @@ def write_report(
         f"## Under the point rule that ships ({ep.POINT_RULE})",
         "",
         "The same runs, every rule re-chosen on each calibration split with the estimated drop floored at zero "
-        "(`spiketrain.exit_policies.Points.upper`; the reason, and when it was adopted, in "
-        "`mnist-events-early-study.md`'s notes).",
+        "(`spiketrain.exit_policies.Points.upper`; the reason, and when it was adopted: training/README.md, "
+        '"Exit policies"). The shipping decision stays the registered one above.',
         "",
         *_tables(shipped, reference, "###"),
     ]
