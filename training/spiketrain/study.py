@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             ship_recipe(args.root, args.model, str(summary["ships"]), {"chosen_by": "spiketrain.study_early"})
         return
     if args.command == "early-report":
-        write_early_screen(args.root, args.out, ["tet", *args.early_arms])
+        write_early_screen(args.root, args.out, ["tet", *args.early_arms], seeds=seeds.screen)
         return
     if args.command == "train":
         # Everything that does not depend on alpha* first (the screen, TET's paired seeds, the

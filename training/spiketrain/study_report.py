@@ -323,12 +323,17 @@ def early_figures(directory: Path, seed: int, cal_targets: np.ndarray) -> EarlyF
     )
 
 
-def write_early_screen(root: Path, out: Path, arms: list[str], reference: str = "tet") -> dict[str, object]:
-    """The early-answers screen's table (``OUT.md``, ``OUT.json``): every finished run of ``arms`` on the
+def write_early_screen(
+    root: Path, out: Path, arms: list[str], reference: str = "tet", seeds: tuple[int, ...] = SCREEN_SEEDS
+) -> dict[str, object]:
+    """The early-answers screen's table (``OUT.md``, ``OUT.json``): the finished runs of ``arms`` on the
+    screen's ``seeds`` (the paired stage adds more seeds to some arms; they are not the screen's), on the
     calibration split, mean ± sd over seeds, and the difference to ``reference`` seed by seed (over the
     seeds both have). A screen, not a test: two seeds choose which arm goes on to the paired comparison."""
     cal_targets, _ = calibration_targets()
-    figures = {arm: {s: early_figures(d, s, cal_targets) for s, d in _runs(root, arm).items()} for arm in arms}
+    figures = {
+        arm: {s: early_figures(d, s, cal_targets) for s, d in _runs(root, arm).items() if s in seeds} for arm in arms
+    }
     figures = {arm: runs for arm, runs in figures.items() if runs}
     lines = [
         "| arm | seeds | accuracy at T % | accuracy at t = 3 % | area under the curve | oracle mean exit | "

@@ -134,6 +134,7 @@ def test_the_early_screen_report_reads_the_calibration_split_only(tmp_path: Path
     _fake_run(tmp_path / "tet" / "seed-0", seed=1, strength=1.0)
     _fake_run(tmp_path / "tet" / "seed-1", seed=2, strength=1.0)
     _fake_run(tmp_path / "rm-w1" / "seed-0", seed=3, strength=3.0)
+    _fake_run(tmp_path / "tet" / "seed-5", seed=4, strength=1.0)  # a paired-stage seed: not the screen's
     summary = study_report.write_early_screen(tmp_path, tmp_path / "early", ["tet", "rm-w1", "sd-w1-t2"])
     markdown = (tmp_path / "early.md").read_text()
     assert "| tet | 0, 1 |" in markdown and "| rm-w1 | 0 |" in markdown and "sd-w1-t2" not in markdown
