@@ -51,6 +51,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "spikeserve_warmup_seconds": ("gauge", frozenset({"model"})),
     "spikeserve_policy_exits_total": ("counter", frozenset({"model", "policy", "exit_reason"})),
     "spikeserve_policy_timesteps_total": ("counter", frozenset({"model", "policy"})),
+    "spikeserve_events_dropped_total": ("counter", frozenset({"model"})),
     "nv_inference_request_success": ("counter", frozenset({"model", "version"})),
     "nv_inference_request_failure": ("counter", frozenset({"model", "version"})),
     "nv_inference_count": ("counter", frozenset({"model", "version"})),
