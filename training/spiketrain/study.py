@@ -294,7 +294,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "early-ship":
             if summary["ships"] is None:
                 raise SystemExit("study: no arm passes the shipping gates; mnist-events stays as it is")
-            ship_recipe(args.root, args.model, str(summary["ships"]), {"chosen_by": "spiketrain.study_early"})
+            ship_recipe(
+                args.root,
+                args.model,
+                str(summary["ships"]),
+                {"chosen_by": "spiketrain.study_early (models/mnist-events-early-study.md)"},
+                "make study-early-ship",
+            )
         return
     if args.command == "early-report":
         write_early_screen(args.root, args.out, ["tet", *args.early_arms], seeds=seeds.screen)
@@ -366,12 +372,13 @@ def ship(root: Path, out: Path, summary: dict[str, object]) -> None:
     }
     winner = max(candidates, key=lambda arm: candidates[arm])
     log.info("calibration-split area under the curve by recipe: %s; shipping %s", candidates, winner)
-    ship_recipe(root, out, winner, {"calibration_area_by_recipe": candidates})
+    ship_recipe(root, out, winner, {"calibration_area_by_recipe": candidates}, "make study")
 
 
-def ship_recipe(root: Path, out: Path, recipe: str, chosen_by: dict[str, object]) -> None:
+def ship_recipe(root: Path, out: Path, recipe: str, chosen_by: dict[str, object], rebuilt_by: str) -> None:
     """Builds ``out`` from a recipe's runs: an ensemble of its first three seeds, calibrated (thresholds and
-    exit policies), with the data notice and a ``recipe.json`` that says how the recipe was chosen."""
+    exit policies), with the data notice and a ``recipe.json`` that says how the recipe was chosen;
+    ``rebuilt_by`` (a make target) goes into the card."""
     import shutil
 
     from . import calibrate, ensemble, policy_calibration
@@ -387,6 +394,13 @@ def ship_recipe(root: Path, out: Path, recipe: str, chosen_by: dict[str, object]
             shutil.copyfile(source / name, target / name)
         members.append(target.name)
     ensemble.build(out, members, threads=1)
+    card = out / "card.md"
+    card.write_text(
+        card.read_text().replace(
+            "Rebuilt by the make target of the same name (see the README).",
+            f"Rebuilt by `{rebuilt_by}` (the recipe, and how it was chosen: `recipe.json`).",
+        )
+    )
     _name_source_samples(out / "heldout.json")
     calibrate.calibrate_model(out, threads=1)
     policy_calibration.run_own(out, None, policy_calibration.ep.RESAMPLES)
