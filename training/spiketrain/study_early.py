@@ -8,9 +8,10 @@ What was fixed before any test-split figure was read (the screen chose it on the
 * **Arms**: ``EARLY_CANDIDATES`` against TET, seeds ``PAIRED_SEEDS`` (a seed fixes initial weights, data
   order and augmentation, so each arm is paired with TET seed by seed).
 * **Per run**, on its own calibration split: the plain cutoff and the exit policies of
-  :mod:`spiketrain.policy_calibration` for a 0.5 pt budget (point rule: drop + 1 paired SE), and the policy
-  the server would serve (chosen on the calibration fold). Then each is applied, unchanged, to the run's
-  test split.
+  :mod:`spiketrain.policy_calibration` for a 0.5 pt budget (point rule as registered: drop + 1 paired SE;
+  the report also gives the rule that ships, the drop floored at zero, adopted during the study), and the
+  policy the server would serve (chosen on the calibration fold). Then each is applied, unchanged, to the
+  run's test split.
 * **Paired differences** (arm minus TET): mean over seeds, 95% interval from a bootstrap that resamples
   seeds (pairs) and test samples (the same samples for both arms of a pair), every chosen rule fixed.
 * **The shipping rule**: an arm may replace the shipped model if its paired interval of the cutoff's
@@ -47,11 +48,11 @@ POLICIES = ("cutoff", "schedule", "learned", "served")
 MAX_LOSS_AT_T_PT = 0.3
 MAX_SHIFT_GAP_PT = 1.0
 SHIFT = "shifted ±2 px"
-#: Cached per run and point rule: the rules chosen on its calibration split (recomputed when the logits or
-#: the rule change).
 
 
 def rules_file(floor: bool) -> str:
+    """Where a run's rules, chosen on its calibration split, are cached, per point rule (recomputed when
+    the logits or the rule change)."""
     return "early-rules.json" if floor else "early-rules-registered.json"
 
 
@@ -197,7 +198,10 @@ def paired(
         return {}
 
     def diff(chosen: Sequence[int], sample: np.ndarray | None) -> dict[str, float]:
-        per = [{k: a - metrics(reference[s], sample)[k] for k, a in metrics(arm[s], sample).items()} for s in chosen]
+        per = []
+        for s in chosen:
+            mine, theirs = metrics(arm[s], sample), metrics(reference[s], sample)
+            per.append({k: mine[k] - theirs[k] for k in mine})
         return {k: float(np.mean([p[k] for p in per])) for k in per[0]}
 
     point = diff(seeds, None)
