@@ -70,6 +70,7 @@ class Outcome:
     calibration_accuracy_at_t: float
     members: int
     robustness: dict[str, float]  # clean / shifted accuracy at T (%), from the run's eval.json; {} for ensembles
+    area: float  # normalised area under accuracy against mean timesteps (the exact cutoff curve, test split)
 
 
 def _rules(calibration_logits: np.ndarray, cal_targets: np.ndarray, floor: bool) -> dict[str, Any]:
@@ -130,6 +131,7 @@ def outcome(
         calibration_accuracy_at_t=float((cal_prediction[-1] == cal_targets).mean()),
         members=int(test_logits.shape[0]),
         robustness=robustness or {},
+        area=calibration.curve(test_logits, test_targets).area(),
     )
 
 
@@ -210,16 +212,23 @@ def paired(
     samples = [
         diff(list(rng.choice(seeds, size=len(seeds), replace=True)), rng.integers(n, size=n)) for _ in range(draws)
     ]
-    gaps = [robustness_gap(arm[s]) for s in seeds], [robustness_gap(reference[s]) for s in seeds]
     result = {}
     for k, m in point.items():
         low, high = np.percentile([d[k] for d in samples], [2.5, 97.5])
         result[k] = (m, float(low), float(high))
-    if all(g is not None for g in gaps[0] + gaps[1]):
-        d = np.subtract(gaps[0], gaps[1])  # type: ignore[arg-type]
+
+    def over_seeds(name: str, of: Callable[[Outcome], float | None]) -> None:
+        """A figure known per run only (not per sample): its paired difference, bootstrapped over seeds."""
+        values = [(of(arm[s]), of(reference[s])) for s in seeds]
+        if any(a is None or b is None for a, b in values):
+            return
+        d = np.array([a - b for a, b in values])  # type: ignore[operator]
         boot = [np.mean(rng.choice(d, size=len(d))) for _ in range(draws)]
         low, high = np.percentile(boot, [2.5, 97.5])
-        result["±2 px gap (pt)"] = (float(d.mean()), float(low), float(high))
+        result[name] = (float(d.mean()), float(low), float(high))
+
+    over_seeds("area under the curve", lambda o: o.area)
+    over_seeds("±2 px gap (pt)", robustness_gap)
     return result
 
 
@@ -252,8 +261,8 @@ def _mean_sd(values: Sequence[float], spec: str = ".2f") -> str:
     return f"{np.mean(values):{spec}} ± {np.std(values):{spec}}" if len(values) else "n/a"
 
 
-def _interval(m: float, lo: float, hi: float) -> str:
-    return f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+def _interval(m: float, lo: float, hi: float, spec: str = "+.2f") -> str:
+    return f"{m:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 @dataclass(frozen=True)
@@ -288,8 +297,8 @@ def _tables(r: Results, reference: str, level: str) -> list[str]:
     lines = [
         f"{level} Per arm (test split, mean ± sd over seeds)",
         "",
-        "| arm | seeds | " + " | ".join(keys) + " | ±2 px gap (pt) |",
-        "|---|---|" + "---|" * (len(keys) + 1),
+        "| arm | seeds | " + " | ".join(keys) + " | area under the curve | ±2 px gap (pt) |",
+        "|---|---|" + "---|" * (len(keys) + 2),
     ]
     for arm, found in r.runs.items():
         if not found:
@@ -299,7 +308,7 @@ def _tables(r: Results, reference: str, level: str) -> list[str]:
         lines.append(
             f"| {arm} | {len(found)} | "
             + " | ".join(_mean_sd([x[k] for x in m], ".3f" if "exit" in k else ".2f") for k in keys)
-            + f" | {_mean_sd(gaps)} |"
+            + f" | {_mean_sd([o.area for o in found.values()], '.4f')} | {_mean_sd(gaps)} |"
         )
     served = ", ".join(
         f"{arm}: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(o.served for o in f.values()).items()))
@@ -316,7 +325,7 @@ def _tables(r: Results, reference: str, level: str) -> list[str]:
         f"{level} Paired differences against `{reference}` (same seeds)",
         "",
         f"Mean over the shared seeds, 95% interval from {BOOTSTRAP} bootstrap draws over seeds and test samples "
-        "(the ±2 px gap: over seeds only).",
+        "(the area and the ±2 px gap: over seeds only).",
         "",
         "| arm - TET | seeds | metric | difference [95% interval] |",
         "|---|---|---|---|",
@@ -324,15 +333,15 @@ def _tables(r: Results, reference: str, level: str) -> list[str]:
     for arm, c in r.comparisons.items():
         shared = len(set(r.runs[arm]) & set(r.runs[reference]))
         for k, v in c.items():
-            lines.append(f"| {arm} | {shared} | {k} | {_interval(*v)} |")
+            lines.append(f"| {arm} | {shared} | {k} | {_interval(*v, spec='+.4f' if 'area' in k else '+.2f')} |")
     lines += [
         "",
         f"{level} 3-seed ensembles (seeds {', '.join(map(str, SHIPPED_SEEDS))}: what shipping the recipe serves)",
         "",
         "| recipe | served policy | calibration: served mean timesteps at 0.5 pt | "
         + " | ".join(keys)
-        + " | compute (member-timesteps vs one member at T, served) |",
-        "|---|---|---|" + "---|" * (len(keys) + 1),
+        + " | area under the curve | compute (member-timesteps vs one member at T, served) |",
+        "|---|---|---|" + "---|" * (len(keys) + 2),
     ]
     for arm, o in r.ensembles.items():
         m = metrics(o)
@@ -340,7 +349,7 @@ def _tables(r: Results, reference: str, level: str) -> list[str]:
         lines.append(
             f"| {arm} | {o.served} | {o.calibration_served_timesteps:.3f} | "
             + " | ".join(f"{m[k]:.3f}" if "exit" in k else f"{m[k]:.2f}" for k in keys)
-            + f" | {compute:.2f}x |"
+            + f" | {o.area:.4f} | {compute:.2f}x |"
         )
     return lines
 
@@ -404,12 +413,14 @@ def write_report(
     def dump(r: Results) -> dict[str, Any]:
         return {
             "arms": {
-                arm: {str(s): metrics(o) | {"served": o.served} for s, o in f.items()} for arm, f in r.runs.items()
+                arm: {str(s): metrics(o) | {"served": o.served, "area": o.area} for s, o in f.items()}
+                for arm, f in r.runs.items()
             },
             "robustness_gap_pt": {arm: {str(s): robustness_gap(o) for s, o in f.items()} for arm, f in r.runs.items()},
             "paired_against_reference": {arm: {k: list(v) for k, v in c.items()} for arm, c in r.comparisons.items()},
             "ensembles": {
-                arm: metrics(o) | {"served": o.served, "calibration_served_timesteps": o.calibration_served_timesteps}
+                arm: metrics(o)
+                | {"served": o.served, "calibration_served_timesteps": o.calibration_served_timesteps, "area": o.area}
                 for arm, o in r.ensembles.items()
             },
         }

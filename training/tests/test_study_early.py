@@ -27,6 +27,7 @@ def _outcome(seed: int, exit_at: int, right_share: float, rng: np.random.Generat
         calibration_accuracy_at_t=right_share,
         members=1,
         robustness={"clean": 95.0, se.SHIFT: 95.0 - gap},
+        area=right_share,
     )
 
 
@@ -46,6 +47,7 @@ def test_a_faster_equally_accurate_arm_passes_and_ships() -> None:
     comparison = se.paired(fast, tet, draws=60)
     low = comparison["cutoff: speedup (x)"][1]
     assert low > 0, comparison
+    assert "area under the curve" in comparison and "±2 px gap (pt)" in comparison
     chosen, failed = se.decide({"fast": fast}, {"fast": fast[0]}, {"fast": comparison})
     assert chosen == "fast" and failed == {"fast": []}
 
