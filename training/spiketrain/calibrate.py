@@ -77,7 +77,7 @@ def calibration_section(
     table = calibration.calibration_table(cal, cal_targets, test, test_targets, test_synaptic_ops=synops)
     section = {
         "split": how,
-        "rule": f"fewest mean timesteps with drop + {calibration.CALIBRATION_Z} x paired SE <= budget",
+        "rule": f"fewest mean timesteps with max(drop, 0) + {calibration.CALIBRATION_Z} x paired SE <= budget",
         "table": table,
         "test_area_under_curve": calibration.curve(test, test_targets).area(),
     }

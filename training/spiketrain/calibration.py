@@ -10,9 +10,12 @@ it is reported on:
   T, wrong at the exit) and ``n01`` (the other way round). The drop is ``(n10 - n01) / N`` and its
   paired standard error ``sqrt(n10 + n01) / N``.
 * **Choosing** (calibration split): for each budget the candidate with the fewest mean timesteps whose
-  drop stays within the budget by a conservative rule: ``drop + CALIBRATION_Z * SE <= budget`` (an
-  upper confidence bound; ties go to the higher threshold). Threshold 1.0 (never exit early) always
-  qualifies, so every budget has an answer.
+  drop stays within the budget by a conservative rule: ``max(drop, 0) + CALIBRATION_Z * SE <= budget``
+  (an upper confidence bound; ties go to the higher threshold). The drop is floored at zero so that an
+  estimated *gain* from stopping early, which is largest where the estimate is noisiest, never pays for
+  the margin (the exit policies' point rule is the same; ``floor=False`` reproduces the studies that
+  registered the older rule). Threshold 1.0 (never exit early) always qualifies, so every budget has
+  an answer.
 * **Reporting** (test split): the chosen threshold's realised drop with its paired standard error,
   mean timesteps, speedup and compute (member-timesteps against one member at T).
 
@@ -121,9 +124,11 @@ def _points(confidence: np.ndarray, prediction: np.ndarray, targets: np.ndarray,
     )
 
 
-def choose(calibration: Curve, budget_pt: float, z: float = CALIBRATION_Z) -> int:
-    """Index of the point with the fewest mean timesteps whose drop's upper bound fits the budget."""
-    upper = calibration.drop + z * calibration.standard_error
+def choose(calibration: Curve, budget_pt: float, z: float = CALIBRATION_Z, floor: bool = True) -> int:
+    """Index of the point with the fewest mean timesteps whose drop's upper bound (the drop floored at
+    zero, unless ``floor`` is off) fits the budget."""
+    drop = np.maximum(calibration.drop, 0.0) if floor else calibration.drop
+    upper = drop + z * calibration.standard_error
     feasible = np.flatnonzero(upper <= budget_pt / 100 + 1e-12)
     best = feasible[np.lexsort((-calibration.thresholds[feasible], calibration.mean_timesteps[feasible]))[0]]
     return int(best)

@@ -97,12 +97,20 @@ def write_card(out: Path, report: dict[str, object]) -> None:
     assert isinstance(auroc, list) and isinstance(variance, list)
     header = "| stop at t | " + " | ".join(str(t + 1) for t in range(len(steps))) + " |"
     rule = "|---|" + "---|" * len(steps)
+    # A recipe shipped by a study names the make target that rebuilds it (recipe.json, written first).
+    recipe_file = out / "recipe.json"
+    recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else {}
+    rebuilt_by = (
+        f"Rebuilt by `{recipe['rebuilt_by']}` (the recipe, and how it was chosen: `recipe.json`)."
+        if "rebuilt_by" in recipe
+        else "Rebuilt by the make target of the same name (see the README)."
+    )
     lines = [
         f"# Model card: `{out.name}` (ensemble of {len(members)})",
         "",
         f"Members: {', '.join(f'`{m}`' for m in report['members'])} (see their own cards), stepped in lockstep. "
         "The answer is the mean of the members' running-mean softmax; the uncertainty is the members' "
-        "variance on the chosen class. Rebuilt by the make target of the same name (see the README).",
+        f"variance on the chosen class. {rebuilt_by}",
         "",
         f"## Held-out evaluation ({report['held_out_samples']} samples)",
         "",

@@ -393,22 +393,21 @@ def ship_recipe(root: Path, out: Path, recipe: str, chosen_by: dict[str, object]
         for name in ("model.onnx", "card.md", "eval.json", "heldout.json"):
             shutil.copyfile(source / name, target / name)
         members.append(target.name)
+    record = {
+        "winner": recipe,
+        "training_args": EARLY_ARMS.get(recipe, []),
+        **chosen_by,
+        "seeds": SHIPPED_SEEDS,
+        "rebuilt_by": rebuilt_by,
+    }
+    (out / "recipe.json").write_text(json.dumps(record, indent=1) + "\n")  # the card names rebuilt_by
     ensemble.build(out, members, threads=1)
-    card = out / "card.md"
-    card.write_text(
-        card.read_text().replace(
-            "Rebuilt by the make target of the same name (see the README).",
-            f"Rebuilt by `{rebuilt_by}` (the recipe, and how it was chosen: `recipe.json`).",
-        )
-    )
     _name_source_samples(out / "heldout.json")
     calibrate.calibrate_model(out, threads=1)
     policy_calibration.run_own(out, None, policy_calibration.ep.RESAMPLES)
     for member in members:  # the ensemble's own heldout.json is enough (a few MB each)
         (out / member / "heldout.json").unlink()
     (out / "NOTICE.md").write_text(MNIST_NOTICE)
-    record = {"winner": recipe, "training_args": EARLY_ARMS.get(recipe, []), **chosen_by, "seeds": SHIPPED_SEEDS}
-    (out / "recipe.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_choosing_keeps_the_upper_bound_within_the_budget_and_takes_the_fewest_t
     previous = np.inf
     for budget in (0.1, 0.5, 1.0, 2.0, 5.0):
         i = calibration.choose(points, budget)
-        upper = points.drop + calibration.CALIBRATION_Z * points.standard_error
+        upper = np.maximum(points.drop, 0) + calibration.CALIBRATION_Z * points.standard_error
         assert upper[i] <= budget / 100 + 1e-12
         feasible = upper <= budget / 100 + 1e-12
         assert points.mean_timesteps[i] == points.mean_timesteps[feasible].min()
@@ -115,3 +115,20 @@ def test_synaptic_operations_are_counted_up_to_each_exit_over_every_member():
         assert isinstance(test, dict)
         assert test["synaptic_ops"] == pytest.approx(2 * test["mean_timesteps"])
         assert test["synaptic_ops_at_t"] == pytest.approx(2 * logits.shape[1])
+
+
+def test_an_estimated_gain_does_not_pay_for_the_margin():
+    # Two candidates on 500 samples: an early one that broke 4 answers and fixed 5 (drop -0.2 pt, SE 0.6 pt),
+    # and never exiting early. Unfloored, -0.2 + 0.6 fits 0.5 pt; floored, 0 + 0.6 does not.
+    curve = calibration.Curve(
+        thresholds=np.array([0.5, 1.0]),
+        accuracy=np.array([0.9, 0.898]),
+        mean_timesteps=np.array([1.2, 10.0]),
+        n10=np.array([4, 0]),
+        n01=np.array([5, 0]),
+        samples=500,
+        timesteps=10,
+        accuracy_at_t=0.898,
+    )
+    assert calibration.choose(curve, 0.5, floor=False) == 0
+    assert calibration.choose(curve, 0.5) == 1

@@ -104,7 +104,7 @@ def calibrate_imported(directory: Path, data: Path) -> dict[str, Any]:
             f"chosen on one stratified half of {data.name} ({len(first)} samples), reported on the other "
             f"({len(second)} samples); measure: {measure}"
         ),
-        "rule": f"fewest mean timesteps with drop + {calibration.CALIBRATION_Z} x paired SE <= budget",
+        "rule": f"fewest mean timesteps with max(drop, 0) + {calibration.CALIBRATION_Z} x paired SE <= budget",
         "table": table,
         "test_area_under_curve": calibration.curve(logits[None][:, :, second], targets[second]).area(),
     }
