@@ -23,6 +23,10 @@ curve, oracle mean exit, calibrated mean timesteps at 0.5 pt)::
 
     python -m spiketrain.study early-screen --root .cache/study --jobs 1 --nice 19 --out ../models/x
 
+Then ``early-paired`` trains TET and the screen's candidates on the paired seeds and writes the test-split
+report, ``early-paired-report`` writes it alone, and ``early-ship`` rebuilds ``models/mnist-events`` from the
+arm that passes the gates (:mod:`spiketrain.study_early`).
+
 A run whose ``eval.json`` exists is not run again, so the command resumes after an interruption.
 Nothing here looks at the test split to choose anything; ``report`` only reads it.
 """
