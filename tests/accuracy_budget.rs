@@ -10,7 +10,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, sse_final, Server};
+use common::{
+    heldout_digits, infer, read_json, refused_on_v1_and_sse, session_refusal, shipped_models, sse_final,
+    Server,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spikeserve::api::grpc::anytime_pb as pb;
@@ -335,15 +338,7 @@ async fn wrong_budgets_are_refused_naming_the_field_the_model_and_its_budgets() 
         for word in &mentions {
             assert!(status.message().contains(word), "{:?} should mention {word:?}", status.message());
         }
-        let (tx, rx) = mpsc::channel(2);
-        let start = pb::SessionStart { model: "digits".into(), policy: Some(policy), ..Default::default() };
-        tx.send(pb::SessionRequest { message: Some(pb::session_request::Message::Start(start)) })
-            .await
-            .expect("start");
-        let refused = match grpc.session(ReceiverStream::new(rx)).await {
-            Err(status) => status,
-            Ok(stream) => stream.into_inner().message().await.expect_err("the session is refused"),
-        };
+        let refused = session_refusal(&mut grpc, "digits", policy).await;
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     }
     let mut kserve = GrpcInferenceServiceClient::connect(server.grpc.clone()).await.expect("KServe gRPC");

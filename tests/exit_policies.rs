@@ -12,7 +12,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{heldout_digits, infer, read_json, refused_on_v1_and_sse, shipped_models, sse_final, Server};
+use common::{
+    heldout_digits, infer, read_json, refused_on_v1_and_sse, session_refusal, shipped_models, sse_final,
+    Server,
+};
 use serde_json::{json, Value};
 use spikeserve::api::grpc::anytime_pb as pb;
 use spikeserve::api::grpc::anytime_pb::anytime_client::AnytimeClient;
@@ -504,15 +507,7 @@ async fn wrong_policy_requests_are_refused_naming_the_field() {
         for word in &mentions {
             assert!(status.message().contains(word), "{:?} should mention {word:?}", status.message());
         }
-        let (tx, rx) = mpsc::channel(2);
-        let start = pb::SessionStart { model: "digits".into(), policy: Some(policy), ..Default::default() };
-        tx.send(pb::SessionRequest { message: Some(pb::session_request::Message::Start(start)) })
-            .await
-            .expect("start");
-        let refused = match grpc.session(ReceiverStream::new(rx)).await {
-            Err(status) => status,
-            Ok(stream) => stream.into_inner().message().await.expect_err("the session is refused"),
-        };
+        let refused = session_refusal(&mut grpc, "digits", policy).await;
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     }
     // KServe: a policy that is not a string, and an unknown one.

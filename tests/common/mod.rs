@@ -238,6 +238,25 @@ pub async fn refused_on_v1_and_sse(
     errors
 }
 
+/// Opens a gRPC `Session` on `model` whose start carries `policy`, and returns the status it is
+/// refused with (at the call, or as the stream's first message).
+pub async fn session_refusal(
+    grpc: &mut spikeserve::api::grpc::anytime_pb::anytime_client::AnytimeClient<tonic::transport::Channel>,
+    model: &str,
+    policy: spikeserve::api::grpc::anytime_pb::Policy,
+) -> tonic::Status {
+    use spikeserve::api::grpc::anytime_pb as pb;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let start = pb::SessionStart { model: model.into(), policy: Some(policy), ..Default::default() };
+    tx.send(pb::SessionRequest { message: Some(pb::session_request::Message::Start(start)) })
+        .await
+        .expect("start");
+    match grpc.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Err(status) => status,
+        Ok(stream) => stream.into_inner().message().await.expect_err("the session is refused"),
+    }
+}
+
 /// Every model shipped in `models/`, in the order the server lists them.
 pub const SHIPPED_MODELS: [&str; 8] = [
     "digits",
